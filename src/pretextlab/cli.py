@@ -1,0 +1,135 @@
+"""The `pretextlab` command. Every mistake a user can fix ends as one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Does self-supervised pretraining help my classifier, by how much, at which label budget?")
+
+DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
+             "folder, or cifar10 | cifar100 | fashion-mnist | mnist | stl10 (downloaded)")
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UserError(f"{name} '{text}' is not a comma-separated list of numbers, e.g. 1.0,0.5,0.1") from None
+
+
+@app.command()
+def train(
+    data: str = typer.Option("cifar10", help=DATA_HELP),
+    fraction: float = typer.Option(1.0, help="share of the training labels used, in (0, 1]; stratified, seeded"),
+    backbone: str = typer.Option("fast", help="fast | fast-wide | resnet18 | resnet34 | mobilenet_v3_large"),
+    epochs: int = typer.Option(15),
+    batch_size: int = typer.Option(256),
+    optimizer: str = typer.Option("sgd", help="sgd (Nesterov momentum) | adamw"),
+    lr: float = typer.Option(0.2, help="peak learning rate"),
+    momentum: float = typer.Option(0.9),
+    betas: str = typer.Option("0.9,0.999", help="AdamW betas"),
+    weight_decay: float = typer.Option(5e-4),
+    schedule: str = typer.Option("onecycle", help="onecycle (linear warm-up, linear decay) | cosine | constant"),
+    warmup: float = typer.Option(0.2, help="share of the steps spent warming up"),
+    label_smoothing: float = typer.Option(0.1),
+    backbone_lr_scale: float = typer.Option(1.0, help="backbone learning rate relative to the head's"),
+    freeze_backbone: bool = typer.Option(False, help="train the head only (linear probe)"),
+    init: Optional[str] = typer.Option(None, help="start from these weights (checkpoint.pt or .safetensors)"),
+    seed: int = typer.Option(0, help="initialisation, batch order and label subset"),
+    split_seed: int = typer.Option(0, help="validation split (keep it fixed to compare runs)"),
+    val_fraction: float = typer.Option(0.1, help="share of the training images held out for validation"),
+    image_size: Optional[int] = typer.Option(None, help="resize images to this square size (default: from the data)"),
+    pad: int = typer.Option(-1, help="random-crop translation in px (-1: image size / 8)"),
+    flip: bool = typer.Option(True, help="random horizontal flips"),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto measures what is faster)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default runs/train-<backbone>-f<fraction>-s<seed>)"),
+    quiet: bool = typer.Option(False, help="log lines instead of a progress bar"),
+) -> None:
+    """Supervised training on a label fraction, from scratch or from --init weights; resumes if interrupted."""
+    from .finetune import DataConfig, train_classifier
+    from .train import TrainConfig
+
+    b = _floats(betas, "--betas")
+    if len(b) != 2:
+        raise UserError(f"--betas '{betas}' needs two numbers, e.g. 0.9,0.999")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, betas=b,
+                      weight_decay=weight_decay, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing,
+                      backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone, seed=seed,
+                      precision=precision)
+    dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
+                      image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip)
+    if not 0 < fraction <= 1:
+        raise UserError(f"--fraction {fraction} is outside (0, 1]; use e.g. 1.0, 0.5 or 0.1")
+    _check_backbone(backbone)
+    out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
+    s = train_classifier(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet)
+    b = s["best"]
+    typer.echo(f"{out}: best val macro-F1 {b['f1_macro']['value']:.4f} (epoch {b['f1_macro']['epoch']}), "
+               f"accuracy {b['accuracy']['value']:.4f}; {s['n_train']} labelled images, "
+               f"{s['wall_time_s']:.0f} s" + (f"; test macro-F1 {s['test']['f1_macro']:.4f}" if "test" in s else ""))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="a run's checkpoint.pt"),
+    data: Optional[str] = typer.Option(None, help="data source (default: the one it was trained on)"),
+    split: str = typer.Option("val", help="val (the run's held-out split) | test"),
+    cache_dir: Optional[str] = typer.Option(None),
+    json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+) -> None:
+    """Macro-F1, precision, recall, accuracy and loss of a trained classifier on a split."""
+    from .finetune import evaluate_checkpoint
+
+    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir)
+    if json_out:
+        typer.echo(json.dumps(m))
+    else:
+        typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+
+
+@app.command()
+def predict(
+    images: list[str] = typer.Argument(..., help="image files"),
+    checkpoint: Path = typer.Option(..., help="a run's checkpoint.pt"),
+) -> None:
+    """Class and confidence for each image."""
+    from .finetune import predict_files
+
+    for f, c, p in predict_files(str(checkpoint), images):
+        typer.echo(f"{f}\t{c}\t{p:.3f}")
+
+
+def _check_backbone(name: str) -> None:
+    from .models import BACKBONES
+
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("PIL").setLevel(logging.WARNING)
+    try:
+        app()
+    except UserError as e:
+        print(f"pretextlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("pretextlab: interrupted; run the same command again to resume from the last finished epoch",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

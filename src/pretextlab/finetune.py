@@ -1,0 +1,266 @@
+"""Supervised training on a label fraction (from scratch or from pretrained weights), evaluation
+and prediction. Metrics come from torchmetrics with macro averaging spelled out."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import hw
+from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, stratified_split
+from .errors import UserError
+from .io import load_json, save_json, save_torch
+from .models import Classifier, load_backbone_weights, make_backbone
+from .train import TrainConfig, fit
+
+N_EXAMPLES = 8  # validation images shown with predictions in the report
+
+
+@dataclass
+class DataConfig:
+    """Which images, at which size, split how: shared by every run of a study."""
+
+    source: str = "cifar10"
+    fraction: float = 1.0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    image_size: int | None = None
+    cache_dir: str | None = None
+    pad: int = -1  # crop translation in px; -1: image_size / 8 (4 px at 32x32)
+    flip: bool = True
+
+    def crop_pad(self, image_size: int) -> int:
+        return self.pad if self.pad >= 0 else max(1, image_size // 8)
+
+
+def metric_collection(num_classes: int):
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision,
+                                             MulticlassRecall)
+
+    return MetricCollection({
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
+        "recall_macro": MulticlassRecall(num_classes, average="macro"),
+        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+    })
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
+                   precision: str = "fp32", channels_last: bool = True) -> Tensor:
+    """Logits for uint8 images, in batches, without gradients (eval-mode BatchNorm)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for chunk in x.split(batch_size):
+        with hw.autocast(device, precision):
+            outs.append(model(normalize(chunk.to(device), mean, std, channels_last)).float())
+    model.train(was)
+    return torch.cat(outs)
+
+
+def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
+    m = metric_collection(num_classes).to(logits.device)
+    out = {k: float(v) for k, v in m(logits, y).items()}
+    out["loss"] = float(F.cross_entropy(logits, y))
+    out["n"] = int(len(y))
+    return out
+
+
+def confusion(logits: Tensor, y: Tensor, num_classes: int) -> list[list[int]]:
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    return MulticlassConfusionMatrix(num_classes)(logits.argmax(1), y).tolist()
+
+
+class Classification:
+    """Supervised task: augmented, normalised batches of the labelled subset; cross-entropy loss."""
+
+    def __init__(self, splits: Splits, pad: int, flip: bool, label_smoothing: float, precision: str = "fp32"):
+        self.s, self.pad, self.flip, self.smoothing, self.precision = splits, pad, flip, label_smoothing, precision
+        self.n_train = len(splits.y_train)
+        self.num_classes = len(splits.classes)
+
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        idx = idx.to(self.s.x_train.device)
+        x = augment(self.s.x_train[idx], g, self.pad, self.flip)
+        return normalize(x, self.s.mean, self.s.std), self.s.y_train[idx]
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        logits = predict_logits(model, self.s.x_val, self.s.mean, self.s.std, precision=self.precision)
+        m = classification_metrics(logits, self.s.y_val, self.num_classes)
+        m.pop("n")
+        return m
+
+
+def train_classifier(
+    data: DataConfig,
+    cfg: TrainConfig,
+    backbone: str,
+    out_dir: Path,
+    init: str | None = None,
+    dataset: Dataset | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or just return) the run in out_dir and return its summary."""
+    out_dir = Path(out_dir)
+    if (out_dir / "summary.json").exists():
+        return load_json(out_dir / "summary.json")
+    hw.setup_threads()
+    dev = hw.pick_device(device)
+    ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    splits = make_splits(ds, data.fraction, cfg.seed, data.val_fraction, data.split_seed).to(dev)
+    model = Classifier(make_backbone(backbone, ds.channels), len(ds.classes))
+    if init:
+        load_backbone_weights(model.backbone, read_weights(init), init)
+    pad = data.crop_pad(ds.image_size)
+    precision = hw.pick_precision(cfg.precision, dev)
+    task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
+    meta = {"kind": "classifier", "backbone": backbone, "classes": ds.classes, "channels": ds.channels,
+            "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
+            "data": dataclasses.asdict(data)}
+    run_config = {"kind": "finetune", "backbone": backbone, "init": str(init) if init else None,
+                  "data": dataclasses.asdict(data), "dataset": ds.name, "classes": ds.classes,
+                  "n_train": len(splits.y_train), "n_val": len(splits.y_val), "crop_pad": pad}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "indices.json").exists():
+        save_json(splits.indices, out_dir / "indices.json")
+    t0 = time.perf_counter()
+    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end)
+
+    # Final evaluation: confusion matrix, examples with predictions, and the test split if any.
+    logits = predict_logits(model, splits.x_val, splits.mean, splits.std, precision=precision)
+    probs = logits.softmax(1)
+    pick = torch.linspace(0, len(splits.y_val) - 1, N_EXAMPLES).long()
+    summary = summarize(result.history)
+    summary.update({
+        "run": out_dir.name, "backbone": backbone, "init": str(init) if init else None,
+        "fraction": data.fraction, "seed": cfg.seed, "n_train": len(splits.y_train), "n_val": len(splits.y_val),
+        "classes": ds.classes, "final": classification_metrics(logits, splits.y_val, len(ds.classes)),
+        "confusion_val": confusion(logits, splits.y_val, len(ds.classes)),
+        "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(probs[i].argmax()),
+                      "confidence": float(probs[i].max())} for i in pick],
+        "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+    })
+    save_torch(splits.x_val[pick].cpu(), out_dir / "examples.pt")
+    if splits.test is not None:
+        tl = predict_logits(model, splits.test.images, splits.mean, splits.std, precision=precision)
+        summary["test"] = classification_metrics(tl, splits.test.labels.to(tl.device), len(ds.classes))
+    save_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Best value and epoch of every validation metric (loss: lowest), plus the last epoch's row."""
+    best = {}
+    for k in history[0]:
+        if k.startswith("val_"):
+            vals = [r[k] for r in history]
+            i = min(range(len(vals)), key=vals.__getitem__) if k.endswith("loss") else max(range(len(vals)), key=vals.__getitem__)
+            best[k[4:]] = {"value": vals[i], "epoch": int(history[i]["epoch"])}
+    return {"best": best, "last": history[-1], "epochs": len(history)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: evaluate and predict need nothing but the checkpoint (and the data for evaluate).
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a .safetensors file or from a pretextlab checkpoint.pt."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--init {path}: no such file; pass a checkpoint.pt or a backbone .safetensors file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        raise UserError(f"{path} is not a readable checkpoint; pass a checkpoint.pt or .safetensors file") from None
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict; pass a checkpoint.pt or .safetensors file")
+    return state
+
+
+def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--checkpoint {path}: no such file; pass a run's checkpoint.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        meta = state["meta"]
+    except Exception:
+        raise UserError(f"{path} is not a pretextlab checkpoint; pass a run's checkpoint.pt") from None
+    if meta.get("kind") != "classifier":
+        raise UserError(f"{path} is a {meta.get('kind', 'unknown')} checkpoint, not a classifier; "
+                        "fine-tune it first with `pretextlab train --init`")
+    model = Classifier(make_backbone(meta["backbone"], meta["channels"]), len(meta["classes"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), meta
+
+
+def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
+                        cache_dir: str | None = None) -> dict[str, float]:
+    """Metrics of a saved classifier on the val split it was trained with, or the source's test split."""
+    hw.setup_threads()
+    model, meta = load_classifier(checkpoint)
+    d = meta["data"]
+    ds = load_dataset(source or d["source"], meta["image_size"], cache_dir or d.get("cache_dir"))
+    if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
+        raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
+                        f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")
+    if split == "test":
+        if ds.test is None:
+            raise UserError(f"{ds.name} has no test split; use --split val, or a root with train/ and test/")
+        part = ds.test
+    elif split == "val":
+        _, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
+        part = ImageSet(ds.train.images[va], ds.train.labels[va])
+    else:
+        raise UserError(f"--split {split} is unknown; use val or test")
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    logits = predict_logits(model, part.images, mean, std)
+    return classification_metrics(logits, part.labels, len(ds.classes))
+
+
+def predict_files(checkpoint: str, files: list[str]) -> list[tuple[str, str, float]]:
+    """(file, class, confidence) per image, resized the way the training data was."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from .data import _resize_pil
+
+    model, meta = load_classifier(checkpoint)
+    size, mode = meta["image_size"], "L" if meta["channels"] == 1 else "RGB"
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                arrays.append(np.asarray(_resize_pil(im, size) if im.size != (size, size) else im))
+        except FileNotFoundError:
+            raise UserError(f"{f}: no such file; pass image paths") from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise UserError(f"{f} is not a readable image; pass JPEG, PNG or another format Pillow reads") from None
+    x = torch.as_tensor(np.stack(arrays))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    probs = predict_logits(model, x, torch.tensor(meta["mean"]), torch.tensor(meta["std"])).softmax(1)
+    conf, pred = probs.max(1)
+    return [(f, meta["classes"][p], float(c)) for f, p, c in zip(files, pred.tolist(), conf.tolist())]

@@ -1,0 +1,43 @@
+"""Atomic file writes: an interrupted write never leaves a half-written checkpoint or summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file and os.replace (atomic on POSIX)."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_json(obj: Any, path: Path) -> None:
+    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, default=str) + "\n").encode()))
+
+
+def save_text(text: str, path: Path) -> None:
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,128 @@
+"""Backbones (image -> feature vector) and the classifier built on them, by name.
+
+Every backbone maps (B, C, H, W) to (B, out_dim) for any input size (global pooling at the end),
+so the same object serves small pretext patches and whole images alike.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+
+
+def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+class ResBlock(nn.Module):
+    """conv -> 2x2 max-pool -> residual conv: the ResNet-9 pattern of Page's DAWNBench entry, thinned."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = conv_bn(c_in, c_out)
+        self.pool = nn.MaxPool2d(2)
+        self.res = conv_bn(c_out, c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.conv(x))
+        return x + self.res(x)
+
+
+class FastNet(nn.Module):
+    """A small residual CNN for 32x32 images on a CPU (~0.1 GFLOP per image forward at 32x32).
+
+    Why this shape: most of a CPU's time goes to the first full-resolution convolutions, so the stem
+    is narrow and the width doubles at each halving of resolution; a global max+avg pool makes the
+    network accept any input size (pretext patches of 12-16 px included).
+    """
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (24, 48, 96, 192)):
+        super().__init__()
+        self.stem = conv_bn(in_channels, widths[0])
+        self.blocks = nn.Sequential(*[ResBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.out_dim = widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        # max+mean pooling, scaled down as in Page's ResNet-9 (x0.125): without it the first SGD
+        # steps blow the logits up and training diverges at the usual learning rates.
+        return (x.amax((2, 3)) + x.mean((2, 3))) * 0.125
+
+
+def _resnet(depth: int, in_channels: int) -> nn.Module:
+    """torchvision ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool; He et al. 2016)."""
+    from torchvision.models import resnet18, resnet34
+
+    net = {18: resnet18, 34: resnet34}[depth](weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    net.out_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net
+
+
+def _mobilenet_v3_large(in_channels: int) -> nn.Module:
+    """MobileNetV3-Large (Howard et al. 2019), the homework's choice; features after global pooling."""
+    from torchvision.models import mobilenet_v3_large
+
+    net = mobilenet_v3_large(weights=None)
+    if in_channels != 3:
+        first = net.features[0][0]
+        net.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, 2, 1, bias=False)
+    body = nn.Sequential(net.features, net.avgpool, nn.Flatten())
+    body.out_dim = net.classifier[0].in_features
+    return body
+
+
+BACKBONES: dict[str, Callable[[int], nn.Module]] = {
+    "fast": lambda c: FastNet(c),
+    "fast-wide": lambda c: FastNet(c, (32, 64, 128, 256)),
+    "resnet18": lambda c: _resnet(18, c),
+    "resnet34": lambda c: _resnet(34, c),
+    "mobilenet_v3_large": _mobilenet_v3_large,
+}
+
+
+def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name](in_channels)
+
+
+class Classifier(nn.Module):
+    """backbone -> linear head. The backbone's state dict is what pretraining hands to fine-tuning."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load pretrained weights strictly: a checkpoint of another backbone is a user error, not a warning."""
+    state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("head.")}
+    own = backbone.state_dict()
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if bad or set(state) - set(own):
+        raise UserError(f"{source} holds weights of another backbone or input shape (e.g. '{(bad or list(set(state) - set(own)))[0]}'); "
+                        "pass --backbone matching the checkpoint")
+    backbone.load_state_dict(state)
+
+
+def count_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """Forward FLOPs (2 x multiply-adds) of one input of `shape`, via torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, *shape))
+    model.train(was)
+    return int(fc.get_total_flops())

@@ -1,0 +1,277 @@
+"""The one training loop, shared by pretext pretraining and supervised fine-tuning.
+
+A run is a folder: config.json, metrics.csv, TensorBoard events, checkpoint.pt (every epoch,
+atomic) and, when finished, summary.json. Re-running the same command resumes from the last
+checkpoint; every random draw of epoch e comes from a generator seeded by (seed, e), so a resumed
+run ends with exactly the metrics of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from . import hw
+from .errors import UserError
+from .io import load_json, save_json, save_text, save_torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run's numbers (and so must match when a run resumes)."""
+
+    epochs: int = 15
+    batch_size: int = 256
+    optimizer: str = "sgd"  # sgd (Nesterov) | adamw
+    lr: float = 0.2  # peak learning rate, per batch of `batch_size`
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle: linear warm-up then linear decay to 0 | cosine | constant
+    warmup: float = 0.2  # fraction of all steps spent warming up
+    label_smoothing: float = 0.1
+    backbone_lr_scale: float = 1.0  # < 1 keeps pretrained features from being washed out early
+    freeze_backbone: bool = False  # linear probe
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UserError(f"--optimizer {self.optimizer} is unknown; use sgd or adamw")
+        if self.schedule not in ("onecycle", "cosine", "constant"):
+            raise UserError(f"--schedule {self.schedule} is unknown; use onecycle, cosine or constant")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        self.betas = tuple(self.betas)
+
+
+class Task(Protocol):
+    """What the loop needs from a task (supervised classification or a pretext task)."""
+
+    n_train: int  # examples per epoch
+
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Model inputs and targets for the training examples `idx`, augmented with generator g."""
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor: ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics; must include 'loss'."""
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    history: list[dict[str, float]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """Multiplier of the peak learning rate at `step` (0-based) of `total`."""
+    w = int(total * warmup)
+    if step < w:
+        return (step + 1) / w
+    if schedule == "constant":
+        return 1.0
+    p = (step - w) / max(1, total - w)
+    return 1.0 - p if schedule == "onecycle" else 0.5 * (1 + math.cos(math.pi * p))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    if cfg.freeze_backbone:
+        for p in backbone:
+            p.requires_grad_(False)
+        groups = [{"params": rest, "lr": cfg.lr}]
+    else:
+        groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale}, {"params": rest, "lr": cfg.lr}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def epoch_order(n: int, batch_size: int, g: torch.Generator) -> tuple[Tensor, int, int]:
+    """A shuffled order padded (by wrapping) to whole batches: every batch has the same size."""
+    bs = min(batch_size, n)
+    steps = math.ceil(n / bs)
+    order = torch.randperm(n, generator=g)
+    if steps * bs > n:
+        order = torch.cat([order, order[: steps * bs - n]])
+    return order, steps, bs
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / min(batch_size, n))
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    cfg: TrainConfig,
+    out_dir: Path,
+    run_config: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    quiet: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> RunResult:
+    """Train `model` on `task` for cfg.epochs, resuming from out_dir/checkpoint.pt if it exists.
+
+    run_config is written to config.json and must equal the stored one on resume; meta (classes,
+    normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else.
+    """
+    out_dir = Path(out_dir)
+    device = device or torch.device("cpu")
+    precision = hw.pick_precision(cfg.precision, device)
+    channels_last = cfg.channels_last
+    ckpt_path = out_dir / "checkpoint.pt"
+    config = {**run_config, "train": dataclasses.asdict(cfg)}
+    config["train"]["betas"] = list(cfg.betas)
+    _check_config(out_dir, config, ckpt_path)
+
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    steps = steps_per_epoch(task.n_train, cfg.batch_size)
+    total = cfg.epochs * steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    history: list[dict[str, float]] = []
+    start_epoch, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
+        log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
+    save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
+                                      "device": str(device), "steps_per_epoch": steps}}, out_dir / "config.json")
+
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    writer = SummaryWriter(str(out_dir / "tb"))
+    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet, unit="step", dynamic_ncols=True,
+               desc=out_dir.name, leave=False)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            g = epoch_generator(cfg.seed, epoch)
+            order, steps, bs = epoch_order(task.n_train, cfg.batch_size, g)
+            model.train()
+            if cfg.freeze_backbone:  # a linear probe keeps the backbone's BatchNorm statistics too
+                model.backbone.eval()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            scored = False
+            for step in range(steps):
+                x, y = task.batch(order[step * bs:(step + 1) * bs], g)  # cut, augment, normalise
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with hw.autocast(device, precision):
+                    out = model(x)  # forward
+                    loss = task.loss(out, y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()  # backward
+                scaler.step(opt)  # step
+                scaler.update()
+                sched.step()
+                loss_sum += loss.detach()
+                if out.ndim == 2 and y.ndim == 1:  # classification-shaped: count train accuracy
+                    correct += (out.detach().argmax(1) == y).sum()
+                    scored = True
+                if step % 10 == 0 or step == steps - 1:  # .item() syncs: not every step
+                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                bar.update(1)
+            train_time = time.perf_counter() - t0
+            metrics = task.evaluate(model)  # validation
+            elapsed += time.perf_counter() - t0
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum.item() / steps,
+                **({"train_accuracy": correct.item() / (steps * bs)} if scored else {}),
+                **{f"val_{k}": v for k, v in metrics.items()},
+                "lr": opt.param_groups[-1]["lr"],
+                "images_per_s": steps * bs / train_time,
+                "epoch_time_s": time.perf_counter() - t0,
+                "wall_time_s": elapsed,
+            }
+            history.append(row)
+            for k, v in row.items():  # log
+                if k != "epoch":
+                    writer.add_scalar(k, v, epoch + 1)
+            writer.flush()
+            _write_csv(history, out_dir / "metrics.csv")
+            save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
+                        "elapsed": elapsed, "history": history, "config": config, "meta": meta or {}}, ckpt_path)
+            msg = f"{out_dir.name} epoch {epoch + 1}/{cfg.epochs} " + " ".join(
+                f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
+            (log.info if quiet else bar.write)(msg)
+            if on_epoch_end:
+                on_epoch_end(epoch, row)
+    finally:
+        bar.close()
+        writer.close()
+    return RunResult(out_dir, history)
+
+
+def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
+    """Refuse to resume a run whose settings differ: mixing them would silently change its numbers."""
+    f = out_dir / "config.json"
+    if not ckpt_path.exists() or not f.exists():
+        return
+    old = load_json(f)
+    old.pop("resolved", None)
+    new = json_roundtrip(config)
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise UserError(f"{out_dir} holds a run with other settings ({', '.join(diff)}); "
+                        "use another --out or delete that folder to start afresh")
+
+
+def json_roundtrip(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _write_csv(history: list[dict[str, float]], path: Path) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    save_text(buf.getvalue(), path)
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
