@@ -110,6 +110,94 @@ def predict(
         typer.echo(f"{f}\t{c}\t{p:.3f}")
 
 
+@app.command()
+def pretrain(
+    data: str = typer.Option("cifar10", help=DATA_HELP),
+    pretext: str = typer.Option("context", help="pretext task: context"),
+    backbone: str = typer.Option("fast"),
+    epochs: int = typer.Option(8),
+    batch_size: int = typer.Option(256),
+    lr: float = typer.Option(0.1),
+    weight_decay: float = typer.Option(5e-4),
+    scale: float = typer.Option(2.0, help="context: image upscaling before cutting the 3x3 grid"),
+    patch: int = typer.Option(14, help="context: patch side (upscaled px)"),
+    gap: int = typer.Option(7, help="context: gap between grid cells (upscaled px)"),
+    jitter: int = typer.Option(2, help="context: max random shift of each patch (px)"),
+    colour: str = typer.Option("project", help="context: project | drop | none (against chromatic aberration)"),
+    downsample: float = typer.Option(0.5, help="context: share of patches randomly down-and-up sampled"),
+    patch_norm: bool = typer.Option(True, help="context: subtract each patch's mean"),
+    seed: int = typer.Option(0),
+    split_seed: int = typer.Option(0),
+    val_fraction: float = typer.Option(0.1),
+    image_size: Optional[int] = typer.Option(None),
+    precision: str = typer.Option("auto"),
+    device: str = typer.Option("auto"),
+    cache_dir: Optional[str] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, help="run folder (default runs/pretrain-<pretext>-<backbone>)"),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Pretrain a backbone without labels; writes backbone.safetensors for `train --init`."""
+    from .finetune import DataConfig
+    from .pretext import pretrain as run_pretrain
+    from .train import TrainConfig
+
+    _check_backbone(backbone)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                      label_smoothing=0.0, precision=precision)
+    dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
+                      cache_dir=cache_dir)
+    options = {"scale": scale, "patch": patch, "gap": gap, "jitter": jitter, "colour": colour,
+               "downsample": downsample, "patch_norm": patch_norm} if pretext == "context" else {}
+    out = out or Path("runs") / f"pretrain-{pretext}-{backbone}"
+    s = run_pretrain(pretext, dcfg, cfg, backbone, out, options, device=device, quiet=quiet)
+    typer.echo(f"{out}: pretext val accuracy {s['best']['accuracy']['value']:.4f} (chance {s['chance']:.3f}); "
+               f"k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
+               f"{s['knn_accuracy']['random']:.4f}; weights in {out / 'backbone.safetensors'}")
+
+
+@app.command()
+def study(
+    data: str = typer.Option("cifar10", help=DATA_HELP),
+    fractions: str = typer.Option("1.0,0.5,0.1,0.05,0.01", help="label fractions, comma-separated"),
+    preset: str = typer.Option("fast", help="fast | homework | smoke"),
+    seeds: str = typer.Option("0", help="seeds, comma-separated (each repeats every run)"),
+    pretext: str = typer.Option("context", help="pretext tasks, comma-separated"),
+    backbone: Optional[str] = typer.Option(None, help="override the preset's backbone"),
+    val_fraction: float = typer.Option(0.1),
+    split_seed: int = typer.Option(0),
+    image_size: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto"),
+    cache_dir: Optional[str] = typer.Option(None),
+    out: Path = typer.Option(Path("studies/study"), help="study folder (re-run to resume)"),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Pretrain, fine-tune every fraction from scratch and pretrained, write the report. Resumable."""
+    from .finetune import DataConfig
+    from .study import run_study
+
+    if backbone:
+        _check_backbone(backbone)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"--seeds '{seeds}' is not a comma-separated list of integers, e.g. 0,1,2") from None
+    dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
+                      cache_dir=cache_dir)
+    report = run_study(dcfg, out, _floats(fractions, "--fractions"), preset, seed_list,
+                       tuple(t.strip() for t in pretext.split(",") if t.strip()), backbone, device, quiet)
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+def report(study_dir: Path = typer.Argument(..., help="a study folder")) -> None:
+    """(Re-)write a study's report.md, report.html, figures and summary.json from its runs."""
+    from .report import write_report
+
+    if not (study_dir / "study.json").is_file():
+        raise UserError(f"{study_dir} is not a study folder (no study.json); run `pretextlab study --out {study_dir}`")
+    typer.echo(f"report: {write_report(study_dir)}")
+
+
 def _check_backbone(name: str) -> None:
     from .models import BACKBONES
 

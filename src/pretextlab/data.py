@@ -375,18 +375,24 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
 # Batched augmentation and normalisation
 
 
+def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
+    """Cut an (h, w) window at a per-image (top, left) from every image of a batch, in one gather."""
+    b = x.shape[0]
+    rows = (top.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, h, 1)
+    cols = (left.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, w)
+    out = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # (B, h, w, C)
+    return out.permute(0, 3, 1, 2)
+
+
 def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
-    """Pad-and-crop translation for a whole batch with one gather (reflect padding)."""
+    """Pad-and-crop translation for a whole batch (reflect padding), the standard CIFAR augmentation."""
     if pad <= 0:
         return x
     b, c, h, w = x.shape
     xp = F.pad(x.float() if x.dtype == torch.uint8 else x, (pad,) * 4, mode="reflect").to(x.dtype)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
-    out = xp[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    return crop_at(xp, dy, dx, h, w)
 
 
 def random_flip(x: Tensor, g: torch.Generator) -> Tensor:

@@ -24,7 +24,7 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.conv = conv_bn(c_in, c_out)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)  # ceil: odd and tiny inputs (patches) work too
         self.res = conv_bn(c_out, c_out)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,112 @@
+"""Pretext tasks (label-free training objectives) and the driver that pretrains a backbone with one.
+
+A task is a small object: how to make a batch of inputs and targets from unlabeled images
+(`batch`), which head sits on the backbone (`make_model`), its loss and held-out metrics.
+Adding a task is one file plus a line in TASKS.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import hw
+from ..data import Dataset, load_dataset, make_splits
+from ..errors import UserError
+from ..finetune import DataConfig
+from ..io import load_json, save_json, save_torch
+from ..models import make_backbone
+from ..probe import knn_accuracy, recalibrate_bn
+from ..train import TrainConfig, fit
+from .context import ContextOptions, ContextPrediction
+
+TASKS: dict[str, tuple[type, type]] = {
+    "context": (ContextPrediction, ContextOptions),
+}
+
+
+def make_task(name: str, splits, options: dict | None, precision: str):
+    if name not in TASKS:
+        raise UserError(f"unknown pretext task '{name}'; choose one of: {', '.join(TASKS)}")
+    cls, opt_cls = TASKS[name]
+    try:
+        return cls(splits, opt_cls(**(options or {})), precision)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"pretext '{name}' options {options}: {e}") from None
+
+
+def pretrain(
+    task_name: str,
+    data: DataConfig,
+    cfg: TrainConfig,
+    backbone: str,
+    out_dir: Path,
+    options: dict | None = None,
+    dataset: Dataset | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    knn_images: int = 10000,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Pretrain `backbone` without labels on the training pool; write backbone.safetensors.
+
+    Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "summary.json").exists():
+        return load_json(out_dir / "summary.json")
+    hw.setup_threads()
+    dev = hw.pick_device(device)
+    ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
+    precision = hw.pick_precision(cfg.precision, dev)
+    task = make_task(task_name, splits, options, precision)
+    net = make_backbone(backbone, ds.channels)
+    model = task.make_model(net)
+    run_config = {"kind": "pretrain", "pretext": task_name, "options": dataclasses.asdict(task.o),
+                  "backbone": backbone, "data": dataclasses.asdict(data), "dataset": ds.name,
+                  "n_pool": len(splits.x_pool), "n_val": len(splits.x_val)}
+    meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, "channels": ds.channels,
+            "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end)
+
+    # Hand over a backbone whose BatchNorm statistics describe whole images, not patches.
+    trained = copy.deepcopy(model.backbone)
+    recalibrate_bn(trained, splits.x_pool, splits.mean, splits.std)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(out_dir / "backbone.safetensors"))
+    save_torch(task.samples(model), out_dir / "samples.pt")
+
+    # Diagnostic: k-NN accuracy of frozen features, pretrained vs randomly initialised (same seed).
+    n = min(knn_images, len(splits.x_pool))
+    pool_labels = _pool_labels(ds, data)
+    knn = {}
+    torch.manual_seed(cfg.seed)
+    random_net = make_backbone(backbone, ds.channels).to(dev)
+    for name, net_ in (("pretrained", trained), ("random", random_net)):
+        knn[name] = knn_accuracy(net_, splits.x_pool[:n], pool_labels[:n], splits.x_val, splits.y_val,
+                                 splits.mean, splits.std, len(ds.classes))
+    from ..finetune import summarize
+
+    summary = summarize(result.history)
+    summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
+                    "options": dataclasses.asdict(task.o), "knn_accuracy": knn, "knn_images": n,
+                    "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0})
+    save_json(summary, out_dir / "summary.json")
+    return summary
+
+
+def _pool_labels(ds: Dataset, data: DataConfig) -> torch.Tensor:
+    """Labels of the training pool in make_splits' order (used only by the k-NN diagnostic)."""
+    from ..data import stratified_split
+
+    tr, _ = stratified_split(ds.train.labels, data.val_fraction, data.split_seed)
+    return ds.train.labels[tr]

@@ -1,0 +1,199 @@
+"""Context prediction / relative patch location (Doersch, Gupta, Efros 2015, arXiv 1505.05192).
+
+Cut a 3x3 grid of patches from an image; show a shared ("siamese") backbone the centre patch and
+one of its 8 neighbours; a small head on the concatenated features (late fusion) predicts which
+neighbour it is. To solve it the network must recognise objects and their parts.
+
+The paper's defences against trivial shortcuts, scaled to small images (all on whole batches):
+- a gap between patches and a random jitter of each patch, so that lines and textures cannot be
+  continued across the border;
+- colour projection (remove the green-magenta axis) or colour dropping (keep one channel, replace
+  the others with faint noise), so that chromatic aberration cannot give away the position;
+- random down-and-up sampling of some patches, so that features survive pixelation;
+- per-patch mean subtraction, so that low-frequency brightness gradients (vignetting) do not help.
+
+Why upscaling: a 32x32 image cannot hold three patches and two gaps of useful size. The image is
+upscaled (default x2 -> 64 px) and cut into 14 px patches with 7 px gaps (half a patch, as in the
+paper) and +-2 px jitter, so each patch shows about a 7x7 px region of the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import Splits, crop_at
+
+POSITIONS = ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right"]
+# (row, col) of the 8 neighbours in the 3x3 grid, in label order; the centre is (1, 1).
+NEIGHBOURS = torch.tensor([(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)])
+GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
+
+
+@dataclass
+class ContextOptions:
+    scale: float = 2.0  # image upscaling before cutting patches
+    patch: int = 14  # patch side in upscaled pixels
+    gap: int = 7  # gap between neighbouring grid cells
+    jitter: int = 2  # max shift of each patch in each direction
+    colour: str = "project"  # project | drop | none
+    downsample: float = 0.5  # share of patches randomly down-and-up sampled (to as little as half size)
+    patch_norm: bool = True  # subtract each patch's mean
+    flip: bool = True  # mirror the whole image first (positions are taken after flipping)
+
+
+def geometry_margin(image_size: int, o: ContextOptions) -> int:
+    """Free pixels on each side of the grid; must leave room for the jitter."""
+    canvas = int(round(image_size * o.scale))
+    return (canvas - (3 * o.patch + 2 * o.gap)) // 2
+
+
+def sample_positions(b: int, canvas: int, o: ContextOptions, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-left corners of the centre patch and a random neighbour, and the neighbour's label.
+
+    The grid itself is shifted at random inside the canvas, then each patch is jittered; every patch
+    stays inside the canvas by construction.
+    """
+    span = 3 * o.patch + 2 * o.gap
+    free = canvas - span - 2 * o.jitter  # room to shift the whole grid
+    if free < 0:
+        raise ValueError(f"patch {o.patch}, gap {o.gap}, jitter {o.jitter} do not fit a {canvas} px canvas")
+    origin = torch.randint(0, free + 1, (b, 2), generator=g) + o.jitter
+    label = torch.randint(0, 8, (b,), generator=g)
+    step = o.patch + o.gap
+
+    def corner(cell: Tensor) -> Tensor:
+        jit = torch.randint(-o.jitter, o.jitter + 1, (b, 2), generator=g)
+        return origin + cell * step + jit
+
+    first = corner(torch.ones(b, 2, dtype=torch.long))
+    second = corner(NEIGHBOURS[label])
+    return first, second, label
+
+
+class ContextNet(nn.Module):
+    """Shared backbone on both patches, late fusion by concatenation, a small MLP over 8 positions."""
+
+    def __init__(self, backbone: nn.Module, hidden: int = 512):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.out_dim
+        self.head = nn.Sequential(nn.Linear(2 * d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, 8))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x holds the centre patches then the neighbour patches: (2B, C, p, p) -> (B, 8) logits."""
+        f = self.backbone(x)
+        first, second = f.chunk(2)
+        return self.head(torch.cat([first, second], 1))
+
+
+class ContextPrediction:
+    """The pretext task as the training loop sees it: batches of patch pairs and 8-way targets."""
+
+    name = "context"
+    chance = 1 / 8
+
+    def __init__(self, splits: Splits, options: ContextOptions | None = None, precision: str = "fp32"):
+        self.o = options or ContextOptions()
+        self.s, self.precision = splits, precision
+        self.n_train = len(splits.x_pool)
+        self.image_size = splits.x_pool.shape[-1]
+        self.canvas = int(round(self.image_size * self.o.scale))
+        if geometry_margin(self.image_size, self.o) < self.o.jitter:
+            raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
+
+    def make_model(self, backbone: nn.Module) -> nn.Module:
+        return ContextNet(backbone)
+
+    def pairs(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
+        o = self.o
+        x = x.float().div_(255)
+        if o.flip and train:
+            flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if self.canvas != self.image_size:
+            x = F.interpolate(x, size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
+        p1, p2, label = sample_positions(len(x), self.canvas, o, g)
+        first = crop_at(x, p1[:, 0], p1[:, 1], o.patch, o.patch)
+        second = crop_at(x, p2[:, 0], p2[:, 1], o.patch, o.patch)
+        both = torch.cat([first, second])
+        both = colour_defence(both, o.colour, g)
+        if o.downsample > 0:
+            both = random_downsample(both, o.downsample, g)
+        return both[: len(x)], both[len(x):], label.to(x.device)
+
+    def normalise(self, patches: Tensor) -> Tensor:
+        mean, std = self.s.mean.view(1, -1, 1, 1), self.s.std.view(1, -1, 1, 1)
+        centre = patches.mean((2, 3), keepdim=True) if self.o.patch_norm else mean
+        return (patches - centre) / std
+
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        first, second, label = self.pairs(self.s.x_pool[idx.to(self.s.x_pool.device)], g)
+        return self.normalise(torch.cat([first, second])), label
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(out.float(), target)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: Tensor, seed: int = 0, batch_size: int = 1000):
+        """Patch pairs, labels and predictions for images x, with a fixed seed (comparable across epochs)."""
+        g = torch.Generator().manual_seed(seed)
+        was = model.training
+        model.eval()
+        outs, labels = [], []
+        for chunk in x.split(batch_size):
+            first, second, label = self.pairs(chunk, g, train=False)
+            outs.append(model(self.normalise(torch.cat([first, second]))).float())
+            labels.append(label)
+        model.train(was)
+        return torch.cat(outs), torch.cat(labels)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        logits, labels = self.predict(model, self.s.x_val)
+        return {"loss": float(F.cross_entropy(logits, labels)),
+                "accuracy": float((logits.argmax(1) == labels).float().mean())}
+
+    @torch.no_grad()
+    def samples(self, model: nn.Module, k: int = 8) -> dict:
+        """A few held-out patch pairs (as uint8) with true and predicted positions, for the report."""
+        g = torch.Generator().manual_seed(1)
+        x = self.s.x_val[:k]
+        first, second, label = self.pairs(x, g, train=False)
+        was = model.training
+        model.eval()
+        pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
+        model.train(was)
+        to8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # noqa: E731
+        return {"first": to8(first), "second": to8(second), "true": label.cpu(), "pred": pred.cpu(),
+                "positions": POSITIONS}
+
+
+def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
+    """Against chromatic aberration: project out green-magenta, or drop two of three channels."""
+    if x.shape[1] != 3 or mode == "none":
+        return x
+    if mode == "project":
+        a = GREEN_MAGENTA.to(x.device).view(1, 3, 1, 1)
+        return x - (x * a).sum(1, keepdim=True) * a
+    if mode == "drop":
+        keep = torch.randint(0, 3, (x.shape[0],), generator=g).to(x.device)
+        mask = F.one_hot(keep, 3).to(x.dtype)[:, :, None, None]
+        kept = (x * mask).sum(1, keepdim=True)
+        noise = torch.randn(x.shape, generator=g).to(x.device) * kept.std((2, 3), keepdim=True) / 100
+        return mask * x + (1 - mask) * (kept.mean((2, 3), keepdim=True) + noise)
+    raise ValueError(f"unknown colour defence {mode}; use project, drop or none")
+
+
+def random_downsample(x: Tensor, share: float, g: torch.Generator) -> Tensor:
+    """Down-and-up sample a random share of patches to a random size in [p/2, p) (one size a batch)."""
+    p = x.shape[-1]
+    size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
+    low = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    back = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
+    pick = (torch.rand(x.shape[0], generator=g) < share).to(x.device)
+    return torch.where(pick[:, None, None, None], back, x)

@@ -1,0 +1,94 @@
+"""Context prediction: patch geometry, defences, and that the task is learnable."""
+
+import torch
+
+from pretextlab.data import Splits, channel_stats
+from pretextlab.models import make_backbone
+from pretextlab.pretext.context import (NEIGHBOURS, ContextOptions, ContextPrediction, colour_defence,
+                                        random_downsample, sample_positions)
+
+
+def _splits(x: torch.Tensor) -> Splits:
+    mean, std = channel_stats(x)
+    y = torch.zeros(len(x), dtype=torch.long)
+    return Splits(["a"], x, y, x[:16], y[:16], x, mean, std)
+
+
+def test_positions_match_labels_and_respect_gap_jitter_bounds():
+    o = ContextOptions(scale=2, patch=14, gap=7, jitter=2)
+    g = torch.Generator().manual_seed(0)
+    first, second, label = sample_positions(4000, 64, o, g)
+    step = o.patch + o.gap
+    # every patch stays inside the canvas
+    for p in (first, second):
+        assert p.min() >= 0 and (p + o.patch).max() <= 64
+    # the displacement points to the labelled neighbour, up to twice the jitter
+    expected = (NEIGHBOURS[label] - 1) * step
+    assert ((second - first) - expected).abs().max() <= 2 * o.jitter
+    # and it is never closer than gap - 2*jitter: patches never overlap or touch
+    d = (second - first).abs()
+    apart = torch.where(NEIGHBOURS[label] != 1, d - o.patch, torch.full_like(d, 10**6)).min(1).values
+    assert apart.min() >= o.gap - 2 * o.jitter > 0
+    # jitter is used (not always zero) and all 8 labels occur evenly
+    assert ((second - first) - expected).abs().max() == 2 * o.jitter
+    counts = torch.bincount(label, minlength=8)
+    assert counts.min() > 4000 / 8 * 0.8
+
+
+def test_patches_are_the_image_regions_at_those_positions():
+    o = ContextOptions(scale=1, patch=6, gap=2, jitter=1, colour="none", downsample=0, patch_norm=False, flip=False)
+    x = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
+    task = ContextPrediction(_splits(x), o)
+    g = torch.Generator().manual_seed(3)
+    first, second, label = task.pairs(x, g)
+    g = torch.Generator().manual_seed(3)
+    p1, p2, lab = sample_positions(8, 24, o, g)
+    assert torch.equal(label, lab)
+    for i in range(8):
+        r, c = p2[i].tolist()
+        assert torch.allclose(second[i], x[i, :, r:r + 6, c:c + 6].float() / 255)
+
+
+def test_colour_defences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    projected = colour_defence(x, "project", g)
+    axis = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
+    assert (projected * axis.view(1, 3, 1, 1)).sum(1).abs().max() < 1e-5  # no green-magenta left
+    dropped = colour_defence(x, "drop", g)
+    # exactly one channel kept as is in every patch; the others are near-constant noise
+    kept = (dropped == x).flatten(2).all(2).sum(1)
+    assert torch.equal(kept, torch.ones(16, dtype=torch.long))
+    gray = torch.rand(4, 1, 8, 8)
+    assert torch.equal(colour_defence(gray, "drop", g), gray)
+
+
+def test_random_downsample_keeps_shape_and_blurs_some():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 14, 14)
+    y = random_downsample(x, 0.5, g)
+    assert y.shape == x.shape
+    changed = (y - x).abs().flatten(1).amax(1) > 1e-6
+    assert 10 < changed.sum() < 54
+
+
+def test_pretext_head_learns_above_chance_on_synthetic_images():
+    """Images whose quadrants differ in content make the relative position learnable."""
+    torch.manual_seed(0)
+    n, s = 512, 24
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    base = torch.stack([xx * 255 // s, yy * 255 // s, (xx + yy) * 127 // s]).to(torch.uint8)
+    x = (base[None].expand(n, -1, -1, -1).int() + torch.randint(-20, 20, (n, 3, s, s))).clamp(0, 255).to(torch.uint8)
+    o = ContextOptions(scale=1, patch=6, gap=2, jitter=1, colour="none", downsample=0, patch_norm=False, flip=False)
+    task = ContextPrediction(_splits(x), o)
+    model = task.make_model(make_backbone("fast"))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(60):
+        inp, target = task.batch(torch.randint(0, n, (64,), generator=g), g)
+        loss = task.loss(model(inp), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = task.evaluate(model)["accuracy"]
+    assert acc > 0.5  # chance is 0.125
