@@ -17,7 +17,7 @@ summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); o
 
 {
   "study": str,                                  # the study folder's name
-  "dataset": {...} | null,                       # study.json "dataset": name, classes, n_pool, n_val, ...
+  "dataset": {...} | null,                       # study.json "dataset" as written (name, classes, ...)
   "status": {"finished": [run], "in_progress": [{"run": str, "epochs": int, "planned_epochs": int | null}],
              "missing": [run]},                 # missing: planned in study.json, no finished epoch yet
   "rules": {"plateau": str, "time_to_95": str, "equal_within": 0.005},
@@ -74,6 +74,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from .data import normalize
@@ -163,10 +164,13 @@ class Run:
 
 @dataclass
 class PretextRun:
+    """A pretrain-<task> folder: pretext curves and, once finished, its summary."""
+
     task: str
     path: Path
     history: list[dict[str, float]]
     summary: dict[str, Any] | None
+    planned_epochs: int | None = None
 
     @property
     def status(self) -> str:
@@ -247,7 +251,9 @@ def load_study(study_dir: Path) -> Study:
     for task in dict.fromkeys(tasks):
         history, summary = _read_run_files(study_dir / f"pretrain-{task}", problems)
         if history:
-            pretexts[task] = PretextRun(task, study_dir / f"pretrain-{task}", history, summary)
+            path = study_dir / f"pretrain-{task}"
+            planned = (_read_json(path / "config.json").get("train") or {}).get("epochs")
+            pretexts[task] = PretextRun(task, path, history, summary, planned)
         else:
             missing.append(f"pretrain-{task}")
     return Study(study_dir, config, runs, pretexts, missing, problems)
@@ -262,7 +268,7 @@ def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, flo
         if (path / "summary.json").exists():
             summary = load_json(path / "summary.json")
     except (OSError, ValueError) as e:
-        problems.append(f"{path.name}: {e}")
+        problems.append(f"{path.name}: could not read its files ({e})")
     return history, summary
 
 
@@ -312,7 +318,7 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
              gap_loss=stats["gap"]["loss_val_minus_train"], train_loss_first_epoch=stats["train_loss"]["first_epoch"],
              train_loss_mean=stats["train_loss"]["mean"], epochs=stats["epochs"], wall_time_s=stats["wall_time_s"],
              images_per_s=stats["images_per_s"])
-    return q
+    return {k: q[k] for k in QUANTITIES if k in q}
 
 
 def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
@@ -348,7 +354,8 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "status": {"finished": [r.name for r in study.runs if r.finished],
                    "in_progress": [{"run": r.name, "epochs": len(r.history), "planned_epochs": r.planned_epochs}
                                    for r in study.runs if not r.finished]
-                   + [{"run": f"pretrain-{t}", "epochs": len(p.history)} for t, p in study.pretexts.items()
+                   + [{"run": f"pretrain-{t}", "epochs": len(p.history), "planned_epochs": p.planned_epochs}
+                      for t, p in study.pretexts.items()
                       if p.summary is None],
                    "missing": study.missing},
         "rules": {"plateau": PLATEAU_RULE, "time_to_95": T95_RULE, "equal_within": EQUAL_WITHIN},
@@ -389,15 +396,17 @@ def _verdict(diff: float, lower_is_better: bool, tol: float) -> str:
 def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     """Which arm's loss fell faster, whose macro-F1 rose faster, which plateaued first, which peaked higher."""
     name = {"pretrained": arm, "scratch": "scratch"}
-    n = max(cmp["f1_macro"]["n_seeds"])
-    seeds = f" (means over {n} seeds)" if n > 1 else ""
+    n_scratch, n_pre = cmp["f1_macro"]["n_seeds"]
+    seeds = ("" if n_scratch == n_pre == 1 else f" (means over {n_scratch} seeds)" if n_scratch == n_pre
+             else f" (means over {n_pre} {arm} and {n_scratch} scratch seeds)")
     out = []
 
     first, mean = cmp["train_loss_first_epoch"], cmp["train_loss_mean"]
     verdicts = {_verdict(first["pretrained_minus_scratch"], True, EQUAL_WITHIN),
                 _verdict(mean["pretrained_minus_scratch"], True, EQUAL_WITHIN)} - {"equal"}
-    numbers = (f"after epoch 1 {first['pretrained']:.3f} ({arm}) vs {first['scratch']:.3f} (scratch); "
-               f"mean over epochs {mean['pretrained']:.3f} vs {mean['scratch']:.3f}")
+    numbers = (f"after epoch 1: {first['pretrained']:.3f} ({arm}) vs {first['scratch']:.3f} (scratch); "
+               f"mean over the epochs (area under the curve per epoch): {mean['pretrained']:.3f} vs "
+               f"{mean['scratch']:.3f}")
     if not verdicts:
         out.append(f"Training loss fell about equally fast: {numbers}{seeds}.")
     elif len(verdicts) == 1:
@@ -405,22 +414,31 @@ def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     else:
         out.append(f"Training loss: mixed, neither arm fell faster on both measures: {numbers}{seeds}.")
 
+    f1 = cmp["f1_macro"]
+    higher = _verdict(f1["pretrained_minus_scratch"], False, EQUAL_WITHIN)
+
+    def lower_best(v: str) -> str:
+        """A caveat when the faster arm got there with less far to go."""
+        if v == "equal" or higher in ("equal", v):
+            return ""
+        return (f"; but {name[v]}'s own best is lower ({f1[v]:.4f} vs {f1[higher]:.4f}), so it had less far "
+                "to go")
+
     e, t = cmp["time_to_95_epoch"], cmp["time_to_95_wall_time_s"]
     v = _verdict(e["pretrained_minus_scratch"], True, 0.5)
-    numbers = (f"{FRACTION_OF_BEST:.0%} of its own best at epoch {e['pretrained']:g} ({t['pretrained']:.0f} s) "
-               f"for {arm} vs epoch {e['scratch']:g} ({t['scratch']:.0f} s) for scratch")
+    numbers = (f"{FRACTION_OF_BEST:.0%} of its own best at epoch {_num(e['pretrained'], 'epoch')} "
+               f"({t['pretrained']:.0f} s) for {arm} vs epoch {_num(e['scratch'], 'epoch')} ({t['scratch']:.0f} s) "
+               "for scratch")
     out.append(f"Validation macro-F1 rose {'equally fast' if v == 'equal' else 'faster for ' + name[v]}: "
-               f"{numbers}{seeds}.")
+               f"{numbers}{seeds}{lower_best(v)}.")
 
     p = cmp["plateau_epoch"]
     v = _verdict(p["pretrained_minus_scratch"], True, 0.5)
-    numbers = f"plateau at epoch {p['pretrained']:g} for {arm} vs {p['scratch']:g} for scratch"
+    numbers = f"plateau at epoch {_num(p['pretrained'], 'epoch')} for {arm} vs {_num(p['scratch'], 'epoch')} for scratch"
     out.append(_sentence(f"{'both plateaued at about the same epoch' if v == 'equal' else name[v] + ' plateaued first'}"
-                         f": {numbers}{seeds}."))
+                         f": {numbers}{seeds}{lower_best(v)}."))
 
-    f1 = cmp["f1_macro"]
-    d = f1["pretrained_minus_scratch"]
-    v = _verdict(d, False, EQUAL_WITHIN)
+    d, v = f1["pretrained_minus_scratch"], higher
     numbers = f"best validation macro-F1 {f1['pretrained']:.4f} ({arm}) vs {f1['scratch']:.4f} (scratch), {d:+.4f}"
     sentence = (f"The maximum was about equal (|difference| <= {EQUAL_WITHIN}): {numbers}" if v == "equal"
                 else f"{name[v]} reached the higher maximum: {numbers}")
@@ -438,7 +456,7 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def overall_conclusions(summary: dict[str, Any], arms: list[str]) -> list[str]:
+def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
     """At which fractions pretraining helped (best validation macro-F1) and by how much."""
     out = []
     for arm in arms:
@@ -447,6 +465,7 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str]) -> list[str]:
         if not diffs:
             out.append(f"{arm}: no fraction has finished runs of both scratch and {arm} yet, so no answer.")
             continue
+        pending = [f"{f:g}" for f in fractions if f not in diffs]
         groups = {"helped": [], "hurt": [], "equal": []}
         for f in sorted(diffs, reverse=True):
             v = _verdict(diffs[f], False, EQUAL_WITHIN)
@@ -460,10 +479,13 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str]) -> list[str]:
             parts.append(f"made about no difference at {', '.join(groups['equal'])}")
         text = (f"**Pretraining with {arm}** " + "; ".join(parts) + " (best validation macro-F1, pretrained minus "
                 f"scratch; differences within {EQUAL_WITHIN} count as no difference).")
+        if pending:
+            text += f" Not comparable yet at fraction {', '.join(pending)} (runs missing or unfinished)."
         ordered = [diffs[f] for f in sorted(diffs, reverse=True)]  # most labels first
-        if len(ordered) > 1 and all(b > a for a, b in zip(ordered, ordered[1:])):
+        steps = [b - a for a, b in zip(ordered, ordered[1:])]
+        if steps and all(d > EQUAL_WITHIN for d in steps):
             text += " The gain grows as the label budget shrinks."
-        elif len(ordered) > 1 and all(b < a for a, b in zip(ordered, ordered[1:])):
+        elif steps and all(d < -EQUAL_WITHIN for d in steps):
             text += " The gain shrinks as the label budget shrinks."
         cost = summary["stage_times_s"].get(f"pretrain-{arm}") or (summary["pretext"].get(arm) or {}).get("wall_time_s")
         if cost:
@@ -494,7 +516,11 @@ def _colors(arms: list[str]) -> dict[str, str]:
 
 
 def _mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Epochs, and mean/min/max over seeds, over the epochs every seed has reached."""
+    """Epochs, and mean/min/max over seeds, over the epochs every seed has reached.
+
+    Finished seeds only when there are any, so a seed still training does not cut the curve short.
+    """
+    runs = [r for r in runs if r.finished] or runs
     curves = [_column(r.history, key) for r in runs]
     n = min((len(c) for c in curves), default=0)
     if n == 0:
@@ -513,6 +539,16 @@ def _plot_curve(ax: Axes, runs: list[Run], key: str, color: str, label: str, sty
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
 
 
+def _epoch_axis(ax: Axes) -> None:
+    """Whole-epoch ticks (call after plotting); a one-epoch run still gets a readable axis."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        ax.set_xlim(min(lo, 0.5), max(hi, 1.5))
+    ax.grid(alpha=0.3)
+
+
 def _fraction_title(study: Study, summary: dict[str, Any], fraction: float) -> str:
     n = next((s["n_train"] for s in summary["runs"].values() if s["fraction"] == fraction and s["n_train"]), None)
     return f"fraction {fraction:g}" + (f" ({n} labels)" if n else "")
@@ -528,8 +564,8 @@ def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
             runs = [r for r in study.runs if r.fraction == f and r.arm == arm]
             _plot_curve(ax, runs, "train_loss", colors[arm], f"{arm} train", "--")
             _plot_curve(ax, runs, "val_loss", colors[arm], f"{arm} val")
-        ax.set(title=_fraction_title(study, summary, f), xlabel="epoch", ylabel="loss")
-        ax.grid(alpha=0.3)
+        ax.set(title=_fraction_title(study, summary, f), ylabel="loss")
+        _epoch_axis(ax)
         if ax.lines:
             ax.legend(fontsize=8)
         else:
@@ -548,14 +584,14 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
             for arm in study.arms:
                 _plot_curve(ax, [r for r in study.runs if r.fraction == f and r.arm == arm], f"val_{m}",
                             colors[arm], arm)
-            ax.grid(alpha=0.3)
+            _epoch_axis(ax)
             ax.set_ylabel(f"val {NAMES[m]}")
             if i == 0:
                 ax.set_title(_fraction_title(study, summary, f))
                 if ax.lines:
                     ax.legend(fontsize=8)
-            if i == len(METRICS) - 1:
-                ax.set_xlabel("epoch")
+            if i < len(METRICS) - 1:
+                ax.set_xlabel("")
     _save(fig, path)
 
 
@@ -573,15 +609,15 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
             if ys:
                 ax.plot(range(1, len(ys) + 1), ys, style, color="tab:orange", label=f"{split} {kind}",
                         marker="o" if len(ys) < 4 else None, ms=3)
-        ax.set(title=f"pretext {run.task}: {kind}", xlabel="epoch", ylabel=kind)
+        ax.set(title=f"pretext {run.task}: {kind}", ylabel=kind)
     if chance is not None:
         axes[1].axhline(chance, color="grey", ls=":", label=f"chance ({chance:.3f})")
     for k in extras:
         ys = _column(h, k)
         axes[2].plot(range(1, len(ys) + 1), ys, label=k, marker="o" if len(ys) < 4 else None, ms=3)
-        axes[2].set(title="other held-out metrics", xlabel="epoch")
+        axes[2].set(title="other held-out metrics")
     for ax in axes:
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax)
         if ax.lines:
             ax.legend(fontsize=8)
     _save(fig, path)
@@ -742,7 +778,7 @@ def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
         ax.imshow(filter_mosaic(w), interpolation="nearest")
         ax.set_title(f"{label}\n{w.shape[0]} filters {w.shape[1]}x{w.shape[2]}x{w.shape[3]}", fontsize=9)
         ax.axis("off")
-    _save(fig, path)
+    _save(fig, path, tight=True)
 
 
 def maps_mosaic(maps: Tensor, n: int = 16, height: int = 64) -> np.ndarray:
@@ -764,7 +800,7 @@ def feature_maps_figure(image: Tensor, maps: dict[str, dict[str, Tensor]], path:
     """The input image, then the first n channels of each captured stage, one row per (network, stage)."""
     rows = [(net, stage, t[0]) for net, stages in maps.items() for stage, t in stages.items()]
     n = min(n, *(t.shape[0] for *_, t in rows))
-    fig = _figure(13, 1.05 * len(rows) + 0.4)
+    fig = _figure(13, 0.68 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), 2, squeeze=False, width_ratios=[1, n])
     for ax in axes.flat:
         ax.set_xticks([])
@@ -797,7 +833,7 @@ def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -
     positions = samples.get("positions") or []
     cols = min(4, k)
     rows = math.ceil(k / cols)
-    fig = _figure(2.6 * cols, 2.1 * rows)
+    fig = _figure(2.6 * cols, 1.7 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -930,6 +966,7 @@ def _num(v: float, kind: str, sign: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     digits = 0 if kind == "epoch" and float(v).is_integer() else DIGITS[kind]
+    v = round(v, digits) + 0.0  # + 0.0: no "-0.0" for a difference that rounds to zero
     return f"{v:{'+' if sign else ''}.{digits}f}"
 
 
@@ -941,8 +978,13 @@ def _cell(agg: dict[str, Any] | None, kind: str) -> str:
 
 
 def _duration(seconds: float) -> str:
+    """14 s, 13 min 32 s, 2 h 05 min: readable at every scale a study runs at."""
     s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d} (h:mm:ss)"
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s // 60 % 60:02d} min"
 
 
 def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -1006,20 +1048,34 @@ def write_report(study_dir: Path) -> Path:
     summary = summarize_study(study)
     fig_dir = study.path / "figures"
     doc = Doc()
-    cfg = study.config
-    ds = cfg.get("dataset") or {}
-    pretext_arms = [a for a in study.arms if a != "scratch"]
-
     doc.heading(1, f"Does pretraining help? Study `{summary['study']}`")
+    cfg, ds = study.config, study.config.get("dataset") or {}
     doc.para(f"Dataset **{ds.get('name', (cfg.get('data') or {}).get('source', 'unknown'))}**, backbone "
              f"**{cfg.get('backbone', '?')}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
              f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
-             f"pretext tasks {', '.join(pretext_arms) or 'none'}. Each fraction is fine-tuned from scratch and "
+             f"pretext tasks {', '.join(a for a in study.arms if a != 'scratch') or 'none'}. Each fraction is fine-tuned from scratch and "
              "from the pretrained backbone with the same recipe.")
     _status(doc, study, summary)
+    _answer_section(doc, study, summary)
+    _curves_section(doc, study, summary, fig_dir)
+    _results_section(doc, study, summary)
+    _examples_section(doc, study, fig_dir)
+    _confusion_section(doc, study, fig_dir)
+    _pretext_section(doc, study, summary, fig_dir)
+    _setup_section(doc, study, summary)
 
+    save_json(_finite(summary), study.path / "summary.json")
+    markdown = doc.markdown()
+    save_text(markdown, study.path / "report.md")
+    save_text(doc.html(fig_dir, f"pretextlab report: {summary['study']}"), study.path / "report.html")
+    log.info("wrote %s, %s and %s", study.path / "report.md", study.path / "report.html", fig_dir)
+    return study.path / "report.md"
+
+
+def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    pretext_arms = [a for a in study.arms if a != "scratch"]
     doc.heading(2, "Answer")
-    doc.bullets(overall_conclusions(summary, pretext_arms))
+    doc.bullets(overall_conclusions(summary, pretext_arms, study.fractions))
     header = ["fraction", "labelled images", *(f"{a} best val macro-F1" for a in study.arms),
               *(f"{a} − scratch" for a in pretext_arms)]
     rows = []
@@ -1032,23 +1088,27 @@ def write_report(study_dir: Path) -> Path:
                        for a in pretext_arms)])
     doc.table(header, rows)
 
-    doc.heading(2, "Fine-tuning curves")
-    if study.runs:
-        loss_figure(study, summary, fig_dir / "loss.png")
-        doc.figure("loss.png", "Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, "
-                               "one panel per label fraction")
-        eps = (cfg.get("train") or {}).get("label_smoothing")
-        doc.para("The training loss is the mean over an epoch's augmented batches"
-                 + (f" and includes label smoothing ({eps})" if eps else "")
-                 + "; the validation loss is plain cross-entropy after the epoch, so their levels differ by "
-                   "construction and the gap below is a relative measure. With several seeds, lines are means "
-                   "and bands span min to max.")
-        metrics_figure(study, summary, fig_dir / "val_metrics.png")
-        doc.figure("val_metrics.png", "Validation macro-F1, precision, recall and accuracy per epoch "
-                                      "(rows: metric, columns: label fraction)")
-    else:
-        doc.para("No fine-tuning run has finished an epoch yet.")
 
+def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+    doc.heading(2, "Fine-tuning curves")
+    if not study.runs:
+        doc.para("No fine-tuning run has finished an epoch yet.")
+        return
+    loss_figure(study, summary, fig_dir / "loss.png")
+    doc.figure("loss.png", "Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, "
+                           "one panel per label fraction")
+    eps = (study.config.get("train") or {}).get("label_smoothing")
+    doc.para("The training loss is the mean over an epoch's augmented batches"
+             + (f" and includes label smoothing ({eps})" if eps else "")
+             + "; the validation loss is plain cross-entropy after the epoch, so their levels differ by "
+               "construction and the loss gap in the tables is a relative measure. With several seeds, lines are "
+               "means and bands span min to max.")
+    metrics_figure(study, summary, fig_dir / "val_metrics.png")
+    doc.figure("val_metrics.png", "Validation macro-F1, precision, recall and accuracy per epoch "
+                                  "(rows: metric, columns: label fraction)")
+
+
+def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(2, "Results per label fraction")
     doc.para(f"Best = highest value over the epochs (lowest for the loss), with its epoch. Rules: {T95_RULE}; "
              f"{PLATEAU_RULE}. Gaps are taken at the last epoch. With several seeds cells show mean ± sample std "
@@ -1062,24 +1122,12 @@ def write_report(study_dir: Path) -> Path:
         cmp = summary["comparison"].get(fraction_key(f), {})
         waiting = [n for n in [*study.missing, *(r.name for r in study.runs if not r.finished)]
                    if (m := RUN_NAME.match(n)) and float(m["fraction"]) == f]
-        notes = [s for a in pretext_arms if a in cmp for s in fraction_conclusions(cmp[a], a)]
+        notes = [s for a in study.arms if a in cmp for s in fraction_conclusions(cmp[a], a)]
         if waiting:
-            notes.append(f"Not finished yet: {', '.join(waiting)}; numbers here may change.")
+            notes.append(f"Waiting for {', '.join(waiting)} (missing or still training).")
         if not cmp:
             notes.append("No comparison yet: it needs finished scratch and pretrained runs.")
         doc.bullets(notes)
-
-    _examples_section(doc, study, fig_dir)
-    _confusion_section(doc, study, fig_dir)
-    _pretext_section(doc, study, summary, fig_dir)
-    _setup_section(doc, study, summary)
-
-    save_json(_finite(summary), study.path / "summary.json")
-    markdown = doc.markdown()
-    save_text(markdown, study.path / "report.md")
-    save_text(doc.html(fig_dir, f"pretextlab report: {summary['study']}"), study.path / "report.html")
-    log.info("wrote %s, %s and %s", study.path / "report.md", study.path / "report.html", fig_dir)
-    return study.path / "report.md"
 
 
 def _finite(obj: Any) -> Any:
@@ -1104,9 +1152,9 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         items.append("Missing (no finished epoch): " + ", ".join(f"`{n}`" for n in st["missing"]))
     if st["in_progress"]:
         items.append("In progress (curves only): " + ", ".join(
-            f"`{r['run']}` ({r['epochs']}{'/' + str(r['planned_epochs']) if r.get('planned_epochs') else ''} epochs)"
+            f"`{r['run']}` (epoch {r['epochs']}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
             for r in st["in_progress"]))
-    items += [f"Could not use: {p}" for p in study.problems]
+    items += [f"Note: {p}" for p in study.problems]
     doc.bullets(items)
 
 
@@ -1264,7 +1312,7 @@ def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     machine = cfg.get("machine") or {}
     if machine:
         doc.para("Machine and library versions:")
-        doc.table(["item", "value"], [[k, str(v)] for k, v in machine.items()])
+        doc.table(["item", "value"], [[k, "none" if v is None else str(v)] for k, v in machine.items()])
     times = summary["stage_times_s"]
     runs = {r.name: r.history for r in study.runs} | {f"pretrain-{t}": p.history for t, p in study.pretexts.items()}
     rows = []

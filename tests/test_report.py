@@ -1,0 +1,311 @@
+"""The study report: the plateau and time-to-95 % rules, and reports of fabricated tiny studies."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretextlab.errors import UserError
+from pretextlab.finetune import summarize
+from pretextlab.models import Classifier, make_backbone
+from pretextlab.report import (compare, early_features, filter_mosaic, fraction_conclusions, fraction_table,
+                               load_study, plateau_epoch, summarize_study, time_to_fraction_of_best, write_report)
+
+torch.set_num_threads(1)
+
+CLASSES = ["cat", "dog", "ship"]
+# Validation macro-F1 per epoch of each fabricated run: (fraction, arm, seed) -> curve.
+CURVES = {
+    (1.0, "scratch", 0): [0.3012, 0.4123, 0.4701, 0.4912],
+    (1.0, "context", 0): [0.4521, 0.5534, 0.5873, 0.5861],
+    (0.1, "scratch", 0): [0.2034, 0.2611, 0.3017, 0.3102],
+    (0.1, "context", 0): [0.3345, 0.4158, 0.4406, 0.4437],
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The pure rules
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.1, 0.2, 0.3, 0.4], 4),  # still rising by more than tol every epoch: plateaus at the end
+    ([0.5, 0.8, 0.7, 0.6], 2),  # early peak
+    ([0.5, 0.5, 0.5, 0.5], 1),  # flat
+    ([0.5, 0.505, 0.51, 0.515], 2),  # slow rise: from epoch 2 on, the gain left is exactly tol
+    ([0.2, 0.6, 0.605, 0.612, 0.609], 3),  # small late gains within tol do not move the plateau
+    ([0.7], 1),
+])
+def test_plateau_epoch(values, expected):
+    assert plateau_epoch(values) == expected
+
+
+def test_plateau_epoch_tolerance_and_empty():
+    assert plateau_epoch([0.5, 0.52, 0.53], tol=0.05) == 1
+    assert plateau_epoch([0.5, 0.52, 0.53], tol=0.0) == 3
+    with pytest.raises(ValueError):
+        plateau_epoch([])
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.1, 0.5, 0.9, 1.0], (4, 40.0)),  # monotone: 0.9 < 0.95 x 1.0, so only the last epoch
+    ([0.1, 0.5, 0.95, 1.0], (3, 30.0)),  # reaching exactly 0.95 x best counts
+    ([0.2, 0.96, 0.5, 1.0], (2, 20.0)),  # early near-peak counts, even if it dips later
+    ([0.4, 0.4, 0.4, 0.4], (1, 10.0)),  # flat: reached at once
+    ([0.0, 0.0, 0.0, 0.0], (1, 10.0)),
+])
+def test_time_to_fraction_of_best(values, expected):
+    assert time_to_fraction_of_best(values, [10.0, 20.0, 30.0, 40.0]) == expected
+
+
+def test_time_to_fraction_of_best_other_fraction_and_errors():
+    assert time_to_fraction_of_best([0.1, 0.5, 0.9, 1.0], [1, 2, 3, 4], frac=0.5) == (2, 2.0)
+    with pytest.raises(ValueError):
+        time_to_fraction_of_best([0.1, 0.2], [1.0])
+    with pytest.raises(ValueError):
+        time_to_fraction_of_best([], [])
+
+
+# ----------------------------------------------------------------------------------------------
+# A fabricated study
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def classifier_state() -> dict:
+    torch.manual_seed(0)
+    return Classifier(make_backbone("fast", 3), len(CLASSES)).state_dict()
+
+
+def _meta(kind: str) -> dict:
+    return {"kind": kind, "backbone": "fast", "channels": 3, "image_size": 16, "classes": CLASSES,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict) -> dict:
+    """A finished fine-tuning run folder as finetune.train_classifier leaves it; returns its summary."""
+    d = study / f"f{fraction:g}-{arm}-s{seed}"
+    head_start = 0.3 if arm != "scratch" else 0.0  # pretrained: lower training loss
+    rows = [{"epoch": e, "train_loss": 2.0 - head_start - 0.3 * e, "train_accuracy": v + 0.05, "val_f1_macro": v,
+             "val_precision_macro": v + 0.011, "val_recall_macro": v - 0.012, "val_accuracy": v + 0.013,
+             "val_loss": 1.6 - v, "lr": 0.1, "images_per_s": 900.0 + 10 * e, "epoch_time_s": 2.0,
+             "wall_time_s": 2.0 * e} for e, v in enumerate(f1, 1)]
+    _write_csv(rows, d / "metrics.csv")
+    g = torch.Generator().manual_seed(7)
+    labels = [i % 3 for i in range(8)]
+    summary = {**summarize(rows), "run": d.name, "backbone": "fast", "init": None, "fraction": fraction,
+               "seed": seed, "n_train": int(300 * fraction), "n_val": 30, "classes": CLASSES,
+               "final": {"f1_macro": f1[-1], "precision_macro": f1[-1], "recall_macro": f1[-1],
+                         "accuracy": f1[-1], "loss": 1.0, "n": 30},
+               "confusion_val": ([[8, 1, 1], [2, 7, 1], [0, 3, 7]] if arm == "scratch"
+                                 else [[9, 1, 0], [1, 9, 0], [0, 1, 9]]),
+               "examples": [{"val_index": 4 * i, "label": y, "pred": y if i % 3 else (y + 1) % 3,
+                             "confidence": 0.5 + 0.05 * i} for i, y in enumerate(labels)],
+               "wall_time_s": rows[-1]["wall_time_s"]}
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "config.json").write_text(json.dumps({"kind": "finetune", "backbone": "fast"}))
+    (d / "indices.json").write_text(json.dumps({"train": [], "val": []}))
+    torch.save(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), d / "examples.pt")
+    torch.save({"model": state, "meta": _meta("classifier")}, d / "checkpoint.pt")
+    return summary
+
+
+def write_pretext_run(study: Path, state: dict) -> None:
+    d = study / "pretrain-context"
+    rows = [{"epoch": e, "train_loss": 2.0 - 0.2 * e, "train_accuracy": 0.15 + 0.1 * e, "val_loss": 2.05 - 0.2 * e,
+             "val_accuracy": 0.14 + 0.1 * e, "val_knn_accuracy": 0.3 + 0.05 * e, "lr": 0.1, "images_per_s": 1500.0,
+             "epoch_time_s": 3.0, "wall_time_s": 3.0 * e} for e in range(1, 5)]
+    _write_csv(rows, d / "metrics.csv")
+    (d / "summary.json").write_text(json.dumps({"pretext": "context", "chance": 0.125, **summarize(rows),
+                                                "wall_time_s": 12.0}))
+    backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    torch.save({"model": {**backbone, "pair_head.weight": torch.zeros(8, 384)}, "meta": _meta("pretext")},
+               d / "checkpoint.pt")
+    g = torch.Generator().manual_seed(3)
+    torch.save({"first": torch.randint(0, 256, (6, 3, 6, 6), dtype=torch.uint8, generator=g),
+                "second": torch.randint(0, 256, (6, 3, 6, 6), dtype=torch.uint8, generator=g),
+                "true": torch.tensor([0, 1, 2, 3, 4, 5]), "pred": torch.tensor([0, 1, 5, 3, 7, 5]),
+                "positions": ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom",
+                              "bottom-right"]}, d / "samples.pt")
+
+
+def make_study(root: Path, state: dict, curves: dict = CURVES, seeds: list[int] = [0]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    fractions = sorted({f for f, _, _ in curves}, reverse=True)
+    machine = {"python": "3.11.7", "torch": torch.__version__, "cpu": "test CPU", "cores": 2, "threads": 1,
+               "cuda": None}
+    stage_times = {"pretrain-context": 14.5, **{f"f{f:g}-{a}-s{s}": 9.0 for f, a, s in curves}}
+    (root / "study.json").write_text(json.dumps({
+        "data": {"source": "synthetic", "val_fraction": 0.1, "split_seed": 0}, "fractions": fractions,
+        "seeds": seeds, "pretexts": ["context"], "preset": "fast", "backbone": "fast", "train": {"epochs": 4,
+        "label_smoothing": 0.1}, "pretrain": {"epochs": 4}, "budget_rule": "text", "machine": machine,
+        "dataset": {"name": "synthetic", "classes": CLASSES, "n_pool": 300, "n_val": 30, "image_size": 16,
+                    "channels": 3},
+        "stage_times_s": stage_times}))
+    for (f, arm, seed), curve in curves.items():
+        write_finetune_run(root, f, arm, seed, curve, state)
+    write_pretext_run(root, state)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, classifier_state) -> Path:
+    root = make_study(tmp_path_factory.mktemp("study") / "demo", classifier_state)
+    write_report(root)
+    return root
+
+
+FIGURES = ["loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png", "confusion_f0.1.png",
+           "pretext_context.png", "pretext_samples_context.png", "filters_context.png", "feature_maps_context.png"]
+
+
+def test_report_files_exist(finished_study: Path):
+    for name in ("report.md", "report.html", "summary.json"):
+        assert (finished_study / name).stat().st_size > 0, name
+    for name in FIGURES:
+        assert (finished_study / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    md = (finished_study / "report.md").read_text()
+    for name in FIGURES:
+        assert f"](figures/{name})" in md  # relative links: report.md + figures/ can be copied to docs/
+
+
+def test_report_tables_hold_the_runs_and_their_best_values(finished_study: Path):
+    md = (finished_study / "report.md").read_text()
+    summary = json.loads((finished_study / "summary.json").read_text())
+    assert set(summary["runs"]) == {f"f{f:g}-{a}-s{s}" for f, a, s in CURVES}
+    assert "### fraction 1 (300 labels)" in md and "### fraction 0.1 (30 labels)" in md
+    for (f, arm, seed), curve in CURVES.items():
+        run = json.loads((finished_study / f"f{f:g}-{arm}-s{seed}" / "summary.json").read_text())
+        best = run["best"]["f1_macro"]
+        assert best["value"] == max(curve)
+        assert f"{best['value']:.4f} (ep {best['epoch']})" in md
+        assert f"{run['best']['accuracy']['value']:.4f}" in md
+        assert summary["runs"][run["run"]]["best"]["f1_macro"] == best
+    assert "All runs finished" in md
+    assert "plateau epoch is the first epoch e such that no later epoch" in md  # the rule is stated
+
+
+def test_report_pretrained_minus_scratch(finished_study: Path):
+    md = (finished_study / "report.md").read_text()
+    summary = json.loads((finished_study / "summary.json").read_text())
+    for f in (1.0, 0.1):
+        expected = max(CURVES[(f, "context", 0)]) - max(CURVES[(f, "scratch", 0)])
+        got = summary["comparison"][f"{f:g}"]["context"]["f1_macro"]
+        assert got["pretrained_minus_scratch"] == pytest.approx(expected)
+        assert got["paired_std"] is None and got["n_seeds"] == [1, 1]
+        assert f"{expected:+.4f}" in md
+    # the derived rules per run, checked against the pure functions
+    s = summary["runs"]["f1-context-s0"]
+    curve = CURVES[(1.0, "context", 0)]
+    assert s["plateau_epoch"] == plateau_epoch(curve) == 3
+    assert s["time_to_95"] == {"epoch": 3, "wall_time_s": 6.0}  # 0.5534 < 0.95 x 0.5873
+    assert s["gap"]["accuracy_train_minus_val"] == pytest.approx(0.05 - 0.013)
+    c = summary["comparison"]["1"]["context"]
+    assert c["train_loss_first_epoch"]["pretrained_minus_scratch"] == pytest.approx(-0.3)
+    assert "Training loss fell faster for context" in md
+    assert "Context reached the higher maximum: best validation macro-F1 0.5873 (context) vs 0.4912" in md
+    assert "**Pretraining with context** helped at fraction 1 (+0.0961), 0.1 (+0.1335)" in md
+
+
+def test_report_html_is_self_contained(finished_study: Path):
+    page = (finished_study / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert 'src="figures/' not in page
+    assert "<table>" in page and "Full configuration" in page
+
+
+def test_report_setup_section(finished_study: Path):
+    md = (finished_study / "report.md").read_text()
+    assert '"budget_rule": "text"' in md  # study.json pretty-printed
+    assert "| pretrain-context | 14.5 |" in md  # stage time, with images/s from metrics.csv
+    assert "| 1500 |" in md
+    assert "test CPU" in md
+
+
+def test_report_of_an_incomplete_study(tmp_path: Path, classifier_state):
+    root = make_study(tmp_path / "partial", classifier_state)
+    shutil.rmtree(root / "f0.1-context-s0")
+    (root / "f1-context-s0" / "summary.json").unlink()  # still training
+    (root / "pretrain-context" / "samples.pt").unlink()
+    (root / "pretrain-context" / "checkpoint.pt").unlink()
+    (root / "f1-scratch-s0" / "examples.pt").unlink()
+    out = write_report(root)
+    md = out.read_text()
+    assert "This study is incomplete" in md
+    assert "Missing (no finished epoch): `f0.1-context-s0`" in md
+    assert "In progress (curves only): `f1-context-s0` (epoch 4)" in md
+    assert "Waiting for f0.1-context-s0 (missing or still training)" in md
+    assert "no fraction has finished runs of both scratch and context yet" in md
+    assert "No pretext samples" in md and "No checkpoint in `pretrain-context/`" in md
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["status"]["missing"] == ["f0.1-context-s0"]
+    assert set(summary["runs"]) == {"f1-scratch-s0", "f0.1-scratch-s0"}
+    assert summary["comparison"] == {}
+    assert (root / "report.html").exists() and (root / "figures" / "loss.png").exists()
+
+
+def test_several_seeds_show_mean_and_std(tmp_path: Path, classifier_state):
+    curves = {(0.5, "scratch", 0): [0.30, 0.40], (0.5, "scratch", 1): [0.32, 0.44],
+              (0.5, "context", 0): [0.40, 0.50], (0.5, "context", 1): [0.41, 0.50]}
+    root = make_study(tmp_path / "seeds", classifier_state, curves, seeds=[0, 1])
+    summary = summarize_study(load_study(root))
+    agg = summary["aggregate"]["0.5"]["scratch"]["f1_macro"]
+    assert agg["mean"] == pytest.approx(0.42) and agg["std"] == pytest.approx(0.0282843, abs=1e-6)
+    assert agg["n"] == 2
+    c = summary["comparison"]["0.5"]["context"]["f1_macro"]
+    assert c["pretrained_minus_scratch"] == pytest.approx(0.08)
+    assert c["paired_std"] == pytest.approx(0.0282843, abs=1e-6)  # std of the differences 0.10 and 0.06
+    header, rows = fraction_table(summary, 0.5, ["scratch", "context"])
+    assert header[1:] == ["scratch (n=2)", "context (n=2)", "context − scratch"]
+    assert rows[0][1] == "0.4200 ± 0.0283 (ep 2 ± 0)" and rows[0][3] == "+0.0800 (ep +0)"
+
+
+def test_empty_folder_is_a_user_error(tmp_path: Path):
+    with pytest.raises(UserError):
+        write_report(tmp_path)
+    with pytest.raises(UserError):
+        write_report(tmp_path / "nowhere")
+
+
+def test_backbone_views():
+    torch.manual_seed(0)
+    net = make_backbone("fast", 3)
+    maps = early_features(net, torch.randn(1, 3, 16, 16))
+    shapes = [tuple(t.shape) for t in maps.values()]
+    assert shapes == [(1, 24, 16, 16), (1, 48, 8, 8)]  # after the stem, after the first ResBlock
+    assert list(maps)[1].startswith("first block (blocks.0)")
+    mosaic = filter_mosaic(net.stem[0].weight)
+    assert mosaic.shape == (5 * 4 + 1, 5 * 4 + 1, 3) and mosaic.min() >= 0 and mosaic.max() <= 1
+
+
+def _cmp(**pairs: tuple[float, float]) -> dict:
+    """A one-seed comparison from {quantity: (scratch, pretrained)}."""
+    return {k: compare({0: a}, {0: b}) for k, (a, b) in pairs.items()}
+
+
+def test_conclusions_claim_only_what_the_numbers_show():
+    close = _cmp(f1_macro=(0.600, 0.603), train_loss_first_epoch=(1.500, 1.498), train_loss_mean=(1.0, 1.004),
+                 time_to_95_epoch=(3, 3), time_to_95_wall_time_s=(30.0, 31.0), plateau_epoch=(5, 5))
+    text = " ".join(fraction_conclusions(close, "context"))
+    assert "Training loss fell about equally fast" in text
+    assert "rose equally fast" in text and "about the same epoch" in text
+    assert "The maximum was about equal" in text and "+0.0030" in text
+    # scratch gets near its own best sooner, but its best is far lower: say so
+    apart = _cmp(f1_macro=(0.50, 0.60), train_loss_first_epoch=(1.2, 1.5), train_loss_mean=(1.0, 0.8),
+                 time_to_95_epoch=(1, 4), time_to_95_wall_time_s=(10.0, 40.0), plateau_epoch=(2, 6))
+    lines = fraction_conclusions(apart, "context")
+    assert lines[0].startswith("Training loss: mixed")  # lower after epoch 1 for scratch, lower mean for context
+    assert lines[1].startswith("Validation macro-F1 rose faster for scratch") and "less far to go" in lines[1]
+    assert lines[2].startswith("Scratch plateaued first")
+    assert lines[3].startswith("Context reached the higher maximum") and "+0.1000" in lines[3]
