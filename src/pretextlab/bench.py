@@ -71,7 +71,7 @@ class Plan:
 
 
 # quick: a smoke test that finishes in well under a minute even on one busy core.
-QUICK = Plan(max_batch=32, target_s=0.3, eval_s=0.3, min_steps=1, max_steps=3, warmup=1, eval_images=64,
+QUICK = Plan(max_batch=16, target_s=0.3, eval_s=0.3, min_steps=1, max_steps=3, warmup=1, eval_images=64,
              synthetic_per_class=20, matmul_reps=2)
 # full: long enough for stable numbers (the default backbone times ~15 s per measurement).
 FULL = Plan(max_batch=4096, target_s=15.0, eval_s=5.0, min_steps=2, max_steps=400, warmup=2, eval_images=5000,
@@ -114,7 +114,7 @@ def run_bench(
     """Measure peak, model, pipeline and naive throughput per backbone; print a table, return a dict.
 
     data: an image folder (one sub-folder per class, or a root with train/); None writes a synthetic
-    JPEG folder to a temp dir. quick caps the batch at 32 and times only a few steps (a smoke test).
+    JPEG folder to a temp dir. quick caps the batch at 16 and times only a few steps (a smoke test).
     json_out: the last line of stdout is the result as one JSON object. out: also save it there.
     """
     if not backbones:

@@ -408,5 +408,5 @@ def augment(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> T
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False) -> Tensor:
     """uint8 -> float, standardised with the training set's channel statistics."""
-    x = x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    x = x.to(torch.float32, copy=True).div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

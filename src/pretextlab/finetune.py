@@ -18,7 +18,7 @@ from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits,
 from .errors import UserError
 from .io import load_json, save_json, save_torch
 from .models import Classifier, load_backbone_weights, make_backbone
-from .train import TrainConfig, fit
+from .train import TrainConfig, finished_summary, fit, train_settings
 
 N_EXAMPLES = 8  # validation images shown with predictions in the report
 
@@ -118,23 +118,28 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train (or resume, or just return) the run in out_dir and return its summary."""
     out_dir = Path(out_dir)
-    if (out_dir / "summary.json").exists():
-        return load_json(out_dir / "summary.json")
+    settings = {"backbone": backbone, "init": str(init) if init else None, "data": dataclasses.asdict(data),
+                "train": train_settings(cfg)}
+    done = finished_summary(out_dir, settings)
+    if done is not None:
+        return done
     hw.setup_threads()
     dev = hw.pick_device(device)
     ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    pad = data.crop_pad(ds.image_size)
+    if pad >= ds.image_size:
+        raise UserError(f"--pad {pad} is not smaller than the {ds.image_size} px images; use e.g. {ds.image_size // 8}")
     splits = make_splits(ds, data.fraction, cfg.seed, data.val_fraction, data.split_seed).to(dev)
+    torch.manual_seed(cfg.seed)  # --seed decides the initial weights
     model = Classifier(make_backbone(backbone, ds.channels), len(ds.classes))
     if init:
         load_backbone_weights(model.backbone, read_weights(init), init)
-    pad = data.crop_pad(ds.image_size)
     precision = hw.pick_precision(cfg.precision, dev)
     task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
     meta = {"kind": "classifier", "backbone": backbone, "classes": ds.classes, "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
             "data": dataclasses.asdict(data)}
-    run_config = {"kind": "finetune", "backbone": backbone, "init": str(init) if init else None,
-                  "data": dataclasses.asdict(data), "dataset": ds.name, "classes": ds.classes,
+    run_config = {"kind": "finetune", **settings, "dataset": ds.name, "classes": ds.classes,
                   "n_train": len(splits.y_train), "n_val": len(splits.y_val), "crop_pad": pad}
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "indices.json").exists():

@@ -18,7 +18,8 @@ def available_cores() -> int:
 
 
 def setup_threads() -> int:
-    n = int(os.environ.get("PRETEXTLAB_THREADS", available_cores()))
+    env = os.environ.get("PRETEXTLAB_THREADS", "")
+    n = int(env) if env.isdigit() and int(env) > 0 else available_cores()
     torch.set_num_threads(n)
     return n
 

@@ -59,6 +59,11 @@ class TrainConfig:
         self.betas = tuple(self.betas)
 
 
+def train_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as stored in config.json (JSON types)."""
+    return {**dataclasses.asdict(cfg), "betas": list(cfg.betas)}
+
+
 class Task(Protocol):
     """What the loop needs from a task (supervised classification or a pretext task)."""
 
@@ -146,8 +151,7 @@ def fit(
     precision = hw.pick_precision(cfg.precision, device)
     channels_last = cfg.channels_last
     ckpt_path = out_dir / "checkpoint.pt"
-    config = {**run_config, "train": dataclasses.asdict(cfg)}
-    config["train"]["betas"] = list(cfg.betas)
+    config = {**run_config, "train": train_settings(cfg)}
     _check_config(out_dir, config, ckpt_path)
 
     torch.manual_seed(cfg.seed)
@@ -241,6 +245,20 @@ def fit(
         bar.close()
         writer.close()
     return RunResult(out_dir, history)
+
+
+def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a finished run in out_dir, or None; a finished run with other settings is an error."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "summary.json").exists():
+        return None
+    stored = load_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
+    new = json_roundtrip(settings)
+    diff = sorted(k for k in new if stored.get(k) != new[k])
+    if diff:
+        raise UserError(f"{out_dir} holds a finished run with other settings ({', '.join(diff)}); "
+                        "use another --out or delete that folder to start afresh")
+    return load_json(out_dir / "summary.json")
 
 
 def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:

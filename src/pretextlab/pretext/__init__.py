@@ -19,10 +19,10 @@ from .. import hw
 from ..data import Dataset, load_dataset, make_splits
 from ..errors import UserError
 from ..finetune import DataConfig
-from ..io import load_json, save_json, save_torch
+from ..io import save_json, save_torch
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, finished_summary, fit, train_settings
 from .context import ContextOptions, ContextPrediction
 
 TASKS: dict[str, tuple[type, type]] = {
@@ -58,18 +58,21 @@ def pretrain(
     Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
     """
     out_dir = Path(out_dir)
-    if (out_dir / "summary.json").exists():
-        return load_json(out_dir / "summary.json")
+    settings = {"pretext": task_name, "backbone": backbone, "data": dataclasses.asdict(data),
+                "train": train_settings(cfg)}
+    done = finished_summary(out_dir, settings)
+    if done is not None:
+        return done
     hw.setup_threads()
     dev = hw.pick_device(device)
     ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
     splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
     precision = hw.pick_precision(cfg.precision, dev)
     task = make_task(task_name, splits, options, precision)
+    torch.manual_seed(cfg.seed)  # --seed decides the initial weights
     net = make_backbone(backbone, ds.channels)
     model = task.make_model(net)
-    run_config = {"kind": "pretrain", "pretext": task_name, "options": dataclasses.asdict(task.o),
-                  "backbone": backbone, "data": dataclasses.asdict(data), "dataset": ds.name,
+    run_config = {"kind": "pretrain", **settings, "options": dataclasses.asdict(task.o), "dataset": ds.name,
                   "n_pool": len(splits.x_pool), "n_val": len(splits.x_val)}
     meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}

@@ -1,0 +1,217 @@
+"""Shared fixtures: tiny synthetic image folders and datasets, and one tiny trained run.
+
+Everything is small on purpose (8-16 px images, a few dozen of them, 1-3 epochs): the suite runs
+next to long training jobs on a 2-core machine, so it uses one thread and never the network, and
+all caches and runs live under pytest's tmp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pretextlab.data import Dataset, ImageSet
+
+# Class k is a solid, clearly distinct colour (plus a little noise): separable at a glance, and
+# still separable after random crops and flips.
+COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 220, 30)]
+GRAYS = [30, 130, 230]
+# Deliberately not created in sorted order: loading must sort them.
+CLASSES = ("zebra", "apple", "mango")
+SORTED_CLASSES = sorted(CLASSES)  # ["apple", "mango", "zebra"]
+
+
+def class_image(k: int, width: int, height: int, rng: np.random.Generator, gray: bool = False) -> np.ndarray:
+    """A uint8 HxW(x3) array for class index k."""
+    if gray:
+        base = np.full((height, width), GRAYS[k % len(GRAYS)], dtype=np.int16)
+    else:
+        base = np.empty((height, width, 3), dtype=np.int16)
+        base[:] = COLOURS[k % len(COLOURS)]
+    noise = rng.integers(-20, 21, size=base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def write_image_folder(root: Path, classes=CLASSES, n_per_class: int = 12, size: int | tuple[int, int] = 12,
+                       fmt: str = "png", gray: bool = False, seed: int = 0) -> Path:
+    """An ImageFolder layout root/<class>/<i>.<fmt>; class folder `c` gets the colour of its index in
+    `sorted(classes)`, so label i of the loaded dataset always means colour i."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    order = sorted(classes)
+    w, h = (size, size) if isinstance(size, int) else size
+    for c in classes:
+        d = root / c
+        d.mkdir(exist_ok=True)
+        k = order.index(c)
+        for i in range(n_per_class):
+            Image.fromarray(class_image(k, w, h, rng, gray)).save(d / f"{i:03d}.{fmt}")
+    return root
+
+
+def write_split_root(root: Path, classes=CLASSES, n_train: int = 12, n_test: int = 4, size: int = 12,
+                     seed: int = 0) -> Path:
+    """root/train/<class>/... and root/test/<class>/..."""
+    write_image_folder(root / "train", classes, n_train, size, seed=seed)
+    write_image_folder(root / "test", classes, n_test, size, seed=seed + 1)
+    return root
+
+
+def tiny_dataset_tensors(n_per_class: int = 20, size: int = 12, n_classes: int = 3, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for k in range(n_classes):
+        for _ in range(n_per_class):
+            xs.append(class_image(k, size, size, rng))
+            ys.append(k)
+    x = torch.as_tensor(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+    return Dataset("tiny", [f"c{k}" for k in range(n_classes)], ImageSet(x, torch.tensor(ys)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment: one thread, caches in tmp, cwd in tmp.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRETEXTLAB_THREADS", "1")
+    monkeypatch.setenv("PRETEXTLAB_CACHE", str(tmp_path / "env-cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for CLI subprocesses
+    monkeypatch.chdir(tmp_path)  # a forgotten --out lands in tmp, not in the repo
+    yield
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def make_image_folder(tmp_path):
+    """Factory: make_image_folder(name, **kw) writes an ImageFolder under tmp_path and returns it."""
+
+    def make(name: str = "imgs", **kw) -> Path:
+        return write_image_folder(tmp_path / name, **kw)
+
+    return make
+
+
+@pytest.fixture
+def make_split_root(tmp_path):
+    def make(name: str = "root", **kw) -> Path:
+        return write_split_root(tmp_path / name, **kw)
+
+    return make
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    """3 classes x 20 colour images of 12x12, built in memory (no files, no cache)."""
+    return tiny_dataset_tensors()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny training runs
+
+
+def _tiny_train_config(**kw):
+    from pretextlab.train import TrainConfig
+
+    base = dict(epochs=2, batch_size=16, lr=0.05, precision="fp32", warmup=0.2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _tiny_data_config(source, cache_dir, **kw):
+    from pretextlab.finetune import DataConfig
+
+    base = dict(source=str(source), val_fraction=0.25, cache_dir=str(cache_dir))
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture
+def tiny_train_config():
+    """Factory: a TrainConfig for tiny runs (2 epochs, batch 16, fp32), overridable by keyword."""
+    return _tiny_train_config
+
+
+@pytest.fixture
+def tiny_data_config():
+    """Factory: tiny_data_config(source, cache_dir, **kw) -> DataConfig with a 25% validation split."""
+    return _tiny_data_config
+
+
+@dataclass
+class TrainedRun:
+    out: Path  # run folder
+    checkpoint: Path
+    data: Path  # a root with train/ and test/
+    cache_dir: Path
+    summary: dict
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One 'fast' classifier trained for 2 epochs on a 3-class train/test root (shared, read-only)."""
+    from pretextlab.finetune import train_classifier
+
+    base = tmp_path_factory.mktemp("trained")
+    data = write_split_root(base / "root", n_train=12, n_test=4)
+    cache = base / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRETEXTLAB_THREADS", "1")
+        mp.setenv("PRETEXTLAB_CACHE", str(cache))
+        torch.manual_seed(0)
+        summary = train_classifier(_tiny_data_config(data, cache), _tiny_train_config(), "fast", base / "run",
+                                   device="cpu", quiet=True)
+    return TrainedRun(base / "run", base / "run" / "checkpoint.pt", data, cache, summary)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CLI as a user runs it
+
+
+@pytest.fixture
+def run_cli():
+    """run_cli(*args) -> CompletedProcess of `python -m pretextlab.cli args` (inherits the test env)."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        env.pop("PYTHONWARNINGS", None)
+        return subprocess.run([sys.executable, "-m", "pretextlab.cli", *map(str, args)], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+
+    return run
+
+
+def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit code 2, exactly one stderr line 'pretextlab: error: ...', no traceback; returns the line."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pretextlab: error: "), lines[0]
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def assert_user_error():
+    """assert_user_error(proc, *fragments): what a user must see for a mistake they can fix."""
+    return _assert_user_error

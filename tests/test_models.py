@@ -1,0 +1,99 @@
+"""pretextlab.models: backbones by name, the classifier, strict loading of pretrained weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pretextlab.errors import UserError
+from pretextlab.models import BACKBONES, Classifier, FastNet, count_flops, load_backbone_weights, make_backbone
+
+EXPECTED_DIMS = {"fast": 192, "fast-wide": 256, "resnet18": 512, "resnet34": 512, "mobilenet_v3_large": 960}
+
+
+def test_backbone_registry():
+    assert set(BACKBONES) == set(EXPECTED_DIMS)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_forward(name, channels):
+    torch.manual_seed(0)
+    net = make_backbone(name, channels)
+    assert net.out_dim == EXPECTED_DIMS[name]
+    with torch.no_grad():
+        out = net(torch.randn(2, channels, 32, 32))
+    assert out.shape == (2, net.out_dim)
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out[0], out[1])  # the features depend on the input
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (8, 8), (12, 20), (48, 48)])
+def test_fastnet_accepts_other_input_sizes(shape):
+    net = FastNet(3)
+    with torch.no_grad():
+        assert net(torch.randn(3, 3, *shape)).shape == (3, 192)
+
+
+def test_fastnet_channels_last_gives_same_features():
+    torch.manual_seed(0)
+    net = FastNet(3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = net(x)
+        net.to(memory_format=torch.channels_last)
+        out = net(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_unknown_backbone():
+    with pytest.raises(UserError, match="unknown backbone 'vgg'.*fast.*resnet18"):
+        make_backbone("vgg")
+
+
+def test_classifier_forward():
+    model = Classifier(make_backbone("fast", 3), 5)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    assert model.head.in_features == 192 and model.head.out_features == 5
+
+
+def test_load_backbone_weights_same_backbone():
+    torch.manual_seed(0)
+    src = Classifier(make_backbone("fast", 3), 4)  # a classifier's state dict: backbone.* and head.*
+    torch.manual_seed(1)
+    dst = make_backbone("fast", 3)
+    assert not torch.equal(dst.stem[0].weight, src.backbone.stem[0].weight)
+    load_backbone_weights(dst, src.state_dict(), "ckpt.pt")
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    # a bare backbone state dict (e.g. from .safetensors) loads too
+    dst2 = make_backbone("fast", 3)
+    load_backbone_weights(dst2, src.backbone.state_dict(), "backbone.safetensors")
+    assert torch.equal(dst2.stem[0].weight, src.backbone.stem[0].weight)
+
+
+@pytest.mark.parametrize("other, channels", [("fast-wide", 3), ("resnet18", 3), ("fast", 1)])
+def test_load_backbone_weights_of_another_backbone(other, channels):
+    state = Classifier(make_backbone(other, channels), 3).state_dict()
+    dst = make_backbone("fast", 3)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(UserError, match="other.ckpt.*another backbone"):
+        load_backbone_weights(dst, state, "other.ckpt")
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())  # nothing half-loaded
+
+
+def test_load_backbone_weights_with_extra_keys():
+    state = make_backbone("fast", 3).state_dict()
+    state["projector.weight"] = torch.zeros(3)
+    with pytest.raises(UserError):
+        load_backbone_weights(make_backbone("fast", 3), state, "x")
+
+
+def test_count_flops_scales_with_area():
+    net = FastNet(3)
+    f32 = count_flops(net, (3, 32, 32))
+    f16 = count_flops(net, (3, 16, 16))
+    assert f32 > 0 and f16 > 0
+    assert 3.5 < f32 / f16 < 4.5  # convolutions dominate: FLOPs ~ pixels
+    assert net.training  # restored

@@ -1,0 +1,198 @@
+"""pretextlab.train: the schedule, the training loop's outputs, and exact resumption."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pretextlab.errors import UserError
+from pretextlab.finetune import train_classifier
+from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv
+
+TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
+
+
+def deterministic(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def comparable(summary: dict) -> dict:
+    s = {k: v for k, v in summary.items() if k not in ("wall_time_s", "session_time_s")}
+    s["last"] = {k: v for k, v in s["last"].items() if k not in TIMING}
+    return s
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule
+
+
+def test_lr_onecycle():
+    total = 100
+    f = [lr_factor(s, total, "onecycle", 0.2) for s in range(total + 1)]
+    warm = f[:20]
+    assert all(a < b for a, b in zip(warm, warm[1:]))  # warm-up rises...
+    assert warm[0] == pytest.approx(1 / 20) and f[19] == pytest.approx(1.0)  # ...to the peak
+    decay = f[20:]
+    assert decay[0] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(decay, decay[1:]))  # then falls linearly
+    steps = [a - b for a, b in zip(decay, decay[1:])]
+    assert max(steps) == pytest.approx(min(steps)) == pytest.approx(1 / 80)
+    assert f[60] == pytest.approx(0.5)
+    assert f[total - 1] == pytest.approx(1 / 80)  # the last step is near 0
+    assert f[total] == pytest.approx(0.0)  # the value after the final scheduler step
+
+
+def test_lr_cosine():
+    total = 100
+    f = [lr_factor(s, total, "cosine", 0.1) for s in range(total + 1)]
+    assert all(a < b for a, b in zip(f[:10], f[1:10]))
+    assert f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    tail = f[10:]
+    assert all(a >= b for a, b in zip(tail, tail[1:]))
+    assert f[55] == pytest.approx(0.5)  # half-way through the decay
+    assert f[30] == pytest.approx(0.5 * (1 + math.cos(math.pi * 20 / 90)))
+    assert f[total - 1] < 0.001 and f[total] == pytest.approx(0.0)
+
+
+def test_lr_constant_and_no_warmup():
+    assert [lr_factor(s, 10, "constant", 0.5) for s in range(10)] == [0.2, 0.4, 0.6, 0.8, 1.0] + [1.0] * 5
+    assert lr_factor(0, 10, "onecycle", 0.0) == 1.0
+    assert lr_factor(5, 10, "onecycle", 0.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kw, word", [({"optimizer": "lion"}, "--optimizer"), ({"schedule": "step"}, "--schedule"),
+                                      ({"epochs": 0}, "--epochs"), ({"batch_size": 1}, "--batch-size"),
+                                      ({"lr": 0.0}, "--lr")])
+def test_train_config_validation(kw, word):
+    with pytest.raises(UserError, match=word):
+        TrainConfig(**kw)
+
+
+def test_epoch_order_pads_to_whole_batches():
+    g = torch.Generator().manual_seed(0)
+    order, steps, bs = epoch_order(10, 4, g)
+    assert (steps, bs) == (3, 4) and len(order) == 12
+    assert sorted(order[:10].tolist()) == list(range(10))  # a permutation, then wrapped
+    assert order[10:].tolist() == order[:2].tolist()
+    assert epoch_order(5, 256, g)[1:] == (1, 5)  # batch larger than the data: one batch of all
+
+
+# ----------------------------------------------------------------------------------------------
+# A run
+
+
+def test_short_run_learns_and_writes_its_files(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    summary = train_classifier(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast",
+                               out, dataset=tiny_dataset, device="cpu", quiet=True)
+
+    rows = read_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
+    assert rows[-1]["train_accuracy"] >= rows[0]["train_accuracy"]
+    for r in rows:
+        assert {"train_loss", "train_accuracy", "val_loss", "val_f1_macro", "val_accuracy", "val_precision_macro",
+                "val_recall_macro", "lr", "images_per_s", "wall_time_s"} <= set(r)
+        assert 0 <= r["val_f1_macro"] <= 1
+    assert rows[-1]["lr"] == pytest.approx(0.0)  # onecycle ends at 0
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["backbone"] == "fast" and config["kind"] == "finetune"
+    assert config["train"]["epochs"] == 3 and config["train"]["batch_size"] == 16
+    assert config["n_train"] == 45 and config["n_val"] == 15
+    assert config["resolved"]["steps_per_epoch"] == 3 and config["resolved"]["precision"] == "fp32"
+
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 3
+    assert ckpt["meta"]["classes"] == ["c0", "c1", "c2"] and ckpt["meta"]["kind"] == "classifier"
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())  # atomic writes leave nothing behind
+
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["epochs"] == 3 and on_disk["n_train"] == 45
+    assert on_disk["best"]["f1_macro"]["value"] == max(r["val_f1_macro"] for r in rows)
+    assert on_disk["best"]["loss"]["value"] == min(r["val_loss"] for r in rows)
+    assert on_disk["last"]["val_loss"] == pytest.approx(rows[-1]["val_loss"])
+    assert sum(map(sum, on_disk["confusion_val"])) == 15
+    assert summary["final"]["n"] == 15 and "test" not in summary
+
+    # a finished run is returned, not retrained
+    assert train_classifier(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast", out,
+                            dataset=tiny_dataset, device="cpu", quiet=True)["best"] == on_disk["best"]
+    assert len(read_csv(out / "metrics.csv")) == 3
+
+
+def _run(ds, tdc, ttc, out, global_seed: int | None, **kw):
+    if global_seed is not None:
+        torch.manual_seed(global_seed)
+    return train_classifier(tdc("tiny", out.parent / "cache"), ttc(epochs=3), "fast", out, dataset=ds,
+                            device="cpu", quiet=True, **kw)
+
+
+def _stop_after_first_epoch(epoch: int, row: dict) -> None:
+    if epoch == 0:
+        raise KeyboardInterrupt
+
+
+def test_resume_gives_the_uninterrupted_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
+    # The global RNG is pinned before each call because train_classifier builds the model before
+    # fit() seeds torch (see test_same_seed_gives_same_run): this test isolates resumption.
+    a = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "A" / "run", global_seed=11)
+
+    out_b = tmp_path / "B" / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=11,
+             on_epoch_end=_stop_after_first_epoch)
+    assert len(read_csv(out_b / "metrics.csv")) == 1
+    assert torch.load(out_b / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert not (out_b / "summary.json").exists()
+
+    # the resumed process's global RNG is elsewhere: the checkpoint must carry everything
+    b = _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=999)
+
+    rows_a, rows_b = read_csv(tmp_path / "A" / "run" / "metrics.csv"), read_csv(out_b / "metrics.csv")
+    assert len(rows_b) == 3
+    assert deterministic(rows_b) == deterministic(rows_a)  # bit-identical numbers
+    assert rows_b[-1]["wall_time_s"] >= rows_b[0]["wall_time_s"]
+    assert comparable(b) == comparable(a)
+    assert torch.equal(torch.load(tmp_path / "A" / "run" / "examples.pt"), torch.load(out_b / "examples.pt"))
+
+
+def test_same_seed_gives_same_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
+    torch.manual_seed(1)
+    a = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "A" / "run", global_seed=None)
+    b = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "B" / "run", global_seed=None)
+    assert deterministic(read_csv(tmp_path / "A" / "run" / "metrics.csv")) == \
+        deterministic(read_csv(tmp_path / "B" / "run" / "metrics.csv"))
+    assert comparable(a) == comparable(b)
+
+
+@pytest.mark.parametrize("change", [{"train": {"lr": 0.1}}, {"train": {"epochs": 4}}, {"data": {"fraction": 0.5}},
+                                    {"backbone": "fast-wide"}])
+def test_resume_with_other_settings_is_user_error(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path,
+                                                  change):
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=3), "fast", out,
+                         dataset=tiny_dataset, device="cpu", quiet=True, on_epoch_end=_stop_after_first_epoch)
+    before = (out / "metrics.csv").read_text()
+    with pytest.raises(UserError, match="other settings"):
+        train_classifier(tiny_data_config("tiny", cache, **change.get("data", {})),
+                         tiny_train_config(**{"epochs": 3, **change.get("train", {})}), change.get("backbone", "fast"),
+                         out, dataset=tiny_dataset, device="cpu", quiet=True)
+    assert (out / "metrics.csv").read_text() == before  # the interrupted run is left as it was
+
+
+def test_finished_run_with_other_settings_is_user_error(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=1), "fast", out,
+                     dataset=tiny_dataset, device="cpu", quiet=True)
+    with pytest.raises(UserError, match="other settings"):
+        train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=2), "fast", out,
+                         dataset=tiny_dataset, device="cpu", quiet=True)
