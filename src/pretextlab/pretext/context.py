@@ -12,13 +12,16 @@ The paper's defences against trivial shortcuts, scaled to small images (all on w
 - random down-and-up sampling of some patches, so that features survive pixelation;
 - per-patch mean subtraction, so that low-frequency brightness gradients (vignetting) do not help.
 
-Why upscaling: a 32x32 image cannot hold three patches and two gaps of useful size. The image is
-upscaled (default x2 -> 64 px) and cut into 14 px patches with 7 px gaps (half a patch, as in the
-paper) and +-2 px jitter, so each patch shows about a 7x7 px region of the original image.
+Why upscaling: a 32x32 image cannot hold three patches and two gaps of useful size. By default
+images smaller than 64 px are upscaled to a 64 px canvas (x2 for CIFAR) and cut into patches of
+14/64 of the canvas (14 px) with gaps of half a patch (7 px, the paper's ratio) and a jitter of
+1/32 of the canvas (+-2 px), so each CIFAR patch shows about a 7x7 px region of the original image.
+Every size can be set explicitly; 0 means "derive from the image size" as just described.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -35,14 +38,23 @@ GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
 
 @dataclass
 class ContextOptions:
-    scale: float = 2.0  # image upscaling before cutting patches
-    patch: int = 14  # patch side in upscaled pixels
-    gap: int = 7  # gap between neighbouring grid cells
-    jitter: int = 2  # max shift of each patch in each direction
+    scale: float = 0.0  # image upscaling before cutting patches (0: up to a 64 px canvas, never down)
+    patch: int = 0  # patch side in upscaled pixels (0: 14/64 of the canvas)
+    gap: int = -1  # gap between neighbouring grid cells (-1: half a patch)
+    jitter: int = -1  # max shift of each patch in each direction (-1: 1/32 of the canvas, at least 1)
     colour: str = "project"  # project | drop | none
     downsample: float = 0.5  # share of patches randomly down-and-up sampled (to as little as half size)
     patch_norm: bool = True  # subtract each patch's mean
     flip: bool = True  # mirror the whole image first (positions are taken after flipping)
+
+    def resolved(self, image_size: int) -> "ContextOptions":
+        """Concrete sizes for this image size (the 0 / -1 defaults filled in)."""
+        scale = self.scale or max(1.0, 64 / image_size)
+        canvas = int(round(image_size * scale))
+        patch = self.patch or max(4, round(canvas * 14 / 64))
+        gap = self.gap if self.gap >= 0 else patch // 2
+        jitter = self.jitter if self.jitter >= 0 else max(1, canvas // 32)
+        return dataclasses.replace(self, scale=scale, patch=patch, gap=gap, jitter=jitter)
 
 
 def geometry_margin(image_size: int, o: ContextOptions) -> int:
@@ -98,10 +110,10 @@ class ContextPrediction:
     chance = 1 / 8
 
     def __init__(self, splits: Splits, options: ContextOptions | None = None, precision: str = "fp32"):
-        self.o = options or ContextOptions()
         self.s, self.precision = splits, precision
         self.n_train = len(splits.x_pool)
         self.image_size = splits.x_pool.shape[-1]
+        self.o = (options or ContextOptions()).resolved(self.image_size)
         self.canvas = int(round(self.image_size * self.o.scale))
         if geometry_margin(self.image_size, self.o) < self.o.jitter:
             raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
