@@ -158,7 +158,7 @@ def pretrain(
 @app.command()
 def study(
     data: str = typer.Option("cifar10", help=DATA_HELP),
-    fractions: str = typer.Option("1.0,0.5,0.1,0.05,0.01", help="label fractions, comma-separated"),
+    fractions: str = typer.Option("1.0,0.5,0.1", help="label fractions, comma-separated (e.g. add 0.05,0.01)"),
     preset: str = typer.Option("fast", help="fast | homework | smoke"),
     seeds: str = typer.Option("0", help="seeds, comma-separated (each repeats every run)"),
     pretext: str = typer.Option("context", help="pretext tasks, comma-separated"),
