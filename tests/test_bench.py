@@ -12,7 +12,7 @@ BACKBONE_FIELDS = {
     "gflops_per_image_fwd", "eval_img_s", "naive_eval_img_s", "pretext_model_pairs_s",
     "pretext_pipeline_pairs_s", "pretext_overhead",
 }
-# Differences of two rates: negative when the pipeline is the faster one, so only finiteness is checked.
+# 1 - pipeline/model: negative when the pipeline is the faster one, so no lower bound.
 SIGNED = {"overhead", "pretext_overhead"}
 
 

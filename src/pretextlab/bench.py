@@ -234,14 +234,14 @@ def _bench_backbone(name: str, s: _Setup) -> dict[str, Any]:
     eval_img_s, naive_eval_img_s, n_eval = _eval_rates(model, naive_model, s)
 
     # 5b. the context-prediction pretext step: ready patch pairs vs ContextPrediction.batch inside fit
-    o = ContextOptions()
-    ctx = ContextNet(make_backbone(name, shape[0])).to(memory_format=torch.channels_last)
-    patches = torch.randn(2 * bs, shape[0], o.patch, o.patch).contiguous(memory_format=torch.channels_last)
+    o = ContextOptions()  # the defaults, which the task resolves for this image size
+    p = o.resolved(s.ds.image_size).patch
+    ctx = _context_net(name, s).to(memory_format=torch.channels_last)
+    patches = torch.randn(2 * bs, shape[0], p, p).contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, 8, (bs,))
     pretext_model, ctx_steps = _measure(_train_step(ctx, patches, targets, s.precision), plan.warmup, plan.steps_for)
-    pretext_pipeline = _fit_rate(ContextNet(make_backbone(name, shape[0])),
-                                 lambda sp: ContextPrediction(sp, o, s.precision), "pool", ctx_steps, s,
-                                 f"{name}-context")
+    pretext_pipeline = _fit_rate(_context_net(name, s), lambda sp: ContextPrediction(sp, o, s.precision), "pool",
+                                 ctx_steps, s, f"{name}-context")
 
     train_flops = 3 * fwd_flops  # forward + backward (~2x forward)
     return {
@@ -266,6 +266,12 @@ def _classifier(name: str, s: _Setup) -> Classifier:
     """The same initial weights for every path, so no path is timed on a different network."""
     torch.manual_seed(0)
     return Classifier(make_backbone(name, s.ds.channels), len(s.ds.classes))
+
+
+def _context_net(name: str, s: _Setup) -> ContextNet:
+    """The pretext network, seeded like `_classifier` so the model and fit paths start from the same weights."""
+    torch.manual_seed(0)
+    return ContextNet(make_backbone(name, s.ds.channels))
 
 
 def _classification(splits: Splits, s: _Setup) -> Classification:
@@ -364,11 +370,12 @@ def _eval_rates(model: nn.Module, naive_model: nn.Module, s: _Setup) -> tuple[fl
 
 
 def _naive_eval_pass(model: nn.Module, loader) -> int:
-    """The tutorial evaluation loop: predictions of every batch (the metric itself is negligible)."""
-    n = 0
+    """The tutorial evaluation loop (accuracy accumulated batch by batch); returns the images seen."""
+    seen = correct = 0
     for x, y in loader:
-        n += int((model(x).argmax(1) == y).numel())
-    return n
+        correct += int((model(x).argmax(1) == y).sum())
+        seen += len(y)
+    return seen
 
 
 # ----------------------------------------------------------------------------------------------

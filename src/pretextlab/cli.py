@@ -198,6 +198,24 @@ def report(study_dir: Path = typer.Argument(..., help="a study folder")) -> None
     typer.echo(f"report: {write_report(study_dir)}")
 
 
+@app.command()
+def bench(
+    data: Optional[str] = typer.Option(None, help="image folder to measure on (default: synthetic 32 px JPEGs)"),
+    backbones: str = typer.Option("fast,resnet18", help="backbones, comma-separated; the first is the default"),
+    batch_size: int = typer.Option(256),
+    quick: bool = typer.Option(False, help="a smoke run in under a minute (numbers are rough)"),
+    json_out: bool = typer.Option(False, "--json", help="last line of stdout: one JSON object"),
+    out: Optional[Path] = typer.Option(None, help="also save the JSON here"),
+) -> None:
+    """Measure peak matmul, model-only, pipeline and naive-tutorial throughput side by side in one run."""
+    from .bench import run_bench
+
+    names = tuple(b.strip() for b in backbones.split(",") if b.strip())
+    for b in names:
+        _check_backbone(b)
+    run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out)
+
+
 def _check_backbone(name: str) -> None:
     from .models import BACKBONES
 
