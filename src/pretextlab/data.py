@@ -377,22 +377,38 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
     """Cut an (h, w) window at a per-image (top, left) from every image of a batch, in one gather."""
-    b = x.shape[0]
-    rows = (top.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, h, 1)
-    cols = (left.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, w)
-    out = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols]  # (B, h, w, C)
-    return out.permute(0, 3, 1, 2)
+    rows = top.to(x.device)[:, None] + torch.arange(h, device=x.device)  # (B, h)
+    cols = left.to(x.device)[:, None] + torch.arange(w, device=x.device)  # (B, w)
+    return _gather(x, rows, cols)
+
+
+def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]]: one advanced-indexing gather."""
+    b = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    out = x[b, :, rows[:, :, None], cols[:, None, :]]  # (B, h, w, C)
+    return out.permute(0, 3, 1, 2)  # NCHW view with channels-last strides
+
+
+def _reflect(i: Tensor, n: int) -> Tensor:
+    """Index into a length-n axis as if it were reflect-padded (torch's 'reflect': edge not repeated)."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
 def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
-    """Pad-and-crop translation for a whole batch (reflect padding), the standard CIFAR augmentation."""
+    """Pad-and-crop translation for a whole batch, the standard CIFAR augmentation.
+
+    Equivalent to reflect-padding by `pad` and cropping at a random offset, but done as one gather
+    of reflected indices: no padded copy and no uint8 -> float -> uint8 round trip.
+    """
     if pad <= 0:
         return x
     b, c, h, w = x.shape
-    xp = F.pad(x.float() if x.dtype == torch.uint8 else x, (pad,) * 4, mode="reflect").to(x.dtype)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    return crop_at(xp, dy, dx, h, w)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    rows = _reflect(dy[:, None] + torch.arange(h, device=x.device) - pad, h)
+    cols = _reflect(dx[:, None] + torch.arange(w, device=x.device) - pad, w)
+    return _gather(x, rows, cols)
 
 
 def random_flip(x: Tensor, g: torch.Generator) -> Tensor:

@@ -205,7 +205,10 @@ def random_downsample(x: Tensor, share: float, g: torch.Generator) -> Tensor:
     """Down-and-up sample a random share of patches to a random size in [p/2, p) (one size a batch)."""
     p = x.shape[-1]
     size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
-    low = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    back = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
-    pick = (torch.rand(x.shape[0], generator=g) < share).to(x.device)
-    return torch.where(pick[:, None, None, None], back, x)
+    pick = (torch.rand(x.shape[0], generator=g) < share).nonzero().flatten().to(x.device)
+    if len(pick) == 0:
+        return x
+    low = F.interpolate(x[pick], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = x.clone()
+    x[pick] = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
+    return x
