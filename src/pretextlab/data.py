@@ -93,7 +93,10 @@ def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | N
         listing = _listing(path, recursive=True)
         return _cached(cache_dir, path.name, f"split|{listing}|{image_size}", lambda: _split_root(path, image_size))
     listing = _listing(path, recursive=True)
-    return _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", lambda: _folder_dataset(path, image_size))
+    ds = _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", lambda: _folder_dataset(path, image_size))
+    if path.name in ("train", "test"):  # ".../cifar10/train" is better named by its parent
+        ds.name = f"{path.resolve().parent.name}/{path.name}"
+    return ds
 
 
 def _listing(path: Path, recursive: bool) -> str:
