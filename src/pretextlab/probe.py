@@ -13,6 +13,13 @@ from torch import Tensor, nn
 from .data import normalize
 
 
+def spread_subset(x: Tensor, n: int, seed: int = 0) -> Tensor:
+    """A seeded random subset of n rows: stored data is often sorted by class, so x[:n] is not a sample."""
+    if n >= len(x):
+        return x
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort().values.to(x.device)]
+
+
 @torch.no_grad()
 def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 500,
                    max_images: int = 5000) -> None:
@@ -30,7 +37,7 @@ def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, ba
         m.momentum = None  # cumulative average over the pass
     backbone.train()
     device = next(backbone.parameters()).device
-    for chunk in x[:max_images].split(batch_size):
+    for chunk in spread_subset(x, max_images).split(batch_size):
         backbone(normalize(chunk.to(device), mean, std, channels_last=True))
     for m in bns:
         m.momentum = 0.1

@@ -89,14 +89,7 @@ def pretrain(
     save_torch(task.samples(model), out_dir / "samples.pt")
 
     # Diagnostic: k-NN accuracy of frozen features, pretrained vs randomly initialised (same seed).
-    n = min(knn_images, len(splits.x_pool))
-    pool_labels = _pool_labels(ds, data)
-    knn = {}
-    torch.manual_seed(cfg.seed)
-    random_net = make_backbone(backbone, ds.channels).to(dev)
-    for name, net_ in (("pretrained", trained), ("random", random_net)):
-        knn[name] = knn_accuracy(net_, splits.x_pool[:n], pool_labels[:n], splits.x_val, splits.y_val,
-                                 splits.mean, splits.std, len(ds.classes))
+    knn, n = knn_diagnostic(trained, backbone, ds, data, splits, cfg.seed, knn_images, dev)
     from ..finetune import summarize
 
     summary = summarize(result.history)
@@ -105,6 +98,21 @@ def pretrain(
                     "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0})
     save_json(summary, out_dir / "summary.json")
     return summary
+
+
+def knn_diagnostic(trained: torch.nn.Module, backbone: str, ds: Dataset, data: DataConfig, splits, seed: int,
+                   knn_images: int, device: torch.device) -> tuple[dict[str, float], int]:
+    """k-NN accuracy on the validation split with a random subset of the pool as memory bank, for
+    the pretrained backbone and for a randomly initialised one (the baseline it must beat)."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(knn_images, len(splits.x_pool))
+    bank = torch.randperm(len(splits.x_pool), generator=g)[:n]
+    labels = _pool_labels(ds, data)
+    torch.manual_seed(seed)
+    random_net = make_backbone(backbone, ds.channels).to(device)
+    return {name: knn_accuracy(net, splits.x_pool[bank.to(splits.x_pool.device)], labels[bank], splits.x_val,
+                               splits.y_val, splits.mean, splits.std, len(ds.classes))
+            for name, net in (("pretrained", trained), ("random", random_net))}, n
 
 
 def _pool_labels(ds: Dataset, data: DataConfig) -> torch.Tensor:
