@@ -78,6 +78,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from .data import normalize
+from .study import run_name
 from .errors import UserError
 from .finetune import summarize
 from .io import load_json, save_json, save_text
@@ -210,10 +211,6 @@ class Study:
 
 def fraction_key(fraction: float) -> str:
     return f"{fraction:g}"
-
-
-def run_name(fraction: float, arm: str, seed: int) -> str:
-    return f"f{fraction:g}-{arm}-s{seed}"
 
 
 def load_study(study_dir: Path) -> Study:
