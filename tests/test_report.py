@@ -309,3 +309,13 @@ def test_conclusions_claim_only_what_the_numbers_show():
     assert lines[1].startswith("Validation macro-F1 rose faster for scratch") and "less far to go" in lines[1]
     assert lines[2].startswith("Scratch plateaued first")
     assert lines[3].startswith("Context reached the higher maximum") and "+0.1000" in lines[3]
+
+
+def test_run_figure_draws_a_single_runs_curves(tmp_path):
+    from pretextlab.report import run_figure
+
+    rows = "epoch,train_loss,val_loss,val_f1_macro,val_precision_macro,val_recall_macro,val_accuracy\n"
+    rows += "1,2.0,1.9,0.3,0.3,0.3,0.3\n2,1.5,1.6,0.5,0.5,0.5,0.5\n"
+    (tmp_path / "metrics.csv").write_text(rows)
+    path = run_figure(tmp_path)
+    assert path == tmp_path / "curves.png" and path.stat().st_size > 10_000

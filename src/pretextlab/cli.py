@@ -189,10 +189,13 @@ def study(
 
 
 @app.command()
-def report(study_dir: Path = typer.Argument(..., help="a study folder")) -> None:
-    """(Re-)write a study's report.md, report.html, figures and summary.json from its runs."""
-    from .report import write_report
+def report(study_dir: Path = typer.Argument(..., help="a study folder, or a single run folder")) -> None:
+    """(Re-)write a study's report.md, report.html, figures and summary.json; for a run, its curves.png."""
+    from .report import run_figure, write_report
 
+    if not (study_dir / "study.json").is_file() and (study_dir / "metrics.csv").is_file():
+        typer.echo(f"curves: {run_figure(study_dir)}")
+        return
     if not (study_dir / "study.json").is_file():
         raise UserError(f"{study_dir} is not a study folder (no study.json); run `pretextlab study --out {study_dir}`")
     typer.echo(f"report: {write_report(study_dir)}")

@@ -592,6 +592,28 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def run_figure(run_dir: Path, path: Path | None = None) -> Path:
+    """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
+    from .train import read_csv
+
+    h = read_csv(Path(run_dir) / "metrics.csv")
+    path = path or Path(run_dir) / "curves.png"
+    fig = _figure(9, 3.4)
+    ax_loss, ax_m = fig.subplots(1, 2)
+    x = [r["epoch"] for r in h]
+    ax_loss.plot(x, _column(h, "train_loss"), "--", label="train")
+    ax_loss.plot(x, _column(h, "val_loss"), label="val")
+    ax_loss.set(title="loss", ylabel="loss")
+    for m in METRICS:
+        ax_m.plot(x, _column(h, f"val_{m}"), label=f"val {NAMES[m]}")
+    ax_m.set(title=f"{Path(run_dir).name}: validation metrics")
+    for ax in (ax_loss, ax_m):
+        _epoch_axis(ax)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    return path
+
+
 def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
     """Pretext loss and accuracy (train and held-out), the chance line, and any extra val_* column."""
     h = run.history
