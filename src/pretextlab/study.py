@@ -71,6 +71,15 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
 def run_name(fraction: float, arm: str, seed: int) -> str:
     return f"f{fraction:g}-{arm}-s{seed}"
 
@@ -149,5 +158,6 @@ def run_study(
                 stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name, init=inits.get(arm),
                                                      dataset=ds, device=device, quiet=quiet))
     study["total_time_s"] = sum(times.values())
+    study["peak_rss_mib"] = peak_rss_mib()
     save_json(study, study_file)
     return write_report(out_dir)
