@@ -184,6 +184,7 @@ def fit(
     writer = SummaryWriter(str(out_dir / "tb"))
     bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet, unit="step", dynamic_ncols=True,
                desc=out_dir.name, leave=False)
+    shown: dict[str, str] = {}  # the last validation metric, kept in the progress bar
     try:
         for epoch in range(start_epoch, cfg.epochs):
             g = epoch_generator(cfg.seed, epoch)
@@ -212,7 +213,7 @@ def fit(
                     correct += (out.detach().argmax(1) == y).sum()
                     scored = True
                 if step % 10 == 0 or step == steps - 1:  # .item() syncs: not every step
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", **shown, refresh=False)
                 bar.update(1)
             train_time = time.perf_counter() - t0
             metrics = task.evaluate(model)  # validation
@@ -228,6 +229,7 @@ def fit(
                 "wall_time_s": elapsed,
             }
             history.append(row)
+            shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
             for k, v in row.items():  # log
                 if k != "epoch":
                     writer.add_scalar(k, v, epoch + 1)
