@@ -105,6 +105,12 @@ class Classification:
         return m
 
 
+def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
+    """Threads, device and the (cached) dataset: what every run needs before it builds its model."""
+    hw.setup_threads()
+    return hw.pick_device(device), dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+
+
 def train_classifier(
     data: DataConfig,
     cfg: TrainConfig,
@@ -123,9 +129,7 @@ def train_classifier(
     done = finished_summary(out_dir, settings)
     if done is not None:
         return done
-    hw.setup_threads()
-    dev = hw.pick_device(device)
-    ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    dev, ds = open_data(data, device, dataset)
     pad = data.crop_pad(ds.image_size)
     if pad >= ds.image_size:
         raise UserError(f"--pad {pad} is not smaller than the {ds.image_size} px images; use e.g. {ds.image_size // 8}")

@@ -16,9 +16,9 @@ from typing import Any, Callable
 import torch
 
 from .. import hw
-from ..data import Dataset, load_dataset, make_splits
+from ..data import Dataset, make_splits
 from ..errors import UserError
-from ..finetune import DataConfig
+from ..finetune import DataConfig, open_data
 from ..io import save_json, save_torch
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
@@ -63,9 +63,7 @@ def pretrain(
     done = finished_summary(out_dir, settings)
     if done is not None:
         return done
-    hw.setup_threads()
-    dev = hw.pick_device(device)
-    ds = dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    dev, ds = open_data(data, device, dataset)
     splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
     precision = hw.pick_precision(cfg.precision, dev)
     task = make_task(task_name, splits, options, precision)
