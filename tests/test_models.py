@@ -97,3 +97,29 @@ def test_count_flops_scales_with_area():
     assert f32 > 0 and f16 > 0
     assert 3.5 < f32 / f16 < 4.5  # convolutions dominate: FLOPs ~ pixels
     assert net.training  # restored
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_parameter_belongs_to_one_stage(name):
+    net = make_backbone(name, 3)
+    prefixes = [f"{p}." for stage in net.stages for p in stage]
+    for key in net.state_dict():
+        assert sum(key.startswith(p) for p in prefixes) == 1, key
+
+
+def test_load_backbone_weights_first_stages_only():
+    torch.manual_seed(0)
+    src, dst = make_backbone("fast", 3), make_backbone("fast", 3)
+    fresh = {k: v.clone() for k, v in dst.state_dict().items()}
+    load_backbone_weights(dst, src.state_dict(), "pre.safetensors", stages=2)
+    for k, v in dst.state_dict().items():
+        expected = src.state_dict()[k] if k.startswith(("stem.", "blocks.0.")) else fresh[k]
+        assert torch.equal(v, expected), k
+    assert not torch.equal(dst.state_dict()["blocks.1.conv.0.weight"], src.state_dict()["blocks.1.conv.0.weight"])
+
+
+@pytest.mark.parametrize("stages", [5, 99])
+def test_load_backbone_weights_too_many_stages(stages):
+    net = make_backbone("fast", 3)
+    with pytest.raises(UserError, match="--transfer-stages"):
+        load_backbone_weights(net, make_backbone("fast", 3).state_dict(), "x", stages=stages)

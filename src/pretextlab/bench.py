@@ -17,6 +17,8 @@ naive baseline = (3)/(4), and MFU = achieved training FLOP/s / peak FLOP/s (trai
 Every measurement runs a few untimed warm-up calls first (allocation, oneDNN primitive creation,
 DataLoader worker start-up), then times a number of steps chosen so the timed part lasts about
 `Plan.target_s`; the pipeline and the naive baseline then time the same number of steps as the model.
+The training measurements of one backbone are timed in interleaved turns (model, pipeline, naive,
+model, ...), so that load from other processes on a shared machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -63,23 +65,41 @@ class Plan:
     eval_images: int  # at most this many validation images per evaluation pass
     synthetic_per_class: int  # images per class of the synthetic set (when no data is given)
     matmul_reps: int
+    rounds: int  # training measurements are timed in this many interleaved turns
 
     def steps_for(self, seconds_per_step: float, target_s: float | None = None) -> int:
-        """Steps that make a measurement last about `target_s`, within [min_steps, max_steps]."""
-        want = math.ceil((target_s or self.target_s) / max(seconds_per_step, 1e-6))
+        """Steps per round that make a measurement last about `target_s` in all, within [min_steps, max_steps]."""
+        want = math.ceil((target_s or self.target_s) / self.rounds / max(seconds_per_step, 1e-6))
         return min(self.max_steps, max(self.min_steps, want))
 
 
 # quick: a smoke test that finishes in well under a minute even on one busy core.
 QUICK = Plan(max_batch=16, target_s=0.3, eval_s=0.3, min_steps=1, max_steps=3, warmup=1, eval_images=64,
-             synthetic_per_class=20, matmul_reps=2)
-# full: long enough for stable numbers (the default backbone times ~15 s per measurement).
+             synthetic_per_class=20, matmul_reps=2, rounds=1)
+# full: long enough for stable numbers (the default backbone times ~15 s per measurement, in 3 turns).
 FULL = Plan(max_batch=4096, target_s=15.0, eval_s=5.0, min_steps=2, max_steps=400, warmup=2, eval_images=5000,
-            synthetic_per_class=1500, matmul_reps=10)
+            synthetic_per_class=1500, matmul_reps=10, rounds=3)
 
 
 # ----------------------------------------------------------------------------------------------
 # The one timing helper
+
+
+def _warm_up(step: Callable[[], int], warmup: int) -> float:
+    """Run `step` `warmup` times untimed; return the duration of the last call (0 if none)."""
+    last = 0.0
+    for _ in range(warmup):
+        t = time.perf_counter()
+        step()
+        last = time.perf_counter() - t
+    return last
+
+
+def _timed(step: Callable[[], int], steps: int) -> tuple[int, float]:
+    """Items done and seconds taken by `steps` calls of `step`."""
+    t0 = time.perf_counter()
+    items = sum(step() for _ in range(steps))
+    return items, time.perf_counter() - t0
 
 
 def _measure(step: Callable[[], int], warmup: int, steps: int | Callable[[float], int]) -> tuple[float, int]:
@@ -88,15 +108,26 @@ def _measure(step: Callable[[], int], warmup: int, steps: int | Callable[[float]
     `warmup` calls run untimed first; `steps` is a count or a function choosing the count from the
     duration of the last warm-up call. Returns (items per second, steps timed).
     """
-    last = 0.0
-    for _ in range(warmup):
-        t = time.perf_counter()
-        step()
-        last = time.perf_counter() - t
+    last = _warm_up(step, warmup)
     n_steps = steps(last) if callable(steps) else steps
-    t0 = time.perf_counter()
-    items = sum(step() for _ in range(n_steps))
-    return items / (time.perf_counter() - t0), n_steps
+    items, seconds = _timed(step, n_steps)
+    return items / seconds, n_steps
+
+
+def _interleaved(paths: dict[str, Callable[[], tuple[int, float]]], rounds: int) -> dict[str, float]:
+    """Items per second of each path, timed in turns (A B C, A B C, ...) and pooled over the rounds.
+
+    On a shared machine a neighbour's load comes and goes; timing the paths one after another lets it
+    depress one path and not the other, so their ratio would measure the neighbour. In turns, every
+    path sees the same mix of quiet and busy moments.
+    """
+    items, seconds = dict.fromkeys(paths, 0), dict.fromkeys(paths, 0.0)
+    for _ in range(rounds):
+        for name, timed in paths.items():
+            n, t = timed()
+            items[name] += n
+            seconds[name] += t
+    return {name: items[name] / seconds[name] for name in paths}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,18 +251,21 @@ def _bench_backbone(name: str, s: _Setup) -> dict[str, Any]:
     model = _classifier(name, s).to(memory_format=torch.channels_last)
     x = torch.randn(bs, *shape).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, len(s.ds.classes), (bs,))
-    model_img_s, steps = _measure(_train_step(model, x, y, s.precision), plan.warmup, plan.steps_for)
-
+    model_step = _train_step(model, x, y, s.precision)
+    steps = plan.steps_for(_warm_up(model_step, plan.warmup))
     # 3. the real path: train.fit on a Classification task
-    model = _classifier(name, s)
-    pipeline_img_s = _fit_rate(model, lambda sp: _classification(sp, s), "train", steps, s, f"{name}-classify")
-
+    pipe_model = _classifier(name, s)
+    pipeline = _fit_path(pipe_model, lambda sp: _classification(sp, s), "train", steps, s, f"{name}-classify")
     # 4. the tutorial way, same model, optimizer and loss, NCHW float32
     naive_model = _classifier(name, s)
-    naive_img_s, _ = _measure(_naive_train_step(naive_model, s.naive.train_batches(bs)), plan.warmup, steps)
+    naive_step = _naive_train_step(naive_model, s.naive.train_batches(bs))
+    _warm_up(naive_step, plan.warmup)
+    rates = _interleaved({"model": lambda: _timed(model_step, steps), "pipeline": pipeline,
+                          "naive": lambda: _timed(naive_step, steps)}, plan.rounds)
+    model_img_s, pipeline_img_s, naive_img_s = rates["model"], rates["pipeline"], rates["naive"]
 
     # 5a. evaluation: predict_logits on uint8 tensors vs a DataLoader loop (the models of 3 and 4)
-    eval_img_s, naive_eval_img_s, n_eval = _eval_rates(model, naive_model, s)
+    eval_img_s, naive_eval_img_s, n_eval = _eval_rates(pipe_model, naive_model, s)
 
     # 5b. the context-prediction pretext step: ready patch pairs vs ContextPrediction.batch inside fit
     o = ContextOptions()  # the defaults, which the task resolves for this image size
@@ -239,9 +273,12 @@ def _bench_backbone(name: str, s: _Setup) -> dict[str, Any]:
     ctx = _context_net(name, s).to(memory_format=torch.channels_last)
     patches = torch.randn(2 * bs, shape[0], p, p).contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, 8, (bs,))
-    pretext_model, ctx_steps = _measure(_train_step(ctx, patches, targets, s.precision), plan.warmup, plan.steps_for)
-    pretext_pipeline = _fit_rate(_context_net(name, s), lambda sp: ContextPrediction(sp, o, s.precision), "pool",
-                                 ctx_steps, s, f"{name}-context")
+    ctx_step = _train_step(ctx, patches, targets, s.precision)
+    ctx_steps = plan.steps_for(_warm_up(ctx_step, plan.warmup))
+    ctx_pipeline = _fit_path(_context_net(name, s), lambda sp: ContextPrediction(sp, o, s.precision), "pool",
+                             ctx_steps, s, f"{name}-context")
+    pairs = _interleaved({"model": lambda: _timed(ctx_step, ctx_steps), "pipeline": ctx_pipeline}, plan.rounds)
+    pretext_model, pretext_pipeline = pairs["model"], pairs["pipeline"]
 
     train_flops = 3 * fwd_flops  # forward + backward (~2x forward)
     return {
@@ -297,23 +334,27 @@ def _train_step(model: nn.Module, x: Tensor, y: Tensor, precision: str) -> Calla
     return step
 
 
-def _fit_rate(model: nn.Module, make_task: Callable[[Splits], Any], part: str, steps: int, s: _Setup,
-              name: str) -> float:
-    """Examples per second of train.fit's training steps over `steps` batches (a 1-step fit first warms up).
+def _fit_path(model: nn.Module, make_task: Callable[[Splits], Any], part: str, steps: int, s: _Setup,
+              name: str) -> Callable[[], tuple[int, float]]:
+    """A measurement of train.fit's training steps: each call fits one epoch of `steps` batches.
 
     fit's `images_per_s` covers batch cutting, augmentation, forward, backward, step and the in-loop
     logging of each epoch, not the validation pass: exactly the part comparable with the model alone.
     `part` is the split the task draws from ("train" for classification, "pool" for pretext tasks).
+    A 1-step fit warms up first. Returns a callable giving (examples, seconds) like `_timed`.
     """
-    def run(label: str, n_steps: int) -> list[dict[str, float]]:
+    calls = iter(range(10**9))
+
+    def run(n_steps: int) -> tuple[int, float]:
         sub, epochs = _subset(s.splits, part, n_steps * s.bs, s.bs)
         cfg = TrainConfig(epochs=epochs, batch_size=s.bs, precision="auto")  # fit's defaults otherwise
-        return fit(model, make_task(sub), cfg, s.tmp / name / label, {"kind": "bench", "run": name},
-                   device=CPU, quiet=True).history
+        history = fit(model, make_task(sub), cfg, s.tmp / name / f"fit{next(calls)}", {"kind": "bench", "run": name},
+                      device=CPU, quiet=True).history
+        seconds = sum(n_steps * s.bs / epochs / row["images_per_s"] for row in history)
+        return n_steps * s.bs, seconds
 
-    run("warmup", 1)
-    rates = [row["images_per_s"] for row in run("timed", steps)]
-    return len(rates) / sum(1 / r for r in rates)  # every epoch has the same number of steps
+    run(1)
+    return lambda: run(steps)
 
 
 def _subset(splits: Splits, part: str, n: int, n_val: int) -> tuple[Splits, int]:

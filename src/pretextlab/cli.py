@@ -44,6 +44,7 @@ def train(
     backbone_lr_scale: float = typer.Option(1.0, help="backbone learning rate relative to the head's"),
     freeze_backbone: bool = typer.Option(False, help="train the head only (linear probe)"),
     init: Optional[str] = typer.Option(None, help="start from these weights (checkpoint.pt or .safetensors)"),
+    transfer_stages: int = typer.Option(0, help="with --init: take only the backbone's first N stages (0: all)"),
     seed: int = typer.Option(0, help="initialisation, batch order and label subset"),
     split_seed: int = typer.Option(0, help="validation split (keep it fixed to compare runs)"),
     val_fraction: float = typer.Option(0.1, help="share of the training images held out for validation"),
@@ -65,7 +66,8 @@ def train(
         raise UserError(f"--betas '{betas}' needs two numbers, e.g. 0.9,0.999")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, betas=b,
                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing,
-                      backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone, seed=seed,
+                      backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone,
+                      transfer_stages=transfer_stages, seed=seed,
                       precision=precision)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
                       image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip)

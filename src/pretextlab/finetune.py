@@ -137,7 +137,7 @@ def train_classifier(
     torch.manual_seed(cfg.seed)  # --seed decides the initial weights
     model = Classifier(make_backbone(backbone, ds.channels), len(ds.classes))
     if init:
-        load_backbone_weights(model.backbone, read_weights(init), init)
+        load_backbone_weights(model.backbone, read_weights(init), init, cfg.transfer_stages)
     precision = hw.pick_precision(cfg.precision, dev)
     task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
     meta = {"kind": "classifier", "backbone": backbone, "classes": ds.classes, "channels": ds.channels,

@@ -1,7 +1,10 @@
 """Backbones (image -> feature vector) and the classifier built on them, by name.
 
 Every backbone maps (B, C, H, W) to (B, out_dim) for any input size (global pooling at the end),
-so the same object serves small pretext patches and whole images alike.
+so the same object serves small pretext patches and whole images alike. Every backbone also lists
+its `stages` (module-name prefixes, input to output): fine-tuning can take only the first stages
+of a pretrained backbone, since early layers transfer across tasks and late ones specialise
+(Yosinski et al. 2014, arXiv 1411.1792).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class FastNet(nn.Module):
         self.stem = conv_bn(in_channels, widths[0])
         self.blocks = nn.Sequential(*[ResBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
         self.out_dim = widths[-1]
+        self.stages = [("stem",)] + [(f"blocks.{i}",) for i in range(len(self.blocks))]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.blocks(self.stem(x))
@@ -62,6 +66,7 @@ def _resnet(depth: int, in_channels: int) -> nn.Module:
     net.maxpool = nn.Identity()
     net.out_dim = net.fc.in_features
     net.fc = nn.Identity()
+    net.stages = [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
     return net
 
 
@@ -75,6 +80,7 @@ def _mobilenet_v3_large(in_channels: int) -> nn.Module:
         net.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, 2, 1, bias=False)
     body = nn.Sequential(net.features, net.avgpool, nn.Flatten())
     body.out_dim = net.classifier[0].in_features
+    body.stages = [(f"0.{i}",) for i in range(len(net.features))]
     return body
 
 
@@ -105,14 +111,24 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load pretrained weights strictly: a checkpoint of another backbone is a user error, not a warning."""
+def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source: str, stages: int = 0) -> None:
+    """Load pretrained weights strictly: a checkpoint of another backbone is a user error, not a warning.
+
+    stages > 0 takes only the first `stages` stages from `state`; the later ones keep the backbone's
+    own (fresh) initialisation.
+    """
     state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("head.")}
     own = backbone.state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad or set(state) - set(own):
         raise UserError(f"{source} holds weights of another backbone or input shape (e.g. '{(bad or list(set(state) - set(own)))[0]}'); "
                         "pass --backbone matching the checkpoint")
+    if stages:
+        if not 0 < stages <= len(backbone.stages):
+            raise UserError(f"--transfer-stages {stages}: this backbone has {len(backbone.stages)} stages; "
+                            f"use 1 to {len(backbone.stages)}, or 0 for all")
+        keep = tuple(f"{prefix}." for stage in backbone.stages[:stages] for prefix in stage)
+        state = {k: v if k.startswith(keep) else own[k] for k, v in state.items()}
     backbone.load_state_dict(state)
 
 

@@ -43,6 +43,7 @@ class TrainConfig:
     warmup: float = 0.2  # fraction of all steps spent warming up
     label_smoothing: float = 0.1
     backbone_lr_scale: float = 1.0  # < 1 keeps pretrained features from being washed out early
+    transfer_stages: int = 0  # with pretrained weights: take only the first N backbone stages (0: all)
     freeze_backbone: bool = False  # linear probe
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -56,6 +57,8 @@ class TrainConfig:
             raise UserError(f"--schedule {self.schedule} is unknown; use onecycle, cosine or constant")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        if self.transfer_stages < 0:
+            raise UserError("--transfer-stages must be >= 0 (0: all stages)")
         self.betas = tuple(self.betas)
 
 
