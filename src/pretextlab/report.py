@@ -83,6 +83,7 @@ from .errors import UserError
 from .finetune import summarize
 from .io import load_json, save_json, save_text
 from .models import make_backbone
+from .probe import random_backbone
 from .train import read_csv
 
 log = logging.getLogger(__name__)
@@ -780,13 +781,6 @@ def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], s
     net.load_state_dict({k.removeprefix("backbone."): v for k, v in state["model"].items()
                          if k.startswith("backbone.")})
     return net.eval(), meta, "checkpoint.pt"
-
-
-def random_backbone(name: str, channels: int, seed: int = 0) -> nn.Module:
-    """A freshly initialised backbone, seeded so the reference is the same in every report."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make_backbone(name, channels).eval()
 
 
 def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
