@@ -166,7 +166,7 @@ def finished_study(tmp_path_factory, classifier_state) -> Path:
     return root
 
 
-FIGURES = ["loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png", "confusion_f0.1.png",
+FIGURES = ["f1_vs_fraction.png", "loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png", "confusion_f0.1.png",
            "pretext_context.png", "pretext_samples_context.png", "filters_context.png", "feature_maps_context.png"]
 
 

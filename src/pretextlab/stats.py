@@ -75,11 +75,10 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[fl
     return mean, std, (mean - half, mean + half)
 
 
-def describe(by_seed: Mapping[int, float]) -> dict[str, Any]:
-    """summary.json's cell: {"mean", "std", "n", "ci95": [lo, hi] | null, "by_seed": {seed: value}}."""
-    mean, std, ci = mean_ci(list(by_seed.values()))
-    return {"mean": mean, "std": std, "n": len(by_seed), "ci95": list(ci) if ci else None,
-            "by_seed": {str(s): v for s, v in sorted(by_seed.items())}}
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """summary.json's form: {"mean", "std": null for n = 1, "n", "ci95": [lo, hi] | null for n = 1}."""
+    mean, std, ci = mean_ci(values)
+    return {"mean": mean, "std": std, "n": len(values), "ci95": list(ci) if ci else None}
 
 
 def paired_difference(baseline: Mapping[int, float], other: Mapping[int, float]) -> dict[str, Any]:
