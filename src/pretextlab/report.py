@@ -731,10 +731,10 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
     little so their bars do not hide each other."""
     cells = evaluation["cells"]
     colors = _colors(methods)
+    fractions = sorted({float(f) for by_f in cells.values() for f in by_f})
     fig = _figure(4.2 * len(cells), 3.4)
     axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
     for ax, (protocol, by_f) in zip(axes, cells.items()):
-        fractions = sorted(float(f) for f in by_f)
         for i, m in enumerate(methods):
             pts = [(float(f), c[m][metric]) for f, c in by_f.items() if metric in c.get(m, {})]
             if not pts:
@@ -747,6 +747,7 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
             label = baseline_name(protocol) if m == "scratch" else m
             ax.errorbar(x, mean, yerr=err, color=colors[m], marker="o", ms=4, capsize=3, label=label)
         ax.set_xscale("log")
+        ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)  # the same axis in every panel
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set(title=PROTOCOLS[protocol], xlabel="label fraction (log scale)")
