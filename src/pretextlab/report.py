@@ -1005,24 +1005,43 @@ def _load_samples(path: Path) -> dict[str, Any] | None:
 
 
 def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
-    """Pretext inputs: patch pairs (first | second) with the true and the predicted position."""
+    """Pretext examples as a task's samples() describes them: per example, the images under the keys in
+    samples["panels"] side by side (default: "first", and "second" if any, e.g. a patch pair), titled with samples["titles"]
+    or with the true and predicted label names in samples["positions"]; green right, red wrong, when the
+    samples hold "true" and "pred"."""
+    panels = samples.get("panels") or [p for p in ("first", "second") if p in samples]
     k = min(n, len(samples["first"]))
-    positions = samples.get("positions") or []
     cols = min(4, k)
     rows = math.ceil(k / cols)
-    fig = _figure(2.6 * cols, 1.7 * rows)
+    fig = _figure(max(2.0, 1.3 * len(panels)) * cols, 1.7 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(k):
-        a, b = _to_display(samples["first"][i], 64), _to_display(samples["second"][i], 64)
-        gap = np.ones((a.shape[0], max(2, a.shape[1] // 12), 3))
-        ax = axes.flat[i]
-        ax.imshow(np.concatenate([a, gap, b], 1), interpolation="nearest")
-        t, p = int(samples["true"][i]), int(samples["pred"][i])
-        ax.set_title(f"true: {_class_name(positions, t)}\npred: {_class_name(positions, p)}", fontsize=8,
-                     color="tab:green" if t == p else "tab:red")
+        axes.flat[i].imshow(_sample_strip([samples[p][i] for p in panels]), interpolation="nearest")
+        title, right = _sample_title(samples, i)
+        axes.flat[i].set_title(title, fontsize=8,
+                               color="black" if right is None else "tab:green" if right else "tab:red")
+    if "panel_names" in samples:
+        fig.suptitle(" | ".join(samples["panel_names"]), fontsize=9)
     _save(fig, path)
+
+
+def _sample_strip(images: list[Tensor]) -> np.ndarray:
+    """uint8 images side by side, enlarged to at least 64 px, with a white gap between them."""
+    shown = [_to_display(img, 64) for img in images]
+    gap = np.ones((shown[0].shape[0], max(2, shown[0].shape[1] // 12), 3))
+    return np.concatenate([part for a in shown for part in (gap, a)][1:], 1)
+
+
+def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
+    """Example i's title, and whether the prediction was right (None: nothing to be right about)."""
+    right = bool(samples["true"][i] == samples["pred"][i]) if "true" in samples and "pred" in samples else None
+    if "titles" in samples:
+        return samples["titles"][i], right
+    names = samples.get("positions") or []
+    t, p = int(samples["true"][i]), int(samples["pred"][i])
+    return f"true: {_class_name(names, t)}\npred: {_class_name(names, p)}", right
 
 
 # ----------------------------------------------------------------------------------------------
