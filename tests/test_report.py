@@ -166,8 +166,9 @@ def finished_study(tmp_path_factory, classifier_state) -> Path:
     return root
 
 
-FIGURES = ["f1_vs_fraction.png", "loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png", "confusion_f0.1.png",
-           "pretext_context.png", "pretext_samples_context.png", "filters_context.png", "feature_maps_context.png"]
+FIGURES = ["f1_vs_fraction.png", "loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png",
+           "confusion_f0.1.png", "pretext_context.png", "pretext_samples_context.png", "filters_context.png",
+           "feature_maps_context.png"]
 
 
 def test_report_files_exist(finished_study: Path):

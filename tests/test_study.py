@@ -143,3 +143,22 @@ def test_study_rejects_bad_lists(make_image_folder, cache_dir, tmp_path, kw, mes
         run_study(_data(make_image_folder(n_per_class=4, size=16), cache_dir), tmp_path / "s", preset="smoke",
                   device="cpu", **kw)
     assert not (tmp_path / "s").exists()
+
+
+def test_cli_study_parses_lists_and_names_the_bad_entry(make_image_folder, tmp_path):
+    """In process (main() turns a UserError into the one stderr line, tested in test_cli.py)."""
+    from typer.testing import CliRunner
+
+    from pretextlab.cli import app
+
+    folder = make_image_folder(n_per_class=4, size=16)
+    common = ["study", "--data", str(folder), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "s")]
+    for args, message in (
+        (["--pretext", "context,jigsaw", "--seeds", "0,1"], "unknown pretext task 'jigsaw'; choose one of: context"),
+        (["--seeds", "0,one"], "--seeds '0,one' is not a comma-separated list of integers, e.g. 0,1,2"),
+        (["--seeds", "0, 1,1"], "a seed is listed twice in 0, 1, 1"),
+    ):
+        result = CliRunner().invoke(app, common + args)
+        assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
+        assert "\n" not in str(result.exception)
+    assert not (tmp_path / "s").exists()

@@ -1285,8 +1285,8 @@ def write_report(study_dir: Path) -> Path:
     doc.para(f"Dataset **{ds.get('name', (cfg.get('data') or {}).get('source', 'unknown'))}**, backbone "
              f"**{cfg.get('backbone', '?')}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
              f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
-             f"pretext tasks {', '.join(a for a in study.arms if a != 'scratch') or 'none'}. Each fraction is fine-tuned from scratch and "
-             "from the pretrained backbone with the same recipe"
+             f"pretext tasks {', '.join(a for a in study.arms if a != 'scratch') or 'none'}. Each fraction is "
+             "fine-tuned from scratch and from the pretrained backbone with the same recipe"
              + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
                 if study.probes else "."))
     _status(doc, study, summary)
