@@ -1343,6 +1343,9 @@ def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir
            for c in m.values()) < 2:
         doc.para("Every cell comes from a single seed, so no confidence interval can be computed and no difference "
                  "is called significant; run the study with several seeds (e.g. --seeds 0,1,2) for intervals.")
+    if not study.probes:
+        doc.para("No probe results (probes.json) in this study yet: it predates the probe stages or has not reached "
+                 "them. Re-running the study command adds them; finished runs are reused.")
     doc.bullets(evaluation_conclusions(ev))
     methods = study.arms
     for metric in ev["metrics"]:
