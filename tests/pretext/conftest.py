@@ -35,6 +35,23 @@ def gradient_images():
     return _gradient_images
 
 
+def _train_a_little(task, model: torch.nn.Module, steps: int, batch_size: int = 32, lr: float = 3e-3) -> None:
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        inp, target = task.batch(torch.randint(0, task.n_train, (batch_size,), generator=g), g)
+        loss = task.loss(model(inp), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.fixture
+def train_a_little():
+    """train_a_little(task, model, steps, batch_size=32, lr=3e-3): Adam on random batches of the pool."""
+    return _train_a_little
+
+
 @pytest.fixture
 def pretrain_and_finetune(tmp_path, tiny_dataset, tiny_data_config, tiny_train_config):
     """pretrain_and_finetune(task, options) -> pretraining summary, after checking that the run wrote

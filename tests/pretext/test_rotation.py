@@ -66,20 +66,12 @@ def test_train_accuracy_counts_every_rotated_copy(tmp_path, splits_of):
     assert history[0]["val_accuracy"] == 0.25
 
 
-def test_learns_above_chance_on_images_with_an_up(splits_of, gradient_images):
+def test_learns_above_chance_on_images_with_an_up(splits_of, gradient_images, train_a_little):
     torch.manual_seed(0)
-    x = gradient_images(256, 16)
-    task = Rotation(splits_of(x, n_val=64), RotationOptions(pad=2))
+    task = Rotation(splits_of(gradient_images(256, 16), n_val=64), RotationOptions(pad=2))
     model = task.make_model(make_backbone("fast"))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
     assert task.evaluate(model)["accuracy"] < 0.5
-    for _ in range(8):
-        inp, target = task.batch(torch.randint(0, len(x), (32,), generator=g), g)
-        loss = task.loss(model(inp), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_a_little(task, model, steps=8)
     assert task.evaluate(model)["accuracy"] > 0.8  # chance is 0.25
 
 

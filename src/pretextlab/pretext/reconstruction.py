@@ -31,6 +31,8 @@ from torch import Tensor, nn
 
 from ..data import Splits, augment, normalize
 from ..models import feature_map
+from ..probe import spread_subset
+from .common import evaluating, to_uint8
 
 
 @dataclass
@@ -67,10 +69,8 @@ class ReconstructionNet(nn.Module):
     def __init__(self, backbone: nn.Module, channels: int, image_size: int, hidden: int = 256):
         super().__init__()
         self.backbone, self.image_size = backbone, image_size
-        was = backbone.training
-        with torch.no_grad():  # the map's size decides how many pixels each cell must paint
-            cells = feature_map(backbone.eval(), torch.zeros(1, channels, image_size, image_size)).shape[-1]
-        backbone.train(was)
+        with evaluating(backbone):  # the map's size decides how many pixels each cell must paint
+            cells = feature_map(backbone, torch.zeros(1, channels, image_size, image_size)).shape[-1]
         stride = math.ceil(image_size / cells)  # ceil-mode pooling can leave a partial last cell: cropped below
         self.decoder = nn.Sequential(
             nn.Conv2d(backbone.out_dim, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.GELU(),
@@ -112,42 +112,38 @@ class Reconstruction:
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return masked_mse(out, target)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, seed: int = 0, batch_size: int = 500) -> dict[str, float]:
         """Masked MSE (normalised units) and PSNR (dB, pixels in [0, 1]) over the hidden pixels of
         the validation images, with seeded masks (comparable across epochs)."""
         g = torch.Generator().manual_seed(seed)
         std = self.s.std.view(1, -1, 1, 1)
-        was = model.training
-        model.eval()
         se = se01 = hidden = 0.0
-        for chunk in self.s.x_val.split(batch_size):
-            inp, target = self.masked(chunk, g, train=False)
-            diff = (model(inp).float() - target[:, :-1]) * target[:, -1:]
-            se += float((diff**2).sum())
-            se01 += float(((diff * std) ** 2).sum())
-            hidden += float(target[:, -1:].sum()) * diff.shape[1]
-        model.train(was)
-        return {"loss": se / hidden, "psnr": 10 * math.log10(1 / max(se01 / hidden, 1e-12))}
+        with evaluating(model):
+            for chunk in self.s.x_val.split(batch_size):
+                inp, target = self.masked(chunk, g, train=False)
+                diff = (model(inp).float() - target[:, :-1]) * target[:, -1:]
+                se += float((diff**2).sum())
+                se01 += float(((diff * std) ** 2).sum())
+                hidden += float(target[:, -1:].sum()) * diff.shape[1]
+        return {"loss": se / hidden, "psnr": psnr(se01 / hidden)}
 
-    @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out images: original, masked input, and the reconstruction (hidden patches
         predicted, visible ones pasted from the input, as MAE shows them), with each image's PSNR."""
-        g = torch.Generator().manual_seed(1)
-        x = self.s.x_val[torch.linspace(0, len(self.s.x_val) - 1, k).long()]  # spread: data is often class-sorted
-        inp, target = self.masked(x, g, train=False)
-        was = model.training
-        model.eval()
-        pred = model(inp).float()
-        model.train(was)
+        x = spread_subset(self.s.x_val, k)
+        inp, target = self.masked(x, torch.Generator().manual_seed(1), train=False)
+        with evaluating(model):
+            pred = model(inp).float()
         clean, m = target[:, :-1], target[:, -1:].bool()
         mean, std = self.s.mean.view(1, -1, 1, 1), self.s.std.view(1, -1, 1, 1)
-        to01 = lambda t: (t * std + mean).clamp(0, 1)  # noqa: E731
-        recon = to01(torch.where(m, pred, clean))
-        mse = ((recon - to01(clean)) ** 2).sum((1, 2, 3)) / (m.sum((1, 2, 3)) * clean.shape[1])
-        to8 = lambda t: (t * 255).round().to(torch.uint8).cpu()  # noqa: E731
-        return {"first": to8(to01(inp)), "original": x.cpu(), "reconstruction": to8(recon),
+        recon = torch.where(m, pred, clean) * std + mean
+        mse = ((recon - (clean * std + mean)) ** 2).sum((1, 2, 3)) / (m.sum((1, 2, 3)) * clean.shape[1])
+        return {"first": to_uint8(inp * std + mean), "original": x.cpu(), "reconstruction": to_uint8(recon),
                 "panels": ["original", "first", "reconstruction"],
                 "panel_names": ["original", "masked input", "reconstruction"],
-                "titles": [f"PSNR {10 * math.log10(1 / max(float(e), 1e-12)):.1f} dB" for e in mse]}
+                "titles": [f"PSNR {psnr(float(e)):.1f} dB" for e in mse]}
+
+
+def psnr(mse: float) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error on pixels in [0, 1]."""
+    return 10 * math.log10(1 / max(mse, 1e-12))

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Splits, augment, normalize
+from ..probe import spread_subset
+from .common import evaluating
 
 ANGLES = ["0°", "90°", "180°", "270°"]  # label k: rotated k quarter turns counter-clockwise
 
@@ -78,34 +80,26 @@ class Rotation:
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
 
-    @torch.no_grad()
     def predict(self, model: nn.Module, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
         """Logits and labels for all four rotations of every image x (un-augmented): no sampling noise."""
-        was = model.training
-        model.eval()
-        outs, labels = [], []
-        for chunk in x.split(batch_size):
-            r, k = rotations(chunk, True)
-            outs.append(model(normalize(r, self.s.mean, self.s.std)).float())
-            labels.append(k)
-        model.train(was)
-        return torch.cat(outs), torch.cat(labels)
+        rotated = [rotations(chunk, True) for chunk in x.split(batch_size)]
+        with evaluating(model):
+            logits = torch.cat([model(normalize(r, self.s.mean, self.s.std)).float() for r, _ in rotated])
+        return logits, torch.cat([k for _, k in rotated])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         logits, labels = self.predict(model, self.s.x_val)
         return {"loss": float(F.cross_entropy(logits, labels)),
                 "accuracy": float((logits.argmax(1) == labels).float().mean())}
 
-    @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:
-        """A few held-out images, each in one seeded rotation, with true and predicted angles (for the report)."""
-        x = self.s.x_val[torch.linspace(0, len(self.s.x_val) - 1, k).long()]  # spread: data is often class-sorted
-        shown = rotate(x, torch.arange(len(x)) % 4)
-        was = model.training
-        model.eval()
-        pred = model(normalize(shown, self.s.mean, self.s.std)).argmax(1)
-        model.train(was)
-        return {"first": shown.cpu(), "true": (torch.arange(len(x)) % 4), "pred": pred.cpu(), "positions": ANGLES}
+        """A few held-out images, each in another rotation, with true and predicted angles (for the report)."""
+        x = spread_subset(self.s.x_val, k)
+        angle = torch.arange(len(x)) % 4
+        shown = rotate(x, angle)
+        with evaluating(model):
+            pred = model(normalize(shown, self.s.mean, self.s.std)).argmax(1)
+        return {"first": shown.cpu(), "true": angle, "pred": pred.cpu(), "positions": ANGLES}
 
 
 class RotationNet(nn.Module):

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Splits, random_flip
+from ..probe import spread_subset
+from .common import evaluating, to_uint8
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 grayscale, as torchvision
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -187,35 +189,27 @@ class SimCLR:
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, seed: int = 0) -> dict[str, float]:
         """Held-out NT-Xent and top-1 retrieval of the partner view, in whole batches of eval_batch
         images with seeded views (comparable across epochs); a remainder smaller than a batch is left out."""
         g = torch.Generator().manual_seed(seed)
         b = self.eval_batch
-        x = self.s.x_val[: len(self.s.x_val) // b * b]
-        was = model.training
-        model.eval()
         losses, hits = [], []
-        for chunk in x.split(b):
-            logits = model(self.normalise(self.views(chunk, g))).float()
-            target = positives(b, logits.device)
-            losses.append(F.cross_entropy(logits, target))
-            hits.append((logits.argmax(1) == target).float().mean())
-        model.train(was)
+        with evaluating(model):
+            for chunk in self.s.x_val[: len(self.s.x_val) // b * b].split(b):
+                logits = model(self.normalise(self.views(chunk, g))).float()
+                target = positives(b, logits.device)
+                losses.append(F.cross_entropy(logits, target))
+                hits.append((logits.argmax(1) == target).float().mean())
         return {"loss": float(torch.stack(losses).mean()), "accuracy": float(torch.stack(hits).mean())}
 
-    @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """View pairs of a few held-out images, and which image each first view finds nearest among all 2k views."""
-        g = torch.Generator().manual_seed(1)
-        x = self.s.x_val[torch.linspace(0, len(self.s.x_val) - 1, k).long()]  # spread: data is often class-sorted
-        v = self.views(x, g)
-        was = model.training
-        model.eval()
-        nearest = model(self.normalise(v))[:k].argmax(1).cpu() % k  # the image whose view was retrieved
-        model.train(was)
-        to8 = lambda t: (t * 255).round().to(torch.uint8).cpu()  # noqa: E731
+        x = spread_subset(self.s.x_val, k)
+        k = len(x)
+        v = self.views(x, torch.Generator().manual_seed(1))
+        with evaluating(model):
+            nearest = model(self.normalise(v))[:k].argmax(1).cpu() % k  # the image whose view was retrieved
         titles = [f"#{i}: finds its pair" if j == i else f"#{i}: finds #{j}" for i, j in enumerate(nearest.tolist())]
-        return {"first": to8(v[:k]), "second": to8(v[k:]), "true": torch.arange(k), "pred": nearest,
+        return {"first": to_uint8(v[:k]), "second": to_uint8(v[k:]), "true": torch.arange(k), "pred": nearest,
                 "titles": titles, "panel_names": ["view 1", "view 2"]}
