@@ -66,8 +66,8 @@ def features(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_si
 
 
 @torch.no_grad()
-def knn_predict(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: int, k: int = 200,
-                temperature: float = 0.07, chunk: int = 1000) -> Tensor:
+def knn_predict(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: int, k: int = KNN_K,
+                temperature: float = KNN_TEMPERATURE, chunk: int = 1000) -> Tensor:
     """Weighted k-NN class prediction by cosine similarity."""
     train_f = F.normalize(train_f, dim=1)
     test_f = F.normalize(test_f, dim=1)
@@ -82,11 +82,10 @@ def knn_predict(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: i
 
 
 def knn_accuracy(backbone: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor,
-                 mean: Tensor, std: Tensor, num_classes: int, k: int = 200) -> float:
+                 mean: Tensor, std: Tensor, num_classes: int, k: int = KNN_K) -> float:
     """k-NN accuracy on the validation images, with BatchNorm re-estimated on whole images first."""
-    recalibrate_bn(backbone, x_train, mean, std)
-    pred = knn_predict(features(backbone, x_train, mean, std), y_train.to(x_train.device),
-                       features(backbone, x_val, mean, std), num_classes, k)
+    train_f, val_f = frozen_features(backbone, x_train, x_val, mean, std)
+    pred = knn_predict(train_f, y_train.to(train_f.device), val_f, num_classes, k)
     return float((pred.cpu() == y_val.cpu()).float().mean())
 
 
@@ -133,14 +132,15 @@ def evaluate_frozen(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tens
                     num_classes: int) -> dict[str, dict[str, float]]:
     """Both protocols on cached features, the labelled subset as training set / memory bank."""
     linear = linear_probe(train_f, train_y, val_f, num_classes).argmax(1)
-    knn = knn_predict(train_f, train_y, val_f, num_classes, KNN_K, KNN_TEMPERATURE)
+    knn = knn_predict(train_f, train_y, val_f, num_classes)
     return {"linear": probe_metrics(linear, val_y, num_classes), "knn": probe_metrics(knn, val_y, num_classes)}
 
 
 def frozen_features(backbone: nn.Module, x_pool: Tensor, x_val: Tensor, mean: Tensor,
                     std: Tensor) -> tuple[Tensor, Tensor]:
     """Features of every pool and validation image, once, without augmentation, after re-estimating
-    BatchNorm statistics on whole pool images (a no-op for a backbone pretrain() already recalibrated)."""
+    BatchNorm statistics on whole pool images (for a backbone pretrain() already recalibrated on the
+    same pool this recomputes the same statistics)."""
     recalibrate_bn(backbone, x_pool, mean, std)
     return features(backbone, x_pool, mean, std), features(backbone, x_val, mean, std)
 
