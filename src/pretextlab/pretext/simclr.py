@@ -5,13 +5,12 @@ small vector, and the NT-Xent loss asks each view to pick its partner among the 
 views of the batch (cosine similarity / temperature, softmax cross-entropy). What survives all
 the augmentations (object identity, not position, colour or scale) is what the features keep.
 
-Choices, after the paper's CIFAR-10 setup (its appendix B.9):
+Choices, after the paper's CIFAR-10 setup (in its appendix):
 - augmentations: random resized crop (area 8-100 %, aspect 3/4-4/3), horizontal flip, colour
   jitter of strength 0.5 applied with probability 0.8, random grayscale with probability 0.2,
-  and no Gaussian blur (at 32 px it only destroys the little detail there is). The paper shows
+  and no Gaussian blur, which the paper leaves out at CIFAR's 32 px. The paper shows
   crop plus colour is the pair that matters: crops alone can be solved by colour histograms;
-- temperature 0.5, the paper's best value on CIFAR-10 across the batch sizes it tried (256 and up),
-  which is the regime a CPU affords;
+- temperature 0.5, the value the paper found best on CIFAR-10;
 - projection head: Linear-BN-ReLU-Linear to 128 dimensions; the backbone's pooled features,
   before the head, are what fine-tuning gets (the paper: they transfer better than the head's).
 
