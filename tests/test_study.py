@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import pretextlab.study as study_mod
 from pretextlab.errors import UserError
@@ -162,3 +163,19 @@ def test_cli_study_parses_lists_and_names_the_bad_entry(make_image_folder, tmp_p
         assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
         assert "\n" not in str(result.exception)
     assert not (tmp_path / "s").exists()
+
+
+def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_dataset, tmp_path):
+    from pretextlab.probe import random_backbone
+    from pretextlab.study import run_probes
+
+    data = DataConfig(source="tiny", val_fraction=0.25)
+    origin = {"backbone": "fast", "init": "random"}
+    net = random_backbone("fast", 3, seed=0)
+    first = run_probes(net, origin, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    entry = first["results"]["f0.5-s0"]
+    assert entry["n_train"] == 24 and set(entry) >= {"linear", "knn"}  # round(15 / 2) = 8 of each class
+    both = run_probes(net, origin, tmp_path, [(0.5, 0), (1.0, 0)], data, tiny_dataset, torch.device("cpu"))
+    assert both["results"]["f0.5-s0"] == entry and both["results"]["f1-s0"]["n_train"] == 45
+    with pytest.raises(UserError, match="holds probes with other settings"):
+        run_probes(net, {**origin, "init": "other"}, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
