@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pretextlab.errors import UserError
-from pretextlab.models import BACKBONES, Classifier, FastNet, count_flops, load_backbone_weights, make_backbone
+from pretextlab.models import (BACKBONES, Classifier, FastNet, count_flops, feature_map, load_backbone_weights,
+                               make_backbone)
 
 EXPECTED_DIMS = {"fast": 192, "fast-wide": 256, "resnet18": 512, "resnet34": 512, "mobilenet_v3_large": 960}
 
@@ -123,3 +124,23 @@ def test_load_backbone_weights_too_many_stages(stages):
     net = make_backbone("fast", 3)
     with pytest.raises(UserError, match="--transfer-stages"):
         load_backbone_weights(net, make_backbone("fast", 3).state_dict(), "x", stages=stages)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_feature_map_is_the_map_the_backbone_pools(name):
+    """Global pooling of feature_map gives the backbone's own output: it is the last spatial map."""
+    torch.manual_seed(0)
+    net = make_backbone(name, 3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        m, out = feature_map(net, x), net(x)
+    assert m.ndim == 4 and m.shape[:2] == (2, net.out_dim)
+    pooled = (m.amax((2, 3)) + m.mean((2, 3))) * 0.125 if isinstance(net, FastNet) else m.mean((2, 3))
+    assert torch.allclose(pooled, out, atol=1e-5)
+    if name.startswith("fast") or name.startswith("resnet"):
+        assert m.shape[-1] == 4  # three halvings of 32 px
+
+
+def test_feature_map_of_an_unknown_module():
+    with pytest.raises(TypeError, match="no feature map for a Linear"):
+        feature_map(torch.nn.Linear(2, 2), torch.zeros(1, 2))

@@ -166,8 +166,9 @@ def finished_study(tmp_path_factory, classifier_state) -> Path:
     return root
 
 
-FIGURES = ["loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png", "confusion_f0.1.png",
-           "pretext_context.png", "pretext_samples_context.png", "filters_context.png", "feature_maps_context.png"]
+FIGURES = ["f1_vs_fraction.png", "loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png",
+           "confusion_f0.1.png", "pretext_context.png", "pretext_samples_context.png", "filters_context.png",
+           "feature_maps_context.png"]
 
 
 def test_report_files_exist(finished_study: Path):
@@ -319,3 +320,80 @@ def test_run_figure_draws_a_single_runs_curves(tmp_path):
     (tmp_path / "metrics.csv").write_text(rows)
     path = run_figure(tmp_path)
     assert path == tmp_path / "curves.png" and path.stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------------------------
+# Every method under every protocol, over seeds
+
+T2 = 4.302653  # two-sided 95% t critical value, 2 degrees of freedom (printed tables: 4.303)
+
+
+def write_probes(root: Path, folder: str, f1: dict[tuple[float, int], float]) -> None:
+    """A probes.json as study.run_probes leaves it; k-NN gets the linear numbers minus 0.05."""
+    results = {f"f{f:g}-s{s}": {"fraction": f, "seed": s, "n_train": int(300 * f),
+                                "linear": {"f1_macro": v, "accuracy": v + 0.01},
+                                "knn": {"f1_macro": v - 0.05, "accuracy": v - 0.04}, "time_s": 0.1}
+               for (f, s), v in f1.items()}
+    (root / folder).mkdir(exist_ok=True)
+    (root / folder / "probes.json").write_text(json.dumps({"settings": {}, "results": results}))
+
+
+@pytest.fixture(scope="module")
+def probed_study(tmp_path_factory, classifier_state) -> Path:
+    """Three seeds at fraction 0.5: context fine-tunes and probes consistently better than scratch;
+    at fraction 0.1 only seed 0 was probed."""
+    curves = {(0.5, "scratch", s): [0.30, v] for s, v in enumerate((0.40, 0.45, 0.50))}
+    curves |= {(0.5, "context", s): [0.35, v] for s, v in enumerate((0.48, 0.50, 0.60))}  # +0.08 +0.05 +0.10
+    root = make_study(tmp_path_factory.mktemp("probed") / "demo", classifier_state, curves, seeds=[0, 1, 2])
+    write_probes(root, "random-init", {(0.5, 0): 0.30, (0.5, 1): 0.32, (0.5, 2): 0.34, (0.1, 0): 0.25})
+    write_probes(root, "pretrain-context", {(0.5, 0): 0.40, (0.5, 1): 0.43, (0.5, 2): 0.44, (0.1, 0): 0.31})
+    write_report(root)
+    return root
+
+
+def test_evaluation_cells_and_paired_differences(probed_study: Path):
+    ev = json.loads((probed_study / "summary.json").read_text())["evaluation"]
+    assert list(ev["protocols"]) == ["finetune", "linear", "knn"]
+    ft = ev["cells"]["finetune"]["0.5"]
+    assert ft["scratch"]["f1_macro"]["by_seed"] == {"0": 0.40, "1": 0.45, "2": 0.50}  # final, not best
+    assert ft["scratch"]["f1_macro"]["mean"] == pytest.approx(0.45)
+    half = T2 * 0.05 / 3 ** 0.5  # std 0.05 over three seeds
+    assert ft["scratch"]["f1_macro"]["ci95"] == pytest.approx([0.45 - half, 0.45 + half])
+    d = ev["vs_baseline"]["finetune"]["0.5"]["context"]["f1_macro"]
+    diffs = [0.08, 0.05, 0.10]
+    mean, std = sum(diffs) / 3, (sum((x - 0.07666667) ** 2 for x in diffs) / 2) ** 0.5
+    assert d["difference"] == pytest.approx(mean) and d["std"] == pytest.approx(std, abs=1e-6)
+    assert d["ci95"] == pytest.approx([mean - T2 * std / 3 ** 0.5, mean + T2 * std / 3 ** 0.5], abs=1e-6)
+    assert d["significant"] is True and d["seeds"] == [0, 1, 2]
+    lin = ev["vs_baseline"]["linear"]["0.5"]["context"]["f1_macro"]
+    assert lin["difference"] == pytest.approx(0.10333333) and lin["significant"] is True
+    one = ev["vs_baseline"]["knn"]["0.1"]["context"]["f1_macro"]
+    assert one["n"] == 1 and one["ci95"] is None and one["significant"] is None
+    assert ev["cells"]["knn"]["0.1"]["scratch"]["accuracy"]["mean"] == pytest.approx(0.21)
+
+
+def test_evaluation_table_and_conclusions_in_the_report(probed_study: Path):
+    md = (probed_study / "report.md").read_text()
+    assert "| protocol | fraction | scratch / random init | context | context − baseline |" in md
+    half = T2 * 0.02 / 3 ** 0.5  # linear probe, random init: 0.30, 0.32, 0.34
+    assert f"| linear probe | 0.5 | 0.3200 ± 0.0200 [{0.32 - half:.4f}, {0.32 + half:.4f}] |" in md
+    assert "| k-NN | 0.1 | 0.2000 | 0.2600 | +0.0600 (1 seed: no CI) |" in md
+    assert "**linear probe, context vs random init** (macro-F1): significantly higher at fraction 0.5 (+0.1033" in md
+    assert "differences at fraction 0.1 (+0.0600) come from one seed, so no confidence interval" in md
+    assert "**fine-tune, context vs scratch** (macro-F1): significantly higher at fraction 0.5 (+0.0767" in md
+    assert "](figures/f1_vs_fraction.png)" in md
+    assert (probed_study / "figures" / "f1_vs_fraction.png").stat().st_size > 10_000
+
+
+def test_a_difference_that_changes_sign_across_seeds_is_not_significant(tmp_path: Path, classifier_state):
+    curves = {(0.5, "scratch", 0): [0.40], (0.5, "scratch", 1): [0.50],
+              (0.5, "context", 0): [0.45], (0.5, "context", 1): [0.48]}  # +0.05, -0.02
+    root = make_study(tmp_path / "mixed", classifier_state, curves, seeds=[0, 1])
+    write_report(root)
+    summary = json.loads((root / "summary.json").read_text())
+    best = summary["comparison"]["0.5"]["context"]["f1_macro"]
+    assert best["significant"] is False and best["paired_ci95"][0] < 0 < best["paired_ci95"][1]
+    md = (root / "report.md").read_text()
+    assert "context − baseline" in md and "not significant" in md and "**significant**" not in md
+    assert "the difference is significant at no fraction; not significant at 0.5" in md
+    assert "paired 95% CI of the difference [" in md and "so not significant" in md

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import pretextlab.study as study_mod
 from pretextlab.errors import UserError
@@ -73,3 +74,108 @@ def test_study_rejects_bad_input_before_training(make_image_folder, cache_dir, t
     with pytest.raises(UserError, match="unknown pretext"):
         run_study(_data(folder, cache_dir), tmp_path / "s", pretexts=("jigsaw",), preset="smoke", device="cpu")
     assert not (tmp_path / "s" / "pretrain-context").exists()
+
+
+def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir, tmp_path, monkeypatch):
+    """Every run repeated per seed, the probes resumed entry by entry, a report with intervals."""
+    folder = make_image_folder(n_per_class=16, size=16)
+    out = tmp_path / "study"
+    real = study_mod.evaluate_frozen
+    calls = []
+
+    def interrupt_third(*args, **kw):  # inside the first probe stage: two entries saved, two to go
+        calls.append(1)
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    interrupt = True
+    monkeypatch.setattr(study_mod, "evaluate_frozen", interrupt_third)
+    kw = dict(fractions=(1.0, 0.5), seeds=(0, 1), preset="smoke", device="cpu", quiet=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(_data(folder, cache_dir), out, **kw)
+    probes_file = out / "pretrain-context" / "probes.json"
+    saved = json.loads(probes_file.read_text())["results"]
+    assert sorted(saved) == ["f0.5-s0", "f1-s0"]  # small fractions first, seed by seed
+
+    interrupt = False
+    report = run_study(_data(folder, cache_dir), out, **kw)
+    assert len(calls) == 3 + 2 + 2 + 2  # resumed: the two missing context entries, then 2 random seeds x 2
+    probes = json.loads(probes_file.read_text())["results"]
+    assert {k: probes[k] for k in saved} == saved  # finished entries kept, not recomputed
+    random = json.loads((out / "random-init" / "probes.json").read_text())["results"]
+    assert sorted(probes) == sorted(random) == ["f0.5-s0", "f0.5-s1", "f1-s0", "f1-s1"]
+
+    # every run repeated per seed: a new label subset per seed, the same one for both arms of a seed
+    idx = {(a, s): json.loads((out / run_name(0.5, a, s) / "indices.json").read_text())["train"]
+           for a in ("scratch", "context") for s in (0, 1)}
+    assert idx["scratch", 0] == idx["context", 0] and idx["scratch", 1] == idx["context", 1]
+    assert idx["scratch", 0] != idx["scratch", 1]
+    for s in (0, 1):
+        run = json.loads((out / run_name(0.5, "scratch", s) / "summary.json").read_text())
+        assert run["seed"] == s and probes[f"f0.5-s{s}"]["n_train"] == run["n_train"]  # the probes' subset too
+
+    summary = json.loads((out / "summary.json").read_text())
+    ev = summary["evaluation"]
+    assert list(ev["cells"]) == ["finetune", "linear", "knn"]
+    for protocol in ("finetune", "linear", "knn"):
+        for f in ("1", "0.5"):
+            cell = ev["cells"][protocol][f]["context"]["f1_macro"]
+            assert cell["n"] == 2 and len(cell["ci95"]) == 2 and set(cell["by_seed"]) == {"0", "1"}
+            assert ev["vs_baseline"][protocol][f]["context"]["f1_macro"]["seeds"] == [0, 1]
+    assert ev["cells"]["linear"]["1"]["scratch"]["f1_macro"]["by_seed"]["1"] == random["f1-s1"]["linear"]["f1_macro"]
+    assert summary["status"]["missing"] == [] and summary["status"]["missing_probes"] == []
+    md = report.read_text()
+    assert "| protocol | fraction | scratch / random init | context | context − baseline |" in md
+    assert md.count("| linear probe |") == 4 and md.count("| k-NN |") == 4  # 2 fractions x (F1, accuracy)
+    assert " [" in md.split("| linear probe | 0.5 |")[1].split("\n")[0]  # an interval in the cell
+    stages = json.loads((out / "study.json").read_text())["stage_times_s"]
+    assert {"probe-context", "probe-random-s0", "probe-random-s1", run_name(0.5, "context", 1)} <= set(stages)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(seeds=()), "no seed given"),
+    (dict(seeds=(0, 0)), "listed twice"),
+    (dict(seeds=(-1,)), "seeds must be >= 0"),
+    (dict(pretexts=("context", "context")), "listed twice"),
+])
+def test_study_rejects_bad_lists(make_image_folder, cache_dir, tmp_path, kw, message):
+    with pytest.raises(UserError, match=message):
+        run_study(_data(make_image_folder(n_per_class=4, size=16), cache_dir), tmp_path / "s", preset="smoke",
+                  device="cpu", **kw)
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_study_parses_lists_and_names_the_bad_entry(make_image_folder, tmp_path):
+    """In process (main() turns a UserError into the one stderr line, tested in test_cli.py)."""
+    from typer.testing import CliRunner
+
+    from pretextlab.cli import app
+
+    folder = make_image_folder(n_per_class=4, size=16)
+    common = ["study", "--data", str(folder), "--preset", "smoke", "--device", "cpu", "--out", str(tmp_path / "s")]
+    for args, message in (
+        (["--pretext", "context,jigsaw", "--seeds", "0,1"], "unknown pretext task 'jigsaw'; choose one of: context"),
+        (["--seeds", "0,one"], "--seeds '0,one' is not a comma-separated list of integers, e.g. 0,1,2"),
+        (["--seeds", "0, 1,1"], "a seed is listed twice in 0, 1, 1"),
+    ):
+        result = CliRunner().invoke(app, common + args)
+        assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
+        assert "\n" not in str(result.exception)
+    assert not (tmp_path / "s").exists()
+
+
+def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_dataset, tmp_path):
+    from pretextlab.probe import random_backbone
+    from pretextlab.study import run_probes
+
+    data = DataConfig(source="tiny", val_fraction=0.25)
+    origin = {"backbone": "fast", "init": "random"}
+    net = random_backbone("fast", 3, seed=0)
+    first = run_probes(net, origin, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    entry = first["results"]["f0.5-s0"]
+    assert entry["n_train"] == 24 and set(entry) >= {"linear", "knn"}  # round(15 / 2) = 8 of each class
+    both = run_probes(net, origin, tmp_path, [(0.5, 0), (1.0, 0)], data, tiny_dataset, torch.device("cpu"))
+    assert both["results"]["f0.5-s0"] == entry and both["results"]["f1-s0"]["n_train"] == 45
+    with pytest.raises(UserError, match="holds probes with other settings"):
+        run_probes(net, {**origin, "init": "other"}, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))

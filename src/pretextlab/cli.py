@@ -19,11 +19,16 @@ DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and te
              "folder, or cifar10 | cifar100 | fashion-mnist | mnist | stl10 (downloaded)")
 
 
-def _floats(text: str, name: str) -> tuple[float, ...]:
+def _numbers(text: str, name: str, kind: type = float) -> tuple:
     try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
+        return tuple(kind(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise UserError(f"{name} '{text}' is not a comma-separated list of numbers, e.g. 1.0,0.5,0.1") from None
+        example = "integers, e.g. 0,1,2" if kind is int else "numbers, e.g. 1.0,0.5,0.1"
+        raise UserError(f"{name} '{text}' is not a comma-separated list of {example}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 @app.command()
@@ -61,7 +66,7 @@ def train(
     from .finetune import DataConfig, train_classifier
     from .train import TrainConfig
 
-    b = _floats(betas, "--betas")
+    b = _numbers(betas, "--betas")
     if len(b) != 2:
         raise UserError(f"--betas '{betas}' needs two numbers, e.g. 0.9,0.999")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, betas=b,
@@ -162,8 +167,9 @@ def study(
     data: str = typer.Option("cifar10", help=DATA_HELP),
     fractions: str = typer.Option("1.0,0.5,0.1", help="label fractions, comma-separated (e.g. add 0.05,0.01)"),
     preset: str = typer.Option("fast", help="fast | homework | smoke"),
-    seeds: str = typer.Option("0", help="seeds, comma-separated (each repeats every run)"),
-    pretext: str = typer.Option("context", help="pretext tasks, comma-separated"),
+    seeds: str = typer.Option("0", help="seeds, comma-separated: each repeats every run with a new label subset and "
+                                        "initialisation; 2 or more give 95% confidence intervals"),
+    pretext: str = typer.Option("context", help="pretext tasks, comma-separated, e.g. context,rotation"),
     backbone: Optional[str] = typer.Option(None, help="override the preset's backbone"),
     val_fraction: float = typer.Option(0.1),
     split_seed: int = typer.Option(0),
@@ -173,20 +179,17 @@ def study(
     out: Path = typer.Option(Path("studies/study"), help="study folder (re-run to resume)"),
     quiet: bool = typer.Option(False),
 ) -> None:
-    """Pretrain, fine-tune every fraction from scratch and pretrained, write the report. Resumable."""
+    """Pretrain; fine-tune every fraction and seed from scratch and pretrained; probe the frozen backbones
+    (linear, k-NN); write the report. Resumable."""
     from .finetune import DataConfig
     from .study import run_study
 
     if backbone:
         _check_backbone(backbone)
-    try:
-        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
-    except ValueError:
-        raise UserError(f"--seeds '{seeds}' is not a comma-separated list of integers, e.g. 0,1,2") from None
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
                       cache_dir=cache_dir)
-    report = run_study(dcfg, out, _floats(fractions, "--fractions"), preset, seed_list,
-                       tuple(t.strip() for t in pretext.split(",") if t.strip()), backbone, device, quiet)
+    report = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
+                       _names(pretext), backbone, device, quiet)
     typer.echo(f"report: {report}")
 
 

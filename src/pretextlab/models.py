@@ -99,6 +99,21 @@ def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
     return BACKBONES[name](in_channels)
 
 
+def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The backbone's last spatial feature map (B, out_dim, h, w), i.e. its forward without the global
+    pooling: what a decoder needs to reconstruct an image where the pooled vector has lost the layout."""
+    from torchvision.models import ResNet
+
+    if isinstance(backbone, FastNet):
+        return backbone.blocks(backbone.stem(x))
+    if isinstance(backbone, ResNet):
+        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+        return backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(x))))
+    if isinstance(backbone, nn.Sequential):  # MobileNetV3 body: features, avgpool, flatten
+        return backbone[0](x)
+    raise TypeError(f"no feature map for a {type(backbone).__name__}; add it to models.feature_map")
+
+
 class Classifier(nn.Module):
     """backbone -> linear head. The backbone's state dict is what pretraining hands to fine-tuning."""
 

@@ -1,7 +1,8 @@
 """The study report: the homework's questions answered from the numbers the runs wrote.
 
 `write_report(study_dir)` only reads (it never trains) a study folder: study.json,
-pretrain-<task>/ and f<fraction>-<arm>-s<seed>/ run folders. It writes
+pretrain-<task>/ and f<fraction>-<arm>-s<seed>/ run folders, and the frozen-backbone probes in
+pretrain-<task>/probes.json and random-init/probes.json. It writes
 
 - report.md   figures referenced as figures/NAME.png, so report.md and figures/ can be copied
               together into docs/ and render on GitHub;
@@ -13,13 +14,15 @@ A study still in progress renders too: missing and unfinished runs are listed, c
 exists, and tables and conclusions use finished runs only (a partial curve has no "best" yet).
 
 summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); over seeds,
-"mean" is the mean and "std" the sample standard deviation (null for one seed).
+"mean" is the mean, "std" the sample standard deviation and "ci95" the 95% Student t interval of
+the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
 
 {
   "study": str,                                  # the study folder's name
   "dataset": {...} | null,                       # study.json "dataset" as written (name, classes, ...)
   "status": {"finished": [run], "in_progress": [{"run": str, "epochs": int, "planned_epochs": int | null}],
-             "missing": [run]},                 # missing: planned in study.json, no finished epoch yet
+             "missing": [run],                  # missing: planned in study.json, no finished epoch yet
+             "missing_probes": [str]},          # "<method> f<fraction>-s<seed>" planned, not in probes.json
   "rules": {"plateau": str, "time_to_95": str, "equal_within": 0.005},
   "runs": {                                      # finished fine-tuning runs
     run: {
@@ -35,12 +38,25 @@ summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); o
       "images_per_s": float, "wall_time_s": float
     }
   },
-  "aggregate": {fraction: {arm: {quantity: {"mean": float, "std": float | null, "n": int}}}},
+  "aggregate": {fraction: {arm: {quantity: {"mean": float, "std": float | null, "n": int,
+                                             "ci95": [float, float] | null}}}},
   "comparison": {fraction: {<pretext arm>: {quantity: {
       "scratch": float, "pretrained": float,     # means over seeds
       "pretrained_minus_scratch": float,         # difference of the means
       "paired_std": float | null,                # std of per-seed differences (>= 2 shared seeds)
+      "paired_ci95": [float, float] | null,      # t interval of the mean per-seed difference
+      "significant": bool | null,                # paired_ci95 excludes 0; null: one shared seed
       "n_seeds": [int, int]}}}},                 # [scratch, pretrained]
+  "evaluation": {                                # every method under every protocol, final numbers only
+    "protocols": {protocol: str},                # finetune | linear | knn -> its name in the report
+    "metrics": ["f1_macro", "accuracy"], "baseline": "scratch", "rule": str,
+    "cells": {protocol: {fraction: {method: {metric: {     # method: scratch (random init) | <pretext>
+        "mean": float, "std": float | null, "n": int, "ci95": [float, float] | null,
+        "by_seed": {seed: float}}}}}},
+    "vs_baseline": {protocol: {fraction: {<pretext>: {metric: {   # method minus scratch, paired by seed
+        "difference": float, "std": float | null, "n": int, "ci95": [float, float] | null,
+        "significant": bool | null, "seeds": [int]}}}}}
+  },                                             # finetune: the end-of-training validation metrics
   "pretext": {task: {"status": str, "epochs": int, "chance": float | null,
                      "best": {metric: {"value", "epoch"}},   # every val_* column (loss: lowest)
                      "last": {column: float},                 # the last metrics.csv row
@@ -50,7 +66,7 @@ summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); o
 }
 
 quantity is one of QUANTITIES: f1_macro, precision_macro, recall_macro, accuracy, loss (best values),
-<metric>_epoch, final_f1_macro, test_f1_macro, test_accuracy, time_to_95_epoch,
+<metric>_epoch, final_f1_macro, final_accuracy, test_f1_macro, test_accuracy, time_to_95_epoch,
 time_to_95_wall_time_s, plateau_epoch, gap_accuracy, gap_loss, train_loss_first_epoch,
 train_loss_mean, epochs, wall_time_s, images_per_s.
 """
@@ -74,15 +90,17 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from torch import Tensor, nn
 
 from .data import normalize
-from .study import run_name
 from .errors import UserError
 from .finetune import summarize
 from .io import load_json, save_json, save_text
 from .models import make_backbone
+from .probe import PROTOCOLS as PROBE_PROTOCOLS, random_backbone
+from .stats import RULE as CI_RULE, describe, paired_difference
+from .study import RANDOM_INIT_DIR, probe_key, run_name
 from .train import read_csv
 
 log = logging.getLogger(__name__)
@@ -98,7 +116,8 @@ PLATEAU_RULE = (f"the plateau epoch is the first epoch e such that no later epoc
 T95_RULE = (f"time to {FRACTION_OF_BEST:.0%} is the first epoch whose validation macro-F1 reaches "
             f"{FRACTION_OF_BEST} x the run's own best, with the cumulative training wall time at that epoch")
 RUN_NAME = re.compile(r"^f(?P<fraction>\d*\.?\d+(?:e[+-]?\d+)?)-(?P<arm>.+)-s(?P<seed>\d+)$")
-QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "test_f1_macro",
+QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
+              "test_f1_macro",
               "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",
               "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs", "wall_time_s", "images_per_s")
 DPI = 110
@@ -134,11 +153,6 @@ def time_to_fraction_of_best(values: Sequence[float], times: Sequence[float],
     threshold = frac * max(values)
     i = next(i for i, v in enumerate(values) if v >= threshold)
     return i + 1, float(times[i])
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value: no spread is measured)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,7 +198,9 @@ class Study:
     config: dict[str, Any]
     runs: list[Run]
     pretexts: dict[str, PretextRun]
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> probes.json "results"
     missing: list[str] = field(default_factory=list)  # expected runs without a finished epoch
+    missing_probes: list[str] = field(default_factory=list)  # expected probe entries not in probes.json
     problems: list[str] = field(default_factory=list)  # files that exist but could not be read
 
     @property
@@ -253,7 +269,27 @@ def load_study(study_dir: Path) -> Study:
             pretexts[task] = PretextRun(task, path, history, summary, planned)
         else:
             missing.append(f"pretrain-{task}")
-    return Study(study_dir, config, runs, pretexts, missing, problems)
+    probes, missing_probes = _read_probes(study_dir, config, list(dict.fromkeys(tasks)), problems)
+    return Study(study_dir, config, runs, pretexts, probes, missing, missing_probes, problems)
+
+
+def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
+                 problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each method's probes.json results (scratch: the random-init folder), and the planned entries
+    not there yet (planned: study.json lists the linear or k-NN protocol)."""
+    probes = {}
+    for method, folder in (("scratch", RANDOM_INIT_DIR), *((t, f"pretrain-{t}") for t in tasks)):
+        path = study_dir / folder / "probes.json"
+        if path.exists():
+            try:
+                probes[method] = load_json(path)["results"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                problems.append(f"{folder}/probes.json could not be read ({e})")
+    planned = set(config.get("protocols", [])) & set(PROBE_PROTOCOLS)
+    missing = [f"{method} {probe_key(float(f), int(s))}" for method in ("scratch", *config.get("pretexts", []))
+               for s in config.get("seeds", []) for f in config.get("fractions", []) if planned
+               and probe_key(float(f), int(s)) not in probes.get(method, {})]
+    return probes, missing
 
 
 def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
@@ -307,7 +343,7 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
     for m, b in stats["best"].items():
         q[m], q[f"{m}_epoch"] = b["value"], b["epoch"]
     if stats.get("final"):
-        q["final_f1_macro"] = stats["final"]["f1_macro"]
+        q["final_f1_macro"], q["final_accuracy"] = stats["final"]["f1_macro"], stats["final"]["accuracy"]
     if "test" in stats:
         q["test_f1_macro"], q["test_accuracy"] = stats["test"]["f1_macro"], stats["test"]["accuracy"]
     q.update(time_to_95_epoch=stats["time_to_95"]["epoch"], time_to_95_wall_time_s=stats["time_to_95"]["wall_time_s"],
@@ -320,11 +356,11 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
 
 def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
     """Pretrained minus scratch for one quantity, given {seed: value} of each arm."""
-    shared = sorted(set(scratch) & set(pretrained))
-    paired = [pretrained[s] - scratch[s] for s in shared]
     a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
-    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": b - a,
-            "paired_std": statistics.stdev(paired) if len(paired) > 1 else None,
+    paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
+              else {"std": None, "ci95": None, "significant": None})
+    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": b - a, "paired_std": paired["std"],
+            "paired_ci95": paired["ci95"], "significant": paired["significant"],
             "n_seeds": [len(scratch), len(pretrained)]}
 
 
@@ -337,8 +373,8 @@ def summarize_study(study: Study) -> dict[str, Any]:
         arm_q = by_seed.setdefault(fraction_key(st["fraction"]), {}).setdefault(st["arm"], {})
         for k, v in quantities(st).items():
             arm_q.setdefault(k, {})[st["seed"]] = v
-    aggregate = {f: {arm: {k: dict(zip(("mean", "std"), mean_std(list(v.values()))), n=len(v))
-                           for k, v in qs.items()} for arm, qs in arms.items()} for f, arms in by_seed.items()}
+    aggregate = {f: {arm: {k: describe(list(v.values())) for k, v in qs.items()} for arm, qs in arms.items()}
+                 for f, arms in by_seed.items()}
     comparison = {}
     for f, arms in by_seed.items():
         pretrained = [arm for arm in arms if arm != "scratch"]
@@ -354,15 +390,62 @@ def summarize_study(study: Study) -> dict[str, Any]:
                    + [{"run": f"pretrain-{t}", "epochs": len(p.history), "planned_epochs": p.planned_epochs}
                       for t, p in study.pretexts.items()
                       if p.summary is None],
-                   "missing": study.missing},
+                   "missing": study.missing, "missing_probes": study.missing_probes},
         "rules": {"plateau": PLATEAU_RULE, "time_to_95": T95_RULE, "equal_within": EQUAL_WITHIN},
         "runs": runs,
         "aggregate": aggregate,
         "comparison": comparison,
+        "evaluation": evaluation_summary(evaluation_values(study, runs), study.arms),
         "pretext": {t: pretext_stats(p) for t, p in study.pretexts.items()},
         "machine": cfg.get("machine"),
         "stage_times_s": cfg.get("stage_times_s", {}),
     }
+
+
+PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
+EVAL_METRICS = ("f1_macro", "accuracy")
+
+
+def evaluation_values(study: Study, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{protocol: {fraction: {method: {metric: {seed: value}}}}}: fine-tuning's end-of-training
+    validation metrics (no epoch picked on the validation split, like the probes) and the probes'."""
+    values: dict[str, Any] = {}
+
+    def put(protocol: str, fraction: float, method: str, seed: int, metrics: dict[str, float]) -> None:
+        for m in EVAL_METRICS:
+            if metrics.get(m) is not None:
+                (values.setdefault(protocol, {}).setdefault(fraction_key(fraction), {}).setdefault(method, {})
+                 .setdefault(m, {}))[seed] = metrics[m]
+
+    for st in runs.values():
+        if st.get("final"):
+            put("finetune", st["fraction"], st["arm"], st["seed"], st["final"])
+    for method, results in study.probes.items():
+        for r in results.values():
+            for protocol in PROBE_PROTOCOLS:
+                if protocol in r:
+                    put(protocol, float(r["fraction"]), method, int(r["seed"]), r[protocol])
+    return values
+
+
+def evaluation_summary(values: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """summary.json's "evaluation": every cell over seeds, and every method minus scratch paired by seed."""
+    cells: dict[str, Any] = {}
+    vs: dict[str, Any] = {}
+    for protocol in (p for p in PROTOCOLS if p in values):
+        for f in sorted(values[protocol], key=float, reverse=True):
+            by_method = values[protocol][f]
+            order = [m for m in dict.fromkeys([*methods, *by_method]) if m in by_method]
+            cells.setdefault(protocol, {})[f] = {
+                m: {k: {**describe(list(v.values())), "by_seed": {str(s): v[s] for s in sorted(v)}}
+                    for k, v in by_method[m].items()} for m in order}
+            base = by_method.get("scratch", {})
+            diffs = {m: {k: paired_difference(base[k], v) for k, v in by_method[m].items()
+                         if set(base.get(k, {})) & set(v)} for m in order if m != "scratch"}
+            if any(diffs.values()):
+                vs.setdefault(protocol, {})[f] = {m: d for m, d in diffs.items() if d}
+    return {"protocols": {p: PROTOCOLS[p] for p in cells}, "metrics": list(EVAL_METRICS), "baseline": "scratch",
+            "rule": CI_RULE, "cells": cells, "vs_baseline": vs}
 
 
 def pretext_stats(run: PretextRun) -> dict[str, Any]:
@@ -439,12 +522,11 @@ def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     numbers = f"best validation macro-F1 {f1['pretrained']:.4f} ({arm}) vs {f1['scratch']:.4f} (scratch), {d:+.4f}"
     sentence = (f"The maximum was about equal (|difference| <= {EQUAL_WITHIN}): {numbers}" if v == "equal"
                 else f"{name[v]} reached the higher maximum: {numbers}")
-    if f1["paired_std"] is not None:
-        sentence += f"{seeds}; per-seed differences vary by {f1['paired_std']:.4f} (std)"
-        if abs(d) <= f1["paired_std"]:
-            sentence += ", so the difference is within seed-to-seed variation"
+    if f1.get("paired_ci95") is not None:
+        sentence += (f"{seeds}; paired 95% CI of the difference {_interval(f1['paired_ci95'], True)}, "
+                     + ("significant" if f1["significant"] else "so not significant"))
     else:
-        sentence += "; one seed, so seed-to-seed variation is not measured"
+        sentence += "; one seed, so no confidence interval can be computed and the difference is not tested"
     out.append(_sentence(sentence + "."))
     return out
 
@@ -484,11 +566,62 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
             text += " The gain grows as the label budget shrinks."
         elif steps and all(d < -EQUAL_WITHIN for d in steps):
             text += " The gain shrinks as the label budget shrinks."
+        text += _significance_note(summary, arm)
         cost = summary["stage_times_s"].get(f"pretrain-{arm}") or (summary["pretext"].get(arm) or {}).get("wall_time_s")
         if cost:
             text += f" Pretraining cost {_duration(cost)} once, shared by all fractions."
         out.append(text)
     return out
+
+
+def baseline_name(protocol: str) -> str:
+    """What a pretrained backbone is compared with: scratch fine-tuning, or the frozen random init."""
+    return "scratch" if protocol == "finetune" else "random init"
+
+
+def _interval(ci: list[float], sign: bool = False) -> str:
+    return f"[{_num(ci[0], 'metric', sign)}, {_num(ci[1], 'metric', sign)}]"
+
+
+def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro") -> list[str]:
+    """Per protocol and pretext: where the paired 95% interval says better or worse, where it does
+    not, and where one seed leaves the difference untested."""
+    out = []
+    for protocol, by_f in evaluation["vs_baseline"].items():
+        for method in dict.fromkeys(m for d in by_f.values() for m in d):
+            groups: dict[str, list[str]] = {"higher": [], "lower": [], "not": [], "untested": []}
+            for f, d in by_f.items():
+                c = d.get(method, {}).get(metric)
+                if c is None:
+                    continue
+                diff = _num(c["difference"], "metric", sign=True)
+                if c["significant"] is None:
+                    groups["untested"].append(f"{f} ({diff})")
+                else:
+                    key = "not" if not c["significant"] else "higher" if c["difference"] > 0 else "lower"
+                    groups[key].append(f"{f} ({diff}, 95% CI {_interval(c['ci95'], True)}, {c['n']} seeds)")
+            parts = [f"significantly higher at fraction {', '.join(groups['higher'])}" if groups["higher"] else "",
+                     f"significantly lower at fraction {', '.join(groups['lower'])}" if groups["lower"] else "",
+                     f"no significant difference at fraction {', '.join(groups['not'])}" if groups["not"] else "",
+                     f"differences at fraction {', '.join(groups['untested'])} come from one seed, so no confidence "
+                     "interval can be computed and none is called significant" if groups["untested"] else ""]
+            out.append(f"**{PROTOCOLS[protocol]}, {method} vs {baseline_name(protocol)}** ({NAMES[metric]}): "
+                       + "; ".join(p for p in parts if p) + ".")
+    return out
+
+
+def _significance_note(summary: dict[str, Any], arm: str) -> str:
+    """Which best-macro-F1 differences of `arm` the paired interval supports, or that none was tested."""
+    cmp = {f: c[arm]["f1_macro"] for f, c in summary["comparison"].items() if arm in c and "f1_macro" in c[arm]}
+    verdicts = {v: [f for f, c in cmp.items() if c.get("significant") is v] for v in (True, False, None)}
+    if not verdicts[True] and not verdicts[False]:
+        return " One seed per arm: no confidence interval can be computed, so no difference is called significant."
+    parts = [f"significant at fraction {', '.join(verdicts[True])}" if verdicts[True] else "significant at no fraction"]
+    if verdicts[False]:
+        parts.append(f"not significant at {', '.join(verdicts[False])}")
+    if verdicts[None]:
+        parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
+    return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -589,6 +722,38 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
                     ax.legend(fontsize=8)
             if i < len(METRICS) - 1:
                 ax.set_xlabel("")
+    _save(fig, path)
+
+
+def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> None:
+    """Validation metric vs label fraction (log axis), a line per method, a panel per protocol; error
+    bars are 95% t intervals over seeds (none for a single seed). Methods are nudged sideways a
+    little so their bars do not hide each other."""
+    cells = evaluation["cells"]
+    colors = _colors(methods)
+    fractions = sorted({float(f) for by_f in cells.values() for f in by_f})
+    fig = _figure(4.2 * len(cells), 3.4)
+    axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
+    for ax, (protocol, by_f) in zip(axes, cells.items()):
+        for i, m in enumerate(methods):
+            pts = [(float(f), c[m][metric]) for f, c in by_f.items() if metric in c.get(m, {})]
+            if not pts:
+                continue
+            pts.sort()
+            x = np.array([f for f, _ in pts]) * 1.04 ** (i - (len(methods) - 1) / 2)
+            mean = np.array([c["mean"] for _, c in pts])
+            err = np.array([[c["mean"] - c["ci95"][0], c["ci95"][1] - c["mean"]] if c["ci95"] else [0.0, 0.0]
+                            for _, c in pts]).T
+            label = baseline_name(protocol) if m == "scratch" else m
+            ax.errorbar(x, mean, yerr=err, color=colors[m], marker="o", ms=4, capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)  # the same axis in every panel
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set(title=PROTOCOLS[protocol], xlabel="label fraction (log scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(f"validation {NAMES[metric]}")
     _save(fig, path)
 
 
@@ -782,13 +947,6 @@ def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], s
     return net.eval(), meta, "checkpoint.pt"
 
 
-def random_backbone(name: str, channels: int, seed: int = 0) -> nn.Module:
-    """A freshly initialised backbone, seeded so the reference is the same in every report."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make_backbone(name, channels).eval()
-
-
 def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
     fig = _figure(3.6 * len(nets), 3.9)
     axes = fig.subplots(1, len(nets), squeeze=False)[0]
@@ -847,24 +1005,43 @@ def _load_samples(path: Path) -> dict[str, Any] | None:
 
 
 def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
-    """Pretext inputs: patch pairs (first | second) with the true and the predicted position."""
+    """Pretext examples as a task's samples() describes them: per example, the images under the keys in
+    samples["panels"] side by side (default: "first", and "second" if any, e.g. a patch pair), titled with samples["titles"]
+    or with the true and predicted label names in samples["positions"]; green right, red wrong, when the
+    samples hold "true" and "pred"."""
+    panels = samples.get("panels") or [p for p in ("first", "second") if p in samples]
     k = min(n, len(samples["first"]))
-    positions = samples.get("positions") or []
     cols = min(4, k)
     rows = math.ceil(k / cols)
-    fig = _figure(2.6 * cols, 1.7 * rows)
+    fig = _figure(max(2.0, 1.3 * len(panels)) * cols, 1.7 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(k):
-        a, b = _to_display(samples["first"][i], 64), _to_display(samples["second"][i], 64)
-        gap = np.ones((a.shape[0], max(2, a.shape[1] // 12), 3))
-        ax = axes.flat[i]
-        ax.imshow(np.concatenate([a, gap, b], 1), interpolation="nearest")
-        t, p = int(samples["true"][i]), int(samples["pred"][i])
-        ax.set_title(f"true: {_class_name(positions, t)}\npred: {_class_name(positions, p)}", fontsize=8,
-                     color="tab:green" if t == p else "tab:red")
+        axes.flat[i].imshow(_sample_strip([samples[p][i] for p in panels]), interpolation="nearest")
+        title, right = _sample_title(samples, i)
+        axes.flat[i].set_title(title, fontsize=8,
+                               color="black" if right is None else "tab:green" if right else "tab:red")
+    if "panel_names" in samples:
+        fig.suptitle(" | ".join(samples["panel_names"]), fontsize=9)
     _save(fig, path)
+
+
+def _sample_strip(images: list[Tensor]) -> np.ndarray:
+    """uint8 images side by side, enlarged to at least 64 px, with a white gap between them."""
+    shown = [_to_display(img, 64) for img in images]
+    gap = np.ones((shown[0].shape[0], max(2, shown[0].shape[1] // 12), 3))
+    return np.concatenate([part for a in shown for part in (gap, a)][1:], 1)
+
+
+def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
+    """Example i's title, and whether the prediction was right (None: nothing to be right about)."""
+    right = bool(samples["true"][i] == samples["pred"][i]) if "true" in samples and "pred" in samples else None
+    if "titles" in samples:
+        return samples["titles"][i], right
+    names = samples.get("positions") or []
+    t, p = int(samples["true"][i]), int(samples["pred"][i])
+    return f"true: {_class_name(names, t)}\npred: {_class_name(names, p)}", right
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1034,6 +1211,42 @@ def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) ->
     return header, rows
 
 
+def _evaluation_cell(c: dict[str, Any] | None) -> str:
+    """mean ± std [95% CI] over seeds; just the value for one seed."""
+    if c is None:
+        return "–"
+    if c["ci95"] is None:
+        return _num(c["mean"], "metric")
+    return f"{_num(c['mean'], 'metric')} ± {_num(c['std'], 'metric')} {_interval(c['ci95'])}"
+
+
+def _difference_cell(d: dict[str, Any] | None) -> str:
+    """Paired difference with its interval and verdict, or why there is no verdict."""
+    if d is None:
+        return "–"
+    if d["ci95"] is None:
+        return f"{_num(d['difference'], 'metric', True)} (1 seed: no CI)"
+    verdict = "**significant**" if d["significant"] else "not significant"
+    return f"{_num(d['difference'], 'metric', True)} {_interval(d['ci95'], True)} {verdict}"
+
+
+def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Rows = protocol x fraction; columns = methods, then each pretext minus the baseline."""
+    cells, vs = evaluation["cells"], evaluation["vs_baseline"]
+    present = {m for by_f in cells.values() for c in by_f.values() for m in c}
+    methods = [m for m in methods if m in present]
+    pretexts = [m for m in methods if m != "scratch"]
+    header = ["protocol", "fraction", *("scratch / random init" if m == "scratch" else m for m in methods),
+              *(f"{m} − baseline" for m in pretexts)]
+    rows = []
+    for protocol, by_f in cells.items():
+        for f, c in by_f.items():
+            d = vs.get(protocol, {}).get(f, {})
+            rows.append([PROTOCOLS[protocol], f, *(_evaluation_cell(c.get(m, {}).get(metric)) for m in methods),
+                         *(_difference_cell(d.get(m, {}).get(metric)) for m in pretexts)])
+    return header, rows
+
+
 def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
     """examples.pt of the fraction, and each arm's predictions on them (its lowest finished seed)."""
     images, examples = None, {}
@@ -1072,10 +1285,13 @@ def write_report(study_dir: Path) -> Path:
     doc.para(f"Dataset **{ds.get('name', (cfg.get('data') or {}).get('source', 'unknown'))}**, backbone "
              f"**{cfg.get('backbone', '?')}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
              f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
-             f"pretext tasks {', '.join(a for a in study.arms if a != 'scratch') or 'none'}. Each fraction is fine-tuned from scratch and "
-             "from the pretrained backbone with the same recipe.")
+             f"pretext tasks {', '.join(a for a in study.arms if a != 'scratch') or 'none'}. Each fraction is "
+             "fine-tuned from scratch and from the pretrained backbone with the same recipe"
+             + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
+                if study.probes else "."))
     _status(doc, study, summary)
     _answer_section(doc, study, summary)
+    _evaluation_section(doc, study, summary, fig_dir)
     _curves_section(doc, study, summary, fig_dir)
     _results_section(doc, study, summary)
     _examples_section(doc, study, fig_dir)
@@ -1106,6 +1322,38 @@ def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
                      *(_num(cmp[a]["f1_macro"]["pretrained_minus_scratch"], "metric", True) if a in cmp else "–"
                        for a in pretext_arms)])
     doc.table(header, rows)
+
+
+def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+    ev = summary["evaluation"]
+    doc.heading(2, "Every method under every evaluation protocol")
+    if not ev["cells"]:
+        doc.para("No finished fine-tuning run or probe yet.")
+        return
+    doc.para("Three ways to read out a backbone at each label fraction, all on the validation split and all "
+             "with the labelled subset of that fraction and seed: **fine-tune** (the whole network trained; the "
+             "baseline is training from scratch; numbers are the end-of-training metrics, no epoch picked on the "
+             "validation split), **linear probe** (frozen backbone, BatchNorm statistics re-estimated on whole "
+             "images; L2-regularised logistic regression fit by L-BFGS on cached features) and **k-NN** (k = 200, "
+             "cosine similarity, temperature 0.07, Wu et al. 2018; the labelled subset is the memory bank). For "
+             "the probes the baseline is the frozen random initialisation each seed's scratch run starts from. "
+             "Pretrained backbones are pretrained once (first seed); seeds vary the label subset and the "
+             f"initialisation, so intervals describe those, not pretraining. Rule: {ev['rule']}.")
+    if max(c["n"] for by_f in ev["cells"].values() for cs in by_f.values() for m in cs.values()
+           for c in m.values()) < 2:
+        doc.para("Every cell comes from a single seed, so no confidence interval can be computed and no difference "
+                 "is called significant; run the study with several seeds (e.g. --seeds 0,1,2) for intervals.")
+    if not study.probes:
+        doc.para("No probe results (probes.json) in this study yet: it predates the probe stages or has not reached "
+                 "them. Re-running the study command adds them; finished runs are reused.")
+    doc.bullets(evaluation_conclusions(ev))
+    methods = study.arms
+    for metric in ev["metrics"]:
+        doc.para(f"Validation {NAMES[metric]}: mean ± std [95% CI] over seeds; differences are paired by seed.")
+        doc.table(*evaluation_table(ev, metric, methods))
+    fraction_figure(ev, methods, fig_dir / "f1_vs_fraction.png")
+    doc.figure("f1_vs_fraction.png", "Validation macro-F1 vs label fraction (log scale), one panel per protocol; "
+                                     "error bars are 95% t confidence intervals over seeds (none with one seed)")
 
 
 def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -1162,7 +1410,7 @@ def _finite(obj: Any) -> Any:
 
 def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     st = summary["status"]
-    if not st["in_progress"] and not st["missing"] and not study.problems:
+    if not st["in_progress"] and not st["missing"] and not st["missing_probes"] and not study.problems:
         doc.para(f"All runs finished ({len(st['finished'])} fine-tuning, {len(study.pretexts)} pretext).")
         return
     doc.para("**This study is incomplete**; the report shows what exists.")
@@ -1173,6 +1421,8 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         items.append("In progress (curves only): " + ", ".join(
             f"`{r['run']}` (epoch {r['epochs']}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
             for r in st["in_progress"]))
+    if st["missing_probes"]:
+        items.append("Probes not run yet: " + ", ".join(f"`{n}`" for n in st["missing_probes"]))
     items += [f"Note: {p}" for p in study.problems]
     doc.bullets(items)
 

@@ -1,8 +1,13 @@
-"""The one-command experiment: pretrain once per pretext task, then fine-tune every label fraction
-from scratch and from each pretrained backbone with the same recipe, budget, split and label subset.
+"""The one-command experiment: pretrain once per pretext task, then evaluate every backbone at
+every label fraction and seed with three protocols: full fine-tuning (from scratch and from each
+pretrained backbone, same recipe, budget, split and label subset), a linear probe and k-NN on the
+frozen backbone (pretrained, and randomly initialised as the baseline).
 
-A study is a folder of runs. A run is done when its summary.json exists, so re-running the same
-command skips finished runs, resumes an interrupted one from its last epoch, and re-renders the report.
+Every fine-tuning run is repeated per seed with a new label subset and a new initialisation (the
+pretrained weights are shared: pretraining runs once, with the first seed). A study is a folder of
+runs. A run is done when its summary.json exists; probe results accumulate entry by entry in a
+probes.json per backbone folder. Re-running the same command skips what is finished, resumes an
+interrupted run from its last epoch, and re-renders the report.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from . import hw
-from .data import load_dataset, make_splits
+from .data import Dataset, label_fraction, load_dataset, make_splits
 from .errors import UserError
-from .finetune import DataConfig, train_classifier
+from .finetune import DataConfig, read_weights, train_classifier
 from .io import load_json, save_json
-from .train import TrainConfig
+from .models import load_backbone_weights, make_backbone
+from .probe import evaluate_frozen, frozen_features, probe_settings, random_backbone
+from .train import TrainConfig, json_roundtrip
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,50 @@ def run_name(fraction: float, arm: str, seed: int) -> str:
     return f"f{fraction:g}-{arm}-s{seed}"
 
 
+RANDOM_INIT_DIR = "random-init"  # probes of the randomly initialised backbone (the scratch runs' start)
+
+
+def probe_key(fraction: float, seed: int) -> str:
+    return f"f{fraction:g}-s{seed}"
+
+
+def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[tuple[float, int]],
+               data: DataConfig, ds: Dataset, device: torch.device) -> dict[str, Any]:
+    """Linear probe and k-NN of one frozen backbone at each (fraction, seed) missing from folder/probes.json.
+
+    The labelled subset of (fraction, seed) is the one fine-tuning trains on (same split, same
+    label_fraction draw). Features are extracted once for the whole pool and the validation split
+    and reused for every entry; each finished entry is saved at once (atomically), so an
+    interrupted stage resumes at the first missing entry and a finished one costs nothing.
+    """
+    path = folder / "probes.json"
+    settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
+                               **probe_settings()})
+    store = load_json(path) if path.exists() else {"settings": settings, "results": {}}
+    if store["settings"] != settings:
+        raise UserError(f"{path} holds probes with other settings; use another --out or delete that file")
+    todo = [(f, s) for f, s in keys if probe_key(f, s) not in store["results"]]
+    if not todo:
+        return store
+    splits = make_splits(ds, 1.0, 0, data.val_fraction, data.split_seed).to(device)  # pool in split order
+    pool_y = splits.y_train  # fraction 1.0: the labelled set is the whole pool, in pool order
+    pool_f, val_f = frozen_features(net.to(device), splits.x_pool, splits.x_val, splits.mean, splits.std)
+    for f, seed in todo:
+        t0 = time.perf_counter()
+        idx = label_fraction(pool_y.cpu(), f, seed, ds.classes).to(device)
+        result = evaluate_frozen(pool_f[idx], pool_y[idx], val_f, splits.y_val, len(ds.classes))
+        store["results"][probe_key(f, seed)] = {"fraction": f, "seed": seed, "n_train": len(idx), **result,
+                                                "time_s": time.perf_counter() - t0}
+        save_json(store, path)
+    return store
+
+
+def pretrained_backbone(name: str, channels: int, weights: Path) -> nn.Module:
+    net = make_backbone(name, channels)
+    load_backbone_weights(net, read_weights(weights), str(weights))
+    return net
+
+
 def run_study(
     data: DataConfig,
     out_dir: Path,
@@ -107,6 +161,13 @@ def run_study(
     for p in pretexts:
         if p not in TASKS:
             raise UserError(f"unknown pretext task '{p}'; choose one of: {', '.join(TASKS)}")
+    for what, values in (("fraction", fractions), ("seed", seeds), ("pretext task", pretexts)):
+        if not values:
+            raise UserError(f"no {what} given; pass at least one, e.g. --fractions 1.0,0.1 --seeds 0 --pretext context")
+        if len(set(values)) < len(values):
+            raise UserError(f"a {what} is listed twice in {', '.join(map(str, values))}; list each once")
+    if any(s < 0 for s in seeds):
+        raise UserError(f"seeds must be >= 0, got {', '.join(map(str, seeds))}; use e.g. --seeds 0,1,2")
     p = PRESETS[preset]
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
@@ -124,6 +185,7 @@ def run_study(
         "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
         "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
         "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
+        "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
         "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
                     "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
                     "channels": ds.channels, "skipped_files": ds.skipped},
@@ -132,7 +194,7 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def stage(name: str, fn) -> Any:
-        if not (out_dir / name / "summary.json").exists():
+        if name not in times:
             log.info("study: %s", name)
         t = time.perf_counter()
         result = fn()
@@ -149,7 +211,18 @@ def run_study(
         stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
                                      dataset=ds, device=device, quiet=quiet))
         inits[task] = str(out_dir / name / "backbone.safetensors")
-    for seed in seeds:
+    dev = hw.pick_device(device)  # the probes first: minutes, where fine-tuning takes hours
+    keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
+    for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
+        origin = {"backbone": backbone, "init": inits[task]}
+        stage(f"probe-{task}", lambda: run_probes(pretrained_backbone(backbone, ds.channels, Path(inits[task])),
+                                                  origin, out_dir / f"pretrain-{task}", keys, data, ds, dev))
+    for seed in seeds:  # the baseline: each seed's random initialisation, frozen
+        origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
+        stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
+                                                          out_dir / RANDOM_INIT_DIR, [k for k in keys if k[1] == seed],
+                                                          data, ds, dev))
+    for seed in seeds:  # every run repeated per seed: new label subset, new initialisation (or head)
         for f in sorted(fractions):  # small fractions first: the most telling comparison arrives early
             cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
             dcfg = dataclasses.replace(data, fraction=f)

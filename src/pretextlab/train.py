@@ -198,7 +198,7 @@ def fit(
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
-            scored = False
+            scored = 0  # examples scored: a pretext batch may hold several inputs per image
             for step in range(steps):
                 x, y = task.batch(order[step * bs:(step + 1) * bs], g)  # cut, augment, normalise
                 if channels_last and x.ndim == 4:
@@ -214,7 +214,7 @@ def fit(
                 loss_sum += loss.detach()
                 if out.ndim == 2 and y.ndim == 1:  # classification-shaped: count train accuracy
                     correct += (out.detach().argmax(1) == y).sum()
-                    scored = True
+                    scored += len(y)
                 if step % 10 == 0 or step == steps - 1:  # .item() syncs: not every step
                     bar.set_postfix(loss=f"{loss.item():.3f}", **shown, refresh=False)
                 bar.update(1)
@@ -224,7 +224,7 @@ def fit(
             row = {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum.item() / steps,
-                **({"train_accuracy": correct.item() / (steps * bs)} if scored else {}),
+                **({"train_accuracy": correct.item() / scored} if scored else {}),
                 **{f"val_{k}": v for k, v in metrics.items()},
                 "lr": opt.param_groups[-1]["lr"],
                 "images_per_s": steps * bs / train_time,

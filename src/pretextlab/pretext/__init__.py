@@ -24,9 +24,15 @@ from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
 from ..train import TrainConfig, finished_summary, fit, train_settings
 from .context import ContextOptions, ContextPrediction
+from .reconstruction import Reconstruction, ReconstructionOptions
+from .rotation import Rotation, RotationOptions
+from .simclr import SimCLR, SimCLROptions
 
 TASKS: dict[str, tuple[type, type]] = {
     "context": (ContextPrediction, ContextOptions),
+    "rotation": (Rotation, RotationOptions),
+    "reconstruction": (Reconstruction, ReconstructionOptions),
+    "simclr": (SimCLR, SimCLROptions),
 }
 
 

@@ -1,0 +1,114 @@
+"""Rotation prediction (Gidaris, Singh, Komodakis 2018, arXiv 1803.07728).
+
+Rotate an image by 0, 90, 180 or 270 degrees and have the backbone plus a linear head say which.
+To tell which way is up the network has to find the objects and their orientation (heads above
+feet, sky above ground), and unlike hand-made patch tasks the rotations leave no low-level trace
+(no borders, no interpolation) a shortcut could use.
+
+Scheme: by default every image of a batch appears in all four rotations in the same batch, as the
+paper trains (its implementation details report this works better than one random rotation per
+image): each image is its own control for the other three, and the labels are exactly balanced. The
+price is four forward passes per image, so `all_rotations=False` (one random rotation each, the
+same cost per image as fine-tuning) is there for short budgets.
+
+Images are first augmented like the supervised runs (random translation, horizontal flip): a
+mirrored image is still upright, so the label stays well defined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import Splits, augment, normalize
+from ..probe import spread_subset
+from .common import evaluating
+
+ANGLES = ["0°", "90°", "180°", "270°"]  # label k: rotated k quarter turns counter-clockwise
+
+
+@dataclass
+class RotationOptions:
+    all_rotations: bool = True  # all 4 rotations of each image per batch (paper) | one random rotation each
+    flip: bool = True  # random horizontal flip before rotating
+    pad: int = -1  # random translation in px before rotating (-1: image size / 8, 4 px at 32x32)
+
+
+def rotate(x: Tensor, k: Tensor) -> Tensor:
+    """Rotate each image x[i] by k[i] quarter turns counter-clockwise (a whole batch, no loop over images)."""
+    turns = torch.stack([x.rot90(q, (2, 3)) for q in range(4)])  # (4, B, C, H, W)
+    return turns[k.to(x.device), torch.arange(len(x), device=x.device)]
+
+
+def rotations(x: Tensor, all_rotations: bool, g: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Rotated copies of square images x and their labels: all four per image (4B, grouped by angle)
+    or one random rotation per image (B)."""
+    if all_rotations:
+        k = torch.arange(4).repeat_interleave(len(x))
+        return torch.cat([x.rot90(q, (2, 3)) for q in range(4)]), k.to(x.device)
+    k = torch.randint(0, 4, (len(x),), generator=g)
+    return rotate(x, k), k.to(x.device)
+
+
+class Rotation:
+    """The pretext task as the training loop sees it: rotated images and 4-way targets."""
+
+    name = "rotation"
+    chance = 1 / 4
+
+    def __init__(self, splits: Splits, options: RotationOptions | None = None, precision: str = "fp32"):
+        h, w = splits.x_pool.shape[-2:]
+        if h != w:
+            raise ValueError(f"rotation needs square images, got {h}x{w}; pass --image-size to resize them")
+        self.s, self.o, self.precision = splits, options or RotationOptions(), precision
+        self.n_train = len(splits.x_pool)
+        self.pad = self.o.pad if self.o.pad >= 0 else max(1, h // 8)
+        if self.pad >= h:
+            raise ValueError(f"pad {self.pad} is not smaller than the {h} px images; use e.g. {h // 8}")
+
+    def make_model(self, backbone: nn.Module) -> nn.Module:
+        return RotationNet(backbone)
+
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = augment(self.s.x_pool[idx.to(self.s.x_pool.device)], g, self.pad, self.o.flip)
+        x, k = rotations(x, self.o.all_rotations, g)
+        return normalize(x, self.s.mean, self.s.std), k
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(out.float(), target)
+
+    def predict(self, model: nn.Module, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+        """Logits and labels for all four rotations of every image x (un-augmented): no sampling noise."""
+        rotated = [rotations(chunk, True) for chunk in x.split(batch_size)]
+        with evaluating(model):
+            logits = torch.cat([model(normalize(r, self.s.mean, self.s.std)).float() for r, _ in rotated])
+        return logits, torch.cat([k for _, k in rotated])
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        logits, labels = self.predict(model, self.s.x_val)
+        return {"loss": float(F.cross_entropy(logits, labels)),
+                "accuracy": float((logits.argmax(1) == labels).float().mean())}
+
+    def samples(self, model: nn.Module, k: int = 8) -> dict:
+        """A few held-out images, each in another rotation, with true and predicted angles (for the report)."""
+        x = spread_subset(self.s.x_val, k)
+        angle = torch.arange(len(x)) % 4
+        shown = rotate(x, angle)
+        with evaluating(model):
+            pred = model(normalize(shown, self.s.mean, self.s.std)).argmax(1)
+        return {"first": shown.cpu(), "true": angle, "pred": pred.cpu(), "positions": ANGLES}
+
+
+class RotationNet(nn.Module):
+    """Backbone features -> 4 rotation logits (a linear head: the features must carry the answer)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
