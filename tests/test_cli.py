@@ -51,6 +51,20 @@ def test_train_end_to_end(make_split_root, tmp_path):
     assert again.stdout == result.stdout
 
 
+@pytest.mark.parametrize("pretext, option, shown", [
+    ("rotation", "all_rotations=false", r"pretext val accuracy \d\.\d{4} \(chance 0\.250\)"),
+    ("reconstruction", "mask_ratio=0.5", r"pretext val loss \d+\.\d{4}"),  # no accuracy, no chance level
+])
+def test_pretrain_any_pretext_with_options(make_image_folder, tmp_path, pretext, option, shown):
+    out = tmp_path / "pre"
+    result = invoke("pretrain", "--data", make_image_folder(size=16), "--pretext", pretext, "--option", option,
+                    "--out", out, "--cache-dir", tmp_path / "cache", *FAST)
+    assert re.search(shown, result.stdout), result.stdout
+    assert (out / "backbone.safetensors").is_file()
+    key, value = option.split("=")
+    assert json.loads((out / "summary.json").read_text())["options"][key] == json.loads(value)
+
+
 def test_evaluate_json(trained_run):
     result = invoke("evaluate", "--checkpoint", trained_run.checkpoint, "--json")
     lines = result.stdout.strip().splitlines()
@@ -129,6 +143,13 @@ def test_fraction_leaving_a_class_empty(run_cli, assert_user_error, folder, tmp_
 def test_unknown_backbone(run_cli, assert_user_error, folder, tmp_path):
     assert_user_error(run_cli(*train_args(folder, tmp_path, "--backbone", "vgg16")), "unknown backbone 'vgg16'",
                       "resnet18")
+
+
+@pytest.mark.parametrize("option, fragment", [("temperature", "not KEY=VALUE"), ("warmth=2", "warmth")])
+def test_pretrain_bad_option(run_cli, assert_user_error, folder, tmp_path, option, fragment):
+    proc = run_cli("pretrain", "--data", folder, "--pretext", "simclr", "--option", option, "--out", tmp_path / "p",
+                   "--cache-dir", tmp_path / "cache", "--epochs", "1", "--device", "cpu", "--quiet")
+    assert_user_error(proc, fragment)
 
 
 def test_init_from_another_backbone(run_cli, assert_user_error, trained_run, tmp_path):

@@ -120,7 +120,7 @@ def predict(
 @app.command()
 def pretrain(
     data: str = typer.Option("cifar10", help=DATA_HELP),
-    pretext: str = typer.Option("context", help="pretext task: context"),
+    pretext: str = typer.Option("context", help="pretext task: context | rotation | reconstruction | simclr"),
     backbone: str = typer.Option("fast"),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(256),
@@ -133,6 +133,8 @@ def pretrain(
     colour: str = typer.Option("project", help="context: project | drop | none (against chromatic aberration)"),
     downsample: float = typer.Option(0.5, help="context: share of patches randomly down-and-up sampled"),
     patch_norm: bool = typer.Option(True, help="context: subtract each patch's mean"),
+    option: list[str] = typer.Option([], help="any option of the pretext task as KEY=VALUE (repeatable), e.g. "
+                                              "temperature=0.2 for simclr, all_rotations=false for rotation"),
     seed: int = typer.Option(0),
     split_seed: int = typer.Option(0),
     val_fraction: float = typer.Option(0.1),
@@ -155,11 +157,28 @@ def pretrain(
                       cache_dir=cache_dir)
     options = {"scale": scale, "patch": patch, "gap": gap, "jitter": jitter, "colour": colour,
                "downsample": downsample, "patch_norm": patch_norm} if pretext == "context" else {}
+    options.update(_key_values(option))
     out = out or Path("runs") / f"pretrain-{pretext}-{backbone}"
     s = run_pretrain(pretext, dcfg, cfg, backbone, out, options, device=device, quiet=quiet)
-    typer.echo(f"{out}: pretext val accuracy {s['best']['accuracy']['value']:.4f} (chance {s['chance']:.3f}); "
-               f"k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
+    best = s["best"]
+    held_out = (f"pretext val accuracy {best['accuracy']['value']:.4f} (chance {s['chance']:.3f})"
+                if "accuracy" in best and s.get("chance") else f"pretext val loss {best['loss']['value']:.4f}")
+    typer.echo(f"{out}: {held_out}; k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
                f"{s['knn_accuracy']['random']:.4f}; weights in {out / 'backbone.safetensors'}")
+
+
+def _key_values(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings -> a dict; values are read as JSON where they parse (numbers, true/false)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option '{item}' is not KEY=VALUE; e.g. --option temperature=0.2")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 @app.command()
