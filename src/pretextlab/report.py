@@ -1577,6 +1577,9 @@ def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
                      ", ".join(f"{f}: {e}" for f, e in cfg["epochs_per_fraction"].items())])
     if cfg.get("budget_rule"):
         rows.append(["budget rule", str(cfg["budget_rule"])])
+    if cfg.get("pretrain_epochs"):
+        rows.append(["pretraining epochs per pretext task",
+                     ", ".join(f"{t}: {e}" for t, e in cfg["pretrain_epochs"].items())])
     doc.table(["item", "value"], rows)
     machine = cfg.get("machine") or {}
     if machine:

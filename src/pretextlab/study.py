@@ -43,7 +43,12 @@ class Preset:
     pretrain: TrainConfig
     finetune: TrainConfig
     pretext_options: dict[str, dict] = field(default_factory=dict)
+    pretrain_epochs: dict[str, int] = field(default_factory=dict)  # per pretext task, where not pretrain.epochs
     max_epoch_factor: float = 6.0  # small fractions get at most this many times the full-data epochs
+
+    def pretrain_config(self, task: str, seed: int) -> TrainConfig:
+        return dataclasses.replace(self.pretrain, epochs=self.pretrain_epochs.get(task, self.pretrain.epochs),
+                                   seed=seed)
 
     def epochs_for(self, fraction: float) -> int:
         """Epochs grow as 1/sqrt(fraction), capped: small label sets get enough optimizer steps
@@ -184,6 +189,7 @@ def run_study(
         "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
         "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
         "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
+        "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
         "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
         "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
         "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
@@ -207,7 +213,7 @@ def run_study(
     inits: dict[str, str] = {}
     for task in pretexts:
         name = f"pretrain-{task}"
-        cfg = dataclasses.replace(p.pretrain, seed=seeds[0])
+        cfg = p.pretrain_config(task, seeds[0])
         stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
                                      dataset=ds, device=device, quiet=quiet))
         inits[task] = str(out_dir / name / "backbone.safetensors")
