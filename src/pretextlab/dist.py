@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as td
@@ -107,7 +107,7 @@ def global_batch(batch_size: int) -> int:
     if batch_size < w:
         raise UserError(f"a batch of {batch_size} cannot be split over {w} processes; "
                         f"use --batch-size {w} or more, or fewer processes")
-    if batch_size % w:
+    if batch_size % w and is_main():
         log.warning("batch %d does not split over %d processes: using %d (%d per process)",
                     batch_size, w, batch_size // w * w, batch_size // w)
     return batch_size // w * w
@@ -165,15 +165,14 @@ def all_sum(t: Tensor) -> Tensor:
     return t
 
 
-def mean(value: Tensor | float, count: int) -> tuple[float, int]:
+def mean(value: Tensor, count: int) -> tuple[float, int]:
     """The mean over all ranks of per-rank means, each weighted by its count, and the total count.
 
     On one process: float(value) itself, bit for bit. A rank with nothing to count adds nothing.
     """
     if world_size() == 1:
         return float(value), count
-    device = value.device if isinstance(value, Tensor) else torch.device("cpu")
-    part = torch.tensor([float(value) * count if count else 0.0, count], dtype=torch.float64, device=device)
+    part = torch.tensor([float(value) * count if count else 0.0, count], dtype=torch.float64, device=value.device)
     total, n = all_sum(part).tolist()
     return total / n, int(n)
 
