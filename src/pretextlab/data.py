@@ -206,7 +206,8 @@ def _memory_readers(ds: Dataset) -> dict[str, tuple[int, int, shards.Reader]]:
 
 
 def _scan_readers(scans: dict[str, "FolderScan"]) -> dict[str, tuple[int, int, shards.Reader]]:
-    return {part: (len(s.files), s.nbytes // max(1, len(s.files)), s.decode) for part, s in scans.items()}
+    """Files of scanned folders, for decoding them into shards."""
+    return {part: (len(s.files), s.image_bytes, s.decode) for part, s in scans.items()}
 
 
 def _torchvision(name: str, cache_dir: Path, image_size: int | None) -> Dataset:
@@ -286,8 +287,12 @@ class FolderScan:
     listed: int  # files looked at, readable or not
 
     @property
+    def image_bytes(self) -> int:
+        return (1 if self.mode == "L" else 3) * self.image_size**2
+
+    @property
     def nbytes(self) -> int:
-        return len(self.files) * (1 if self.mode == "L" else 3) * self.image_size**2
+        return len(self.files) * self.image_bytes
 
     def decode(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pass 2 over files[start:stop]: convert and resize once; uint8 (n, C, H, W) images and their
@@ -306,7 +311,8 @@ class FolderScan:
                     labels.append(ci)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
                 pass
-        x = np.stack(arrays) if arrays else np.empty((0, size, size) if self.mode == "L" else (0, size, size, 3), np.uint8)
+        empty = (0, size, size) if self.mode == "L" else (0, size, size, 3)
+        x = np.stack(arrays) if arrays else np.empty(empty, np.uint8)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x), np.array(labels, dtype=np.int64)
 

@@ -54,7 +54,8 @@ def init(device: torch.device) -> torch.device:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not td.is_initialized():
-        td.init_process_group(backend(device))
+        name = backend(device)
+        td.init_process_group(name, device_id=device if name == "nccl" else None)  # nccl: bind this GPU now
         atexit.register(shutdown)  # leave the job cleanly however the process ends
         log.info("rank %d of %d on %s", td.get_rank(), td.get_world_size(), device)
     return device

@@ -231,7 +231,7 @@ def fit(
             train_time = time.perf_counter() - t0
             loss_sum, correct = dist.all_sum(torch.stack([loss_sum, correct]))  # over all ranks
             seen = steps * bs * dist.world_size()
-            dist.sync_buffers(model)
+            dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
             metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
             elapsed += time.perf_counter() - t0
             row = {
