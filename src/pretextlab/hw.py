@@ -8,6 +8,8 @@ from functools import lru_cache
 
 import torch
 
+from .dist import local_world_size
+
 
 def available_cores() -> int:
     """Cores this process may actually use (cgroup/affinity aware, unlike os.cpu_count)."""
@@ -19,8 +21,6 @@ def available_cores() -> int:
 
 def setup_threads() -> int:
     """PRETEXTLAB_THREADS, else this machine's cores shared by the processes torchrun started on it."""
-    from .dist import local_world_size
-
     env = os.environ.get("PRETEXTLAB_THREADS", "")
     n = int(env) if env.isdigit() and int(env) > 0 else max(1, available_cores() // local_world_size())
     torch.set_num_threads(n)

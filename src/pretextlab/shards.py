@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .dist import local_world_size
 from .errors import UserError
 from .io import load_json, save_json, save_npy
 
@@ -134,8 +135,6 @@ def stream_threshold() -> int:
             return int(float(env) * 2**30)
         except ValueError:
             raise UserError(f"PRETEXTLAB_STREAM_GB={env} is not a number; give a size in GiB, e.g. 8") from None
-    from .dist import local_world_size
-
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf: assume a modest 32 GiB machine
