@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,6 +16,8 @@ from .errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does self-supervised pretraining help my classifier, by how much, at which label budget?")
 
+STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-mapped shards read per batch "
+                "(auto streams above PRETEXTLAB_STREAM_GB, default a quarter of RAM)")
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
              "folder, or cifar10 | cifar100 | fashion-mnist | mnist | stl10 (downloaded)")
 
@@ -59,6 +62,7 @@ def train(
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto measures what is faster)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    storage: str = typer.Option("auto", help=STORAGE_HELP),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/train-<backbone>-f<fraction>-s<seed>)"),
     quiet: bool = typer.Option(False, help="log lines instead of a progress bar"),
 ) -> None:
@@ -75,14 +79,14 @@ def train(
                       transfer_stages=transfer_stages, seed=seed,
                       precision=precision)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
-                      image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip)
+                      image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage)
     if not 0 < fraction <= 1:
         raise UserError(f"--fraction {fraction} is outside (0, 1]; use e.g. 1.0, 0.5 or 0.1")
     _check_backbone(backbone)
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
     s = train_classifier(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet)
     b = s["best"]
-    typer.echo(f"{out}: best val macro-F1 {b['f1_macro']['value']:.4f} (epoch {b['f1_macro']['epoch']}), "
+    _echo(f"{out}: best val macro-F1 {b['f1_macro']['value']:.4f} (epoch {b['f1_macro']['epoch']}), "
                f"accuracy {b['accuracy']['value']:.4f}; {s['n_train']} labelled images, "
                f"{s['wall_time_s']:.0f} s" + (f"; test macro-F1 {s['test']['f1_macro']:.4f}" if "test" in s else ""))
 
@@ -142,6 +146,7 @@ def pretrain(
     precision: str = typer.Option("auto"),
     device: str = typer.Option("auto"),
     cache_dir: Optional[str] = typer.Option(None),
+    storage: str = typer.Option("auto", help=STORAGE_HELP),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/pretrain-<pretext>-<backbone>)"),
     quiet: bool = typer.Option(False),
 ) -> None:
@@ -154,7 +159,7 @@ def pretrain(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       label_smoothing=0.0, precision=precision)
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
-                      cache_dir=cache_dir)
+                      cache_dir=cache_dir, storage=storage)
     options = {"scale": scale, "patch": patch, "gap": gap, "jitter": jitter, "colour": colour,
                "downsample": downsample, "patch_norm": patch_norm} if pretext == "context" else {}
     options.update(_key_values(option))
@@ -163,7 +168,7 @@ def pretrain(
     best = s["best"]
     held_out = (f"pretext val accuracy {best['accuracy']['value']:.4f} (chance {s['chance']:.3f})"
                 if "accuracy" in best and s.get("chance") else f"pretext val loss {best['loss']['value']:.4f}")
-    typer.echo(f"{out}: {held_out}; k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
+    _echo(f"{out}: {held_out}; k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
                f"{s['knn_accuracy']['random']:.4f}; weights in {out / 'backbone.safetensors'}")
 
 
@@ -185,7 +190,7 @@ def _key_values(items: list[str]) -> dict[str, object]:
 def study(
     data: str = typer.Option("cifar10", help=DATA_HELP),
     fractions: str = typer.Option("1.0,0.5,0.1", help="label fractions, comma-separated (e.g. add 0.05,0.01)"),
-    preset: str = typer.Option("fast", help="fast | homework | smoke"),
+    preset: str = typer.Option("fast", help="fast | homework | gpu | smoke"),
     seeds: str = typer.Option("0", help="seeds, comma-separated: each repeats every run with a new label subset and "
                                         "initialisation; 2 or more give 95% confidence intervals"),
     pretext: str = typer.Option("context", help="pretext tasks, comma-separated, e.g. context,rotation"),
@@ -195,6 +200,7 @@ def study(
     image_size: Optional[int] = typer.Option(None),
     device: str = typer.Option("auto"),
     cache_dir: Optional[str] = typer.Option(None),
+    storage: str = typer.Option("auto", help=STORAGE_HELP),
     out: Path = typer.Option(Path("studies/study"), help="study folder (re-run to resume)"),
     quiet: bool = typer.Option(False),
 ) -> None:
@@ -206,10 +212,10 @@ def study(
     if backbone:
         _check_backbone(backbone)
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
-                      cache_dir=cache_dir)
+                      cache_dir=cache_dir, storage=storage)
     report = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
                        _names(pretext), backbone, device, quiet)
-    typer.echo(f"report: {report}")
+    _echo(f"report: {report}")
 
 
 @app.command()
@@ -243,6 +249,14 @@ def bench(
     run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out)
 
 
+def _echo(text: str) -> None:
+    """Print a run's result once: under torchrun every rank holds the same one."""
+    from .dist import is_main
+
+    if is_main():
+        typer.echo(text)
+
+
 def _check_backbone(name: str) -> None:
     from .models import BACKBONES
 
@@ -251,7 +265,8 @@ def _check_backbone(name: str) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    rank = os.environ.get("RANK", "0")  # set by torchrun: only rank 0 logs progress
+    logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("PIL").setLevel(logging.WARNING)
     try:
         app()

@@ -3,7 +3,8 @@ and augmentation on whole batches.
 
 Why tensors: CIFAR-10 is 150 MB as uint8, so the whole set lives in memory (on the training device)
 and every batch is cut from it by indexing, as in airbench. Per-image PIL work happens once, when
-the cache is built, never in the training loop.
+the cache is built, never in the training loop. Folders too big for memory are decoded into
+memory-mapped shards instead (shards.py), indexed the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import pickle
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import shards
 from .errors import UserError
-from .io import save_torch
+from .io import file_lock, save_torch
+from .shards import ShardedImages
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+STORAGES = ("auto", "memory", "stream")
 TORCHVISION_SOURCES = ("cifar10", "cifar100", "fashion-mnist", "mnist", "stl10")
 SOURCE_HELP = (
     "give an image folder (one sub-folder per class), a root with train/ and test/ sub-folders, "
@@ -36,9 +41,9 @@ SOURCE_HELP = (
 
 @dataclass
 class ImageSet:
-    """A labelled set of images: uint8 (N, C, H, W) and int64 (N,)."""
+    """A labelled set of images: uint8 (N, C, H, W) (a tensor, or ShardedImages on disk) and int64 (N,)."""
 
-    images: Tensor
+    images: Tensor | ShardedImages
     labels: Tensor
 
     def __len__(self) -> int:
@@ -64,6 +69,16 @@ class Dataset:
     def image_size(self) -> int:
         return int(self.train.images.shape[-1])
 
+    @property
+    def storage(self) -> str:
+        """memory (one tensor) or stream (memory-mapped shards read per batch)."""
+        return "stream" if isinstance(self.train.images, ShardedImages) else "memory"
+
+
+def rows(images: Tensor | ShardedImages, idx: Tensor) -> Tensor | ShardedImages:
+    """images[idx] for a tensor; a lazy view for shards, which are not read into memory at once."""
+    return images.rows(idx) if isinstance(images, ShardedImages) else images[idx]
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("PRETEXTLAB_CACHE", Path.home() / ".cache" / "pretextlab"))
@@ -73,14 +88,22 @@ def default_cache_dir() -> Path:
 # Sources
 
 
-def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | None = None) -> Dataset:
-    """Load any supported source, decoding once and re-using the uint8 cache afterwards."""
+def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | None = None,
+                 storage: str = "auto") -> Dataset:
+    """Load any supported source, decoding once and re-using the uint8 cache afterwards.
+
+    storage: memory (one tensor), stream (memory-mapped shards) or auto: stream when the decoded
+    images exceed shards.stream_threshold(), or when only shards of this source are cached.
+    """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if image_size is not None and not 8 <= image_size <= 1024:
         raise UserError(f"--image-size {image_size} is out of range; use a size between 8 and 1024 pixels")
+    if storage not in STORAGES:
+        raise UserError(f"--storage {storage} is unknown; use auto, memory or stream")
     key_src = source.lower()
     if key_src in TORCHVISION_SOURCES and not Path(source).exists():
-        return _cached(cache_dir, key_src, f"{key_src}|{image_size}", lambda: _torchvision(key_src, cache_dir, image_size))
+        return _cached(cache_dir, key_src, f"{key_src}|{image_size}", storage,
+                       build=lambda: _torchvision(key_src, cache_dir, image_size))
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"--data {source}: no such file or directory; {SOURCE_HELP}")
@@ -88,12 +111,15 @@ def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | N
         raise UserError(f"--data {source} is a file, not a folder; {SOURCE_HELP}")
     if (path / "data_batch_1").exists() or (path / "meta").exists() and (path / "train").is_file():
         listing = _listing(path, recursive=False)
-        return _cached(cache_dir, path.name, f"pickle|{listing}|{image_size}", lambda: _cifar_pickle(path, image_size))
+        return _cached(cache_dir, path.name, f"pickle|{listing}|{image_size}", storage,
+                       build=lambda: _cifar_pickle(path, image_size))
     if (path / "train").is_dir():
         listing = _listing(path, recursive=True)
-        return _cached(cache_dir, path.name, f"split|{listing}|{image_size}", lambda: _split_root(path, image_size))
+        return _cached(cache_dir, path.name, f"split|{listing}|{image_size}", storage,
+                       scan=lambda: _scan_split_root(path, image_size))
     listing = _listing(path, recursive=True)
-    ds = _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", lambda: _folder_dataset(path, image_size))
+    ds = _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", storage,
+                 scan=lambda: {"train": _scan_folder(path, image_size)})
     if path.name in ("train", "test"):  # ".../cifar10/train" is better named by its parent
         ds.name = f"{path.resolve().parent.name}/{path.name}"
     return ds
@@ -110,23 +136,78 @@ def _listing(path: Path, recursive: bool) -> str:
     return h.hexdigest()
 
 
-def _cached(cache_dir: Path, name: str, key: str, build) -> Dataset:
+def _cached(cache_dir: Path, name: str, key: str, storage: str, build: Callable[[], Dataset] | None = None,
+            scan: Callable[[], dict[str, "FolderScan"]] | None = None) -> Dataset:
+    """The dataset under `key` from its cache (a .pt file, or a folder of shards), else decoded and cached.
+
+    build() decodes a source into memory; scan() reads an image folder's headers only, so that a
+    folder too big for memory is decoded straight into shards.
+    """
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{key}".encode()).hexdigest()[:16]
-    file = cache_dir / f"{name}-{digest}.pt"
-    if file.exists():
-        try:
-            d = torch.load(file, weights_only=False)
-            d.cache_file = str(file)
-            return d
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            log.warning("cache %s is unreadable; rebuilding it", file)
-    dataset = build()
+    file, folder = cache_dir / f"{name}-{digest}.pt", cache_dir / f"{name}-{digest}.shards"
+    with file_lock(cache_dir / f".{name}-{digest}.lock"):  # one process decodes, the others wait, then read
+        if storage != "stream" and file.exists():
+            try:
+                d = torch.load(file, weights_only=False)
+                d.cache_file = str(file)
+                return d
+            except Exception:  # a damaged cache is rebuilt, never trusted
+                log.warning("cache %s is unreadable; rebuilding it", file)
+        if storage != "memory" and shards.is_complete(folder):
+            return _open_shards(folder)
+        scans = scan() if scan else None
+        if scans and _streams(storage, sum(s.nbytes for s in scans.values())):
+            return _write_shards(folder, name, scans["train"].classes, _scan_readers(scans),
+                                 sum(s.listed for s in scans.values()))
+        dataset = _folder_dataset(name, scans) if scans else build()
+        if _streams(storage, sum(p.images.numel() for p in (dataset.train, dataset.test) if p is not None)):
+            return _write_shards(folder, dataset.name, dataset.classes, _memory_readers(dataset),
+                                 len(dataset.train) + len(dataset.test or ()) + dataset.skipped)
+        _save_cache(dataset, file)
+        return dataset
+
+
+def _streams(storage: str, nbytes: int) -> bool:
+    return storage == "stream" or storage == "auto" and nbytes > shards.stream_threshold()
+
+
+def _save_cache(dataset: Dataset, file: Path) -> None:
     try:
         save_torch(dataset, file)
         dataset.cache_file = str(file)
     except OSError as e:
         log.warning("could not write the cache %s (%s); continuing without it", file, e)
-    return dataset
+
+
+def _write_shards(folder: Path, name: str, classes: list[str], readers: dict[str, tuple[int, int, shards.Reader]],
+                  listed: int) -> Dataset:
+    """Decode (or copy) every part into shards, then write the manifest: only then is the build complete."""
+    log.info("decoding %s into memory-mapped shards in %s", name, folder)
+    parts = {part: shards.write_part(folder, part, n, image_bytes, read)
+             for part, (n, image_bytes, read) in readers.items()}
+    shards.finish(folder, parts, {"name": name, "classes": classes, "listed": listed})
+    return _open_shards(folder)
+
+
+def _open_shards(folder: Path) -> Dataset:
+    meta, parts = shards.open_parts(folder)
+    sets = {part: ImageSet(images, labels) for part, (images, labels) in parts.items()}
+    if not len(sets["train"]):
+        raise UserError(f"{meta['name']} holds no readable images; {SOURCE_HELP}")
+    skipped = meta["listed"] - sum(len(s) for s in sets.values())
+    return Dataset(meta["name"], meta["classes"], sets["train"], sets.get("test"), skipped, str(folder))
+
+
+def _memory_readers(ds: Dataset) -> dict[str, tuple[int, int, shards.Reader]]:
+    """Rows of an in-memory dataset, for copying it into shards."""
+    parts = {"train": ds.train, **({"test": ds.test} if ds.test is not None else {})}
+    return {part: (len(s), s.images[0].numel(), lambda a, b, s=s: (s.images[a:b].numpy(), s.labels[a:b].numpy()))
+            for part, s in parts.items()}
+
+
+def _scan_readers(scans: dict[str, "FolderScan"]) -> dict[str, tuple[int, int, shards.Reader]]:
+    """Files of scanned folders, for decoding them into shards."""
+    return {part: (len(s.files), s.image_bytes, s.decode) for part, s in scans.items()}
 
 
 def _torchvision(name: str, cache_dir: Path, image_size: int | None) -> Dataset:
@@ -191,18 +272,62 @@ def _cifar_pickle(path: Path, image_size: int | None) -> Dataset:
     return Dataset(path.name, list(classes), build(train_files), build(test_files) if test_files else None)
 
 
-def _split_root(path: Path, image_size: int | None) -> Dataset:
-    train = _folder_dataset(path / "train", image_size)
+@dataclass
+class FolderScan:
+    """Pass 1 over an ImageFolder (headers only): its readable files, classes, colour mode and size.
+
+    Enough to know how big the decoded set will be before decoding it (pass 2, `decode`).
+    """
+
+    path: Path
+    classes: list[str]
+    files: list[tuple[Path, int]]  # (file, class index) of every readable header
+    mode: str  # L | RGB
+    image_size: int
+    listed: int  # files looked at, readable or not
+
+    @property
+    def image_bytes(self) -> int:
+        return (1 if self.mode == "L" else 3) * self.image_size**2
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.files) * self.image_bytes
+
+    def decode(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 2 over files[start:stop]: convert and resize once; uint8 (n, C, H, W) images and their
+        labels, leaving out files that fail here."""
+        from PIL import Image, UnidentifiedImageError
+
+        size = self.image_size
+        arrays, labels = [], []
+        for f, ci in self.files[start:stop]:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert(self.mode)
+                    if im.size != (size, size):
+                        im = _resize_pil(im, size)
+                    arrays.append(np.asarray(im))
+                    labels.append(ci)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                pass
+        empty = (0, size, size) if self.mode == "L" else (0, size, size, 3)
+        x = np.stack(arrays) if arrays else np.empty(empty, np.uint8)
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x), np.array(labels, dtype=np.int64)
+
+
+def _scan_split_root(path: Path, image_size: int | None) -> dict[str, FolderScan]:
+    """root/train and, if present, root/test (with train's classes, size and colour mode)."""
+    train = _scan_folder(path / "train", image_size)
     if not (path / "test").is_dir():
-        return train
-    test = _folder_dataset(path / "test", image_size or train.image_size, classes=train.classes,
-                           channels=train.channels)
-    train.test, train.skipped, train.name = test.train, train.skipped + test.skipped, path.name
-    return train
+        return {"train": train}
+    test = _scan_folder(path / "test", train.image_size, classes=train.classes, channels=1 if train.mode == "L" else 3)
+    return {"train": train, "test": test}
 
 
-def _folder_dataset(path: Path, image_size: int | None, classes: list[str] | None = None,
-                    channels: int | None = None) -> Dataset:
+def _scan_folder(path: Path, image_size: int | None, classes: list[str] | None = None,
+                 channels: int | None = None) -> FolderScan:
     """An ImageFolder layout: each sub-folder is a class, each readable image in it an example."""
     from PIL import Image, UnidentifiedImageError
 
@@ -219,7 +344,7 @@ def _folder_dataset(path: Path, image_size: int | None, classes: list[str] | Non
             continue
         files += [(f, ci) for f in sorted((path / c).rglob("*")) if f.is_file() and not f.name.startswith(".")]
 
-    # Pass 1 reads headers only: sizes and modes decide the common size and channel count.
+    # Headers only: sizes and modes decide the common size and channel count.
     ok, sizes, gray = [], [], True
     for f, ci in files:
         try:
@@ -237,27 +362,20 @@ def _folder_dataset(path: Path, image_size: int | None, classes: list[str] | Non
     if image_size is None:
         common = Counter(sizes).most_common(1)[0][0]
         image_size = common[0] if common[0] == common[1] else int(np.median([min(s) for s in sizes]))
+    return FolderScan(path, list(classes), ok, mode, image_size, len(files))
 
-    # Pass 2 decodes, converts and resizes once; files that fail here are skipped too.
-    arrays, labels = [], []
-    for f, ci in ok:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != (image_size, image_size):
-                    im = _resize_pil(im, image_size)
-                arrays.append(np.asarray(im))
-                labels.append(ci)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            pass
-    skipped = len(files) - len(arrays)
-    if skipped:
-        log.warning("skipped %d unreadable or non-image file(s) in %s", skipped, path)
-    if not arrays:
-        raise UserError(f"{path} holds no readable images; {SOURCE_HELP}")
-    x = torch.as_tensor(np.stack(arrays))
-    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return Dataset(path.name, list(classes), ImageSet(x.contiguous(), torch.tensor(labels)), skipped=skipped)
+
+def _folder_dataset(name: str, scans: dict[str, FolderScan]) -> Dataset:
+    """Decode scanned folders (train, maybe test) into memory."""
+    sets, skipped = {}, 0
+    for part, scan in scans.items():
+        x, y = scan.decode()
+        if scan.listed > len(y):
+            log.warning("skipped %d unreadable or non-image file(s) in %s", scan.listed - len(y), scan.path)
+        if not len(y):
+            raise UserError(f"{scan.path} holds no readable images; {SOURCE_HELP}")
+        sets[part], skipped = ImageSet(torch.as_tensor(x), torch.as_tensor(y)), skipped + scan.listed - len(y)
+    return Dataset(name, scans["train"].classes, sets["train"], sets.get("test"), skipped=skipped)
 
 
 def _resize_pil(im, size: int):
@@ -351,11 +469,11 @@ def make_splits(ds: Dataset, fraction: float = 1.0, seed: int = 0, val_fraction:
     """Validation split (fixed by split_seed, shared by all runs) then a label fraction (by seed)."""
     tr, va = stratified_split(ds.train.labels, val_fraction, split_seed)
     sub = tr[label_fraction(ds.train.labels[tr], fraction, seed, ds.classes)]
-    pool = ds.train.images[tr]
+    pool = rows(ds.train.images, tr)
     mean, std = channel_stats(pool)
     return Splits(
-        classes=ds.classes, x_train=ds.train.images[sub], y_train=ds.train.labels[sub],
-        x_val=ds.train.images[va], y_val=ds.train.labels[va], x_pool=pool, mean=mean, std=std,
+        classes=ds.classes, x_train=rows(ds.train.images, sub), y_train=ds.train.labels[sub],
+        x_val=rows(ds.train.images, va), y_val=ds.train.labels[va], x_pool=pool, mean=mean, std=std,
         indices={"train": sub.tolist(), "val": va.tolist()}, test=ds.test,
     )
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import hw
-from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, stratified_split
+from . import dist, hw
+from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, rows, stratified_split
 from .errors import UserError
 from .io import load_json, save_json, save_torch
 from .models import Classifier, load_backbone_weights, make_backbone
@@ -35,9 +35,15 @@ class DataConfig:
     cache_dir: str | None = None
     pad: int = -1  # crop translation in px; -1: image_size / 8 (4 px at 32x32)
     flip: bool = True
+    storage: str = "auto"  # auto | memory | stream (memory-mapped shards): where images live, see shards.py
 
     def crop_pad(self, image_size: int) -> int:
         return self.pad if self.pad >= 0 else max(1, image_size // 8)
+
+
+def data_settings(data: DataConfig) -> dict[str, Any]:
+    """The data settings a resumed run must match: storage is left out, it never changes the numbers."""
+    return {k: v for k, v in dataclasses.asdict(data).items() if k != "storage"}
 
 
 def metric_collection(num_classes: int):
@@ -69,17 +75,30 @@ def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch
 
 
 def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
+    """Metrics of the whole evaluation set from this rank's part of it (under torchrun torchmetrics
+    sums the ranks' counts in compute(); on one process the part is the whole)."""
     m = metric_collection(num_classes).to(logits.device)
-    out = {k: float(v) for k, v in m(logits, y).items()}
-    out["loss"] = float(F.cross_entropy(logits, y))
-    out["n"] = int(len(y))
+    m.update(logits, y)
+    out = {k: float(v) for k, v in m.compute().items()}
+    out["loss"], out["n"] = dist.mean(F.cross_entropy(logits, y), len(y))
     return out
 
 
 def confusion(logits: Tensor, y: Tensor, num_classes: int) -> list[list[int]]:
+    """Confusion matrix of the whole evaluation set from this rank's part of it, as classification_metrics."""
     from torchmetrics.classification import MulticlassConfusionMatrix
 
-    return MulticlassConfusionMatrix(num_classes)(logits.argmax(1), y).tolist()
+    m = MulticlassConfusionMatrix(num_classes).to(logits.device)
+    m.update(logits.argmax(1), y)
+    return m.compute().tolist()
+
+
+def predict_part(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: Tensor,
+                 precision: str = "fp32") -> tuple[Tensor, Tensor, slice]:
+    """Logits and labels of this rank's part of (x, y), and which part it is (all of it on one process)."""
+    part = dist.shard_slice(len(y))
+    logits = predict_logits(model, x[part], mean, std, precision=precision)
+    return logits, y[part].to(logits.device), part
 
 
 class Classification:
@@ -99,16 +118,18 @@ class Classification:
         return F.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits = predict_logits(model, self.s.x_val, self.s.mean, self.s.std, precision=self.precision)
-        m = classification_metrics(logits, self.s.y_val, self.num_classes)
+        logits, y, _ = predict_part(model, self.s.x_val, self.s.y_val, self.s.mean, self.s.std, self.precision)
+        m = classification_metrics(logits, y, self.num_classes)
         m.pop("n")
         return m
 
 
 def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
-    """Threads, device and the (cached) dataset: what every run needs before it builds its model."""
+    """Threads, device (this rank's, under torchrun) and the (cached) dataset: what every run needs
+    before it builds its model."""
     hw.setup_threads()
-    return hw.pick_device(device), dataset or load_dataset(data.source, data.image_size, data.cache_dir)
+    dev = dist.init(hw.pick_device(device))
+    return dev, dataset or load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
 
 
 def train_classifier(
@@ -124,7 +145,7 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train (or resume, or just return) the run in out_dir and return its summary."""
     out_dir = Path(out_dir)
-    settings = {"backbone": backbone, "init": str(init) if init else None, "data": dataclasses.asdict(data),
+    settings = {"backbone": backbone, "init": str(init) if init else None, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
     if done is not None:
@@ -146,30 +167,32 @@ def train_classifier(
     run_config = {"kind": "finetune", **settings, "dataset": ds.name, "classes": ds.classes,
                   "n_train": len(splits.y_train), "n_val": len(splits.y_val), "crop_pad": pad}
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / "indices.json").exists():
+    if dist.is_main() and not (out_dir / "indices.json").exists():
         save_json(splits.indices, out_dir / "indices.json")
     t0 = time.perf_counter()
-    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end)
+    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, {"storage": ds.storage})
 
-    # Final evaluation: confusion matrix, examples with predictions, and the test split if any.
-    logits = predict_logits(model, splits.x_val, splits.mean, splits.std, precision=precision)
-    probs = logits.softmax(1)
+    # Final evaluation (each rank its part): confusion matrix, examples with predictions, the test split if any.
+    logits, y, part = predict_part(model, splits.x_val, splits.y_val, splits.mean, splits.std, precision)
     pick = torch.linspace(0, len(splits.y_val) - 1, N_EXAMPLES).long()
+    probs = dist.gather_rows(logits.softmax(1), part, pick)
     summary = summarize(result.history)
     summary.update({
         "run": out_dir.name, "backbone": backbone, "init": str(init) if init else None,
         "fraction": data.fraction, "seed": cfg.seed, "n_train": len(splits.y_train), "n_val": len(splits.y_val),
-        "classes": ds.classes, "final": classification_metrics(logits, splits.y_val, len(ds.classes)),
-        "confusion_val": confusion(logits, splits.y_val, len(ds.classes)),
-        "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(probs[i].argmax()),
-                      "confidence": float(probs[i].max())} for i in pick],
+        "classes": ds.classes, "final": classification_metrics(logits, y, len(ds.classes)),
+        "confusion_val": confusion(logits, y, len(ds.classes)),
+        "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(p.argmax()),
+                      "confidence": float(p.max())} for i, p in zip(pick, probs)],
         "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
     })
-    save_torch(splits.x_val[pick].cpu(), out_dir / "examples.pt")
     if splits.test is not None:
-        tl = predict_logits(model, splits.test.images, splits.mean, splits.std, precision=precision)
-        summary["test"] = classification_metrics(tl, splits.test.labels.to(tl.device), len(ds.classes))
-    save_json(summary, out_dir / "summary.json")
+        tl, ty, _ = predict_part(model, splits.test.images, splits.test.labels, splits.mean, splits.std, precision)
+        summary["test"] = classification_metrics(tl, ty, len(ds.classes))
+    if dist.is_main():
+        save_torch(splits.x_val[pick].cpu(), out_dir / "examples.pt")
+        save_json(summary, out_dir / "summary.json")
+    dist.barrier()  # the run's files are complete before any rank moves on
     return summary
 
 
@@ -231,7 +254,8 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     hw.setup_threads()
     model, meta = load_classifier(checkpoint)
     d = meta["data"]
-    ds = load_dataset(source or d["source"], meta["image_size"], cache_dir or d.get("cache_dir"))
+    ds = load_dataset(source or d["source"], meta["image_size"], cache_dir or d.get("cache_dir"),
+                      d.get("storage", "auto"))
     if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
         raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
                         f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")
@@ -241,7 +265,7 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
         part = ds.test
     elif split == "val":
         _, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
-        part = ImageSet(ds.train.images[va], ds.train.labels[va])
+        part = ImageSet(rows(ds.train.images, va), ds.train.labels[va])
     else:
         raise UserError(f"--split {split} is unknown; use val or test")
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])

@@ -8,6 +8,8 @@ from functools import lru_cache
 
 import torch
 
+from .dist import local_world_size
+
 
 def available_cores() -> int:
     """Cores this process may actually use (cgroup/affinity aware, unlike os.cpu_count)."""
@@ -18,20 +20,26 @@ def available_cores() -> int:
 
 
 def setup_threads() -> int:
+    """PRETEXTLAB_THREADS, else this machine's cores shared by the processes torchrun started on it."""
     env = os.environ.get("PRETEXTLAB_THREADS", "")
-    n = int(env) if env.isdigit() and int(env) > 0 else available_cores()
+    n = int(env) if env.isdigit() and int(env) > 0 else max(1, available_cores() // local_world_size())
     torch.set_num_threads(n)
     return n
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present (auto), else the CPU; on CUDA, let cuDNN and matmuls pick their fastest kernels."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         from .errors import UserError
 
         raise UserError(f"--device {name} asked for, but no CUDA GPU is visible; use --device auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # input shapes repeat every step: tune convolutions once
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
+    return device
 
 
 def cpu_capability() -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -34,6 +37,10 @@ def save_torch(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def save_npy(array: np.ndarray, path: Path) -> None:
+    _atomic(path, lambda f: np.save(f, array))
+
+
 def save_json(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, default=str) + "\n").encode()))
 
@@ -44,3 +51,21 @@ def save_text(text: str, path: Path) -> None:
 
 def load_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` for the with-block, so that processes building the same
+    cache (the ranks of a torchrun job, two runs started together) take turns and it is built once.
+    Where no lock file can be made (a read-only cache) the block runs unlocked."""
+    import fcntl
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import hw
+from . import dist, hw
 from .data import Dataset, label_fraction, load_dataset, make_splits
 from .errors import UserError
 from .finetune import DataConfig, read_weights, train_classifier
@@ -76,6 +76,13 @@ PRESETS: dict[str, Preset] = {
                              schedule="constant", warmup=0.0, label_smoothing=0.0),
         max_epoch_factor=1.0,
     ),
+    # For a GPU (or several, with torchrun): ResNet-18 with the CIFAR stem, a longer schedule, batch 512
+    # with the learning rates linearly scaled from the usual 0.1 per 128 images.
+    "gpu": Preset(
+        backbone="resnet18",
+        pretrain=TrainConfig(epochs=60, batch_size=512, lr=0.2, weight_decay=5e-4, label_smoothing=0.0),
+        finetune=TrainConfig(epochs=30, batch_size=512, lr=0.4, weight_decay=5e-4, label_smoothing=0.1),
+    ),
     # Seconds, for tests and for checking a setup end to end.
     "smoke": Preset(
         backbone="fast",
@@ -115,6 +122,9 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
     and reused for every entry; each finished entry is saved at once (atomically), so an
     interrupted stage resumes at the first missing entry and a finished one costs nothing.
     """
+    if not dist.is_main():  # probes are cheap and single-process: rank 0 computes and writes them
+        dist.barrier()
+        return {}
     path = folder / "probes.json"
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
                                **probe_settings()})
@@ -123,6 +133,7 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
         raise UserError(f"{path} holds probes with other settings; use another --out or delete that file")
     todo = [(f, s) for f, s in keys if probe_key(f, s) not in store["results"]]
     if not todo:
+        dist.barrier()
         return store
     splits = make_splits(ds, 1.0, 0, data.val_fraction, data.split_seed).to(device)  # pool in split order
     pool_y = splits.y_train  # fraction 1.0: the labelled set is the whole pool, in pool order
@@ -134,6 +145,7 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
         store["results"][probe_key(f, seed)] = {"fraction": f, "seed": seed, "n_train": len(idx), **result,
                                                 "time_s": time.perf_counter() - t0}
         save_json(store, path)
+    dist.barrier()
     return store
 
 
@@ -177,7 +189,8 @@ def run_study(
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
     hw.setup_threads()
-    ds = load_dataset(data.source, data.image_size, data.cache_dir)
+    dist.init(hw.pick_device(device))  # under torchrun: join the job before anything is written
+    ds = load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
         make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
 
@@ -199,6 +212,10 @@ def run_study(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    def save() -> None:
+        if dist.is_main():
+            save_json(study, study_file)
+
     def stage(name: str, fn) -> Any:
         if name not in times:
             log.info("study: %s", name)
@@ -206,10 +223,10 @@ def run_study(
         result = fn()
         if name not in times:
             times[name] = time.perf_counter() - t
-            save_json(study, study_file)
+            save()
         return result
 
-    save_json(study, study_file)
+    save()
     inits: dict[str, str] = {}
     for task in pretexts:
         name = f"pretrain-{task}"
@@ -238,5 +255,5 @@ def run_study(
                                                      dataset=ds, device=device, quiet=quiet))
     study["total_time_s"] = sum(times.values())
     study["peak_rss_mib"] = peak_rss_mib()
-    save_json(study, study_file)
-    return write_report(out_dir)
+    save()
+    return dist.from_main(write_report(out_dir) if dist.is_main() else None)

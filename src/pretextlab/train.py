@@ -4,6 +4,9 @@ A run is a folder: config.json, metrics.csv, TensorBoard events, checkpoint.pt (
 atomic) and, when finished, summary.json. Re-running the same command resumes from the last
 checkpoint; every random draw of epoch e comes from a generator seeded by (seed, e), so a resumed
 run ends with exactly the metrics of an uninterrupted one.
+
+Under torchrun (see dist.py) every rank runs this same loop on its slice of each batch; rank 0
+alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor, nn
 
-from . import hw
+from . import dist, hw
 from .errors import UserError
 from .io import load_json, save_json, save_text, save_torch
 
@@ -143,16 +146,19 @@ def fit(
     device: torch.device | None = None,
     quiet: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train `model` on `task` for cfg.epochs, resuming from out_dir/checkpoint.pt if it exists.
 
-    run_config is written to config.json and must equal the stored one on resume; meta (classes,
-    normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else.
+    run_config is written to config.json and must equal the stored one on resume; resolved (facts
+    of this session that never change the numbers, e.g. data storage) is recorded but not compared;
+    meta (classes, normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else.
     """
     out_dir = Path(out_dir)
     device = device or torch.device("cpu")
     precision = hw.pick_precision(cfg.precision, device)
     channels_last = cfg.channels_last
+    main = dist.is_main()  # the one process that writes
     ckpt_path = out_dir / "checkpoint.pt"
     config = {**run_config, "train": train_settings(cfg)}
     _check_config(out_dir, config, ckpt_path)
@@ -162,8 +168,10 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
-    step_model = torch.compile(model) if cfg.compile else model  # same parameters, fused kernels
-    steps = steps_per_epoch(task.n_train, cfg.batch_size)
+    step_model = dist.wrap(model, device)  # under torchrun: DistributedDataParallel averages gradients
+    step_model = torch.compile(step_model) if cfg.compile else step_model  # same parameters, fused kernels
+    batch = dist.global_batch(min(cfg.batch_size, task.n_train))  # all ranks together
+    steps = steps_per_epoch(task.n_train, batch)
     total = cfg.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -171,6 +179,7 @@ def fit(
     start_epoch, elapsed = 0, 0.0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        _check_world_size(out_dir, state.get("world_size", 1))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -178,20 +187,24 @@ def fit(
         torch.set_rng_state(state["rng"])
         history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
         log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
-    save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
-                                      "device": str(device), "steps_per_epoch": steps}}, out_dir / "config.json")
+    if main:
+        save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
+                                          "device": str(device), "steps_per_epoch": steps,
+                                          "world_size": dist.world_size(), "batch_size": batch, **(resolved or {})}},
+                  out_dir / "config.json")
 
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    writer = SummaryWriter(str(out_dir / "tb"))
-    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet, unit="step", dynamic_ncols=True,
-               desc=out_dir.name, leave=False)
+    writer = SummaryWriter(str(out_dir / "tb")) if main else None
+    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet or not main, unit="step",
+               dynamic_ncols=True, desc=out_dir.name, leave=False)
     shown: dict[str, str] = {}  # the last validation metric, kept in the progress bar
     try:
         for epoch in range(start_epoch, cfg.epochs):
             g = epoch_generator(cfg.seed, epoch)
-            order, steps, bs = epoch_order(task.n_train, cfg.batch_size, g)
+            order, steps, bs = epoch_order(task.n_train, batch, g)
+            order, bs, g = dist.shard(order, steps, bs, g)  # this rank's slice of every batch
             model.train()
             if cfg.freeze_backbone:  # a linear probe keeps the backbone's BatchNorm statistics too
                 model.backbone.eval()
@@ -219,36 +232,43 @@ def fit(
                     bar.set_postfix(loss=f"{loss.item():.3f}", **shown, refresh=False)
                 bar.update(1)
             train_time = time.perf_counter() - t0
-            metrics = task.evaluate(model)  # validation
+            scored = torch.tensor(float(scored), device=device)
+            loss_sum, correct, scored = dist.all_sum(torch.stack([loss_sum, correct, scored]))  # over all ranks
+            seen = steps * bs * dist.world_size()  # examples drawn this epoch, all ranks
+            dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
+            metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
             elapsed += time.perf_counter() - t0
             row = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum.item() / steps,
-                **({"train_accuracy": correct.item() / scored} if scored else {}),
+                "train_loss": loss_sum.item() / (steps * dist.world_size()),
+                **({"train_accuracy": correct.item() / scored.item()} if scored else {}),
                 **{f"val_{k}": v for k, v in metrics.items()},
                 "lr": opt.param_groups[-1]["lr"],
-                "images_per_s": steps * bs / train_time,
+                "images_per_s": seen / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
                 "wall_time_s": elapsed,
             }
             history.append(row)
             shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
-            for k, v in row.items():  # log
-                if k != "epoch":
-                    writer.add_scalar(k, v, epoch + 1)
-            writer.flush()
-            _write_csv(history, out_dir / "metrics.csv")
-            save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
-                        "elapsed": elapsed, "history": history, "config": config, "meta": meta or {}}, ckpt_path)
-            msg = f"{out_dir.name} epoch {epoch + 1}/{cfg.epochs} " + " ".join(
-                f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
-            (log.info if quiet else bar.write)(msg)
+            if main:  # log
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch + 1)
+                writer.flush()
+                _write_csv(history, out_dir / "metrics.csv")
+                save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                            "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "history": history,
+                            "world_size": dist.world_size(), "config": config, "meta": meta or {}}, ckpt_path)
+                msg = f"{out_dir.name} epoch {epoch + 1}/{cfg.epochs} " + " ".join(
+                    f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
+                (log.info if quiet else bar.write)(msg)
             if on_epoch_end:
                 on_epoch_end(epoch, row)
     finally:
         bar.close()
-        writer.close()
+        if writer:
+            writer.close()
     return RunResult(out_dir, history)
 
 
@@ -278,6 +298,14 @@ def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise UserError(f"{out_dir} holds a run with other settings ({', '.join(diff)}); "
                         "use another --out or delete that folder to start afresh")
+
+
+def _check_world_size(out_dir: Path, stored: int) -> None:
+    """Refuse to resume on another number of processes: batches would be cut and augmented otherwise."""
+    if stored != dist.world_size():
+        how = "without torchrun" if stored == 1 else f"with torchrun and {stored} processes in all"
+        raise UserError(f"{out_dir} was trained by {stored} process(es), this is {dist.world_size()}; resume it "
+                        f"{how} (--nnodes x --nproc_per_node), or use another --out to start afresh")
 
 
 def json_roundtrip(obj: Any) -> Any:

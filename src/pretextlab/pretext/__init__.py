@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import torch
 
-from .. import hw
+from .. import dist, hw
 from ..data import Dataset, make_splits
 from ..errors import UserError
-from ..finetune import DataConfig, open_data
+from ..finetune import DataConfig, data_settings, open_data
 from ..io import save_json, save_torch
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
@@ -64,7 +64,7 @@ def pretrain(
     Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
     """
     out_dir = Path(out_dir)
-    settings = {"pretext": task_name, "backbone": backbone, "data": dataclasses.asdict(data),
+    settings = {"pretext": task_name, "backbone": backbone, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
     if done is not None:
@@ -82,7 +82,9 @@ def pretrain(
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end)
+    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, {"storage": ds.storage})
+    if not dist.is_main():  # the hand-over and diagnostics are cheap next to training: rank 0 does them
+        return dist.from_main(None)
 
     # Hand over a backbone whose BatchNorm statistics describe whole images, not patches.
     trained = copy.deepcopy(model.backbone)
@@ -101,7 +103,7 @@ def pretrain(
                     "options": dataclasses.asdict(task.o), "knn_accuracy": knn, "knn_images": n,
                     "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0})
     save_json(summary, out_dir / "summary.json")
-    return summary
+    return dist.from_main(summary)  # the other ranks get it once the files are complete
 
 
 def knn_diagnostic(trained: torch.nn.Module, backbone: str, ds: Dataset, data: DataConfig, splits, seed: int,

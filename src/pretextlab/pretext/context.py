@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import Splits, crop_at
 
 POSITIONS = ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right"]
@@ -152,23 +153,31 @@ class ContextPrediction:
         return F.cross_entropy(out.float(), target)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, x: Tensor, seed: int = 0, batch_size: int = 1000):
-        """Patch pairs, labels and predictions for images x, with a fixed seed (comparable across epochs)."""
+    def predict(self, model: nn.Module, x: Tensor, seed: int = 0, batch_size: int = 1000, shard: bool = False):
+        """Patch pairs, labels and predictions for images x, with a fixed seed (comparable across epochs).
+
+        With shard, this rank scores only its part of every chunk. Each rank still cuts the pairs of
+        the whole chunk: they come from one seeded stream, so the numbers do not depend on the number
+        of processes (cutting is cheap next to the forward pass).
+        """
         g = torch.Generator().manual_seed(seed)
         was = model.training
         model.eval()
         outs, labels = [], []
         for chunk in x.split(batch_size):
             first, second, label = self.pairs(chunk, g, train=False)
-            outs.append(model(self.normalise(torch.cat([first, second]))).float())
-            labels.append(label)
+            part = dist.shard_slice(len(label)) if shard else slice(None)
+            outs.append(model(self.normalise(torch.cat([first[part], second[part]]))).float())
+            labels.append(label[part])
         model.train(was)
         return torch.cat(outs), torch.cat(labels)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits, labels = self.predict(model, self.s.x_val)
-        return {"loss": float(F.cross_entropy(logits, labels)),
-                "accuracy": float((logits.argmax(1) == labels).float().mean())}
+        """Held-out loss and accuracy; under torchrun over every rank's part of the validation images."""
+        logits, labels = self.predict(model, self.s.x_val, shard=True)
+        loss, _ = dist.mean(F.cross_entropy(logits, labels), len(labels))
+        accuracy, _ = dist.mean((logits.argmax(1) == labels).float().mean(), len(labels))
+        return {"loss": loss, "accuracy": accuracy}
 
     @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:
