@@ -131,6 +131,9 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
     assert " [" in md.split("| linear probe | 0.5 |")[1].split("\n")[0]  # an interval in the cell
     stages = json.loads((out / "study.json").read_text())["stage_times_s"]
     assert {"probe-context", "probe-random-s0", "probe-random-s1", run_name(0.5, "context", 1)} <= set(stages)
+    # fine-tuning order: small fractions first, every seed of a fraction before the next fraction
+    assert [k for k in stages if k.startswith("f")] == [run_name(f, a, s) for f in (0.5, 1.0) for s in (0, 1)
+                                                        for a in ("scratch", "context")]
 
 
 @pytest.mark.parametrize("kw, message", [
