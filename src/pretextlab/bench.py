@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -348,8 +349,14 @@ def _fit_path(model: nn.Module, make_task: Callable[[Splits], Any], part: str, s
     def run(n_steps: int) -> tuple[int, float]:
         sub, epochs = _subset(s.splits, part, n_steps * s.bs, s.bs)
         cfg = TrainConfig(epochs=epochs, batch_size=s.bs, precision="auto")  # fit's defaults otherwise
-        history = fit(model, make_task(sub), cfg, s.tmp / name / f"fit{next(calls)}", {"kind": "bench", "run": name},
-                      device=CPU, quiet=True).history
+        train_log = logging.getLogger("pretextlab.train")
+        level = train_log.level
+        train_log.setLevel(logging.WARNING)  # the timing fits' epoch lines would only clutter the bench's output
+        try:
+            history = fit(model, make_task(sub), cfg, s.tmp / name / f"fit{next(calls)}",
+                          {"kind": "bench", "run": name}, device=CPU, quiet=True).history
+        finally:
+            train_log.setLevel(level)
         seconds = sum(n_steps * s.bs / epochs / row["images_per_s"] for row in history)
         return n_steps * s.bs, seconds
 

@@ -1004,6 +1004,17 @@ def _load_samples(path: Path) -> dict[str, Any] | None:
         return None
 
 
+SAMPLE_CAPTIONS = {  # what each task's sample figure shows
+    "context": "each pair shows the first patch (left) and the second (right), with the true and the predicted "
+               "position of the second relative to the first (green right, red wrong)",
+    "rotation": "held-out images as the network saw them, with the true and the predicted rotation "
+                "(green right, red wrong)",
+    "reconstruction": "held-out images: original | masked input | reconstruction, with the PSNR of the hidden pixels",
+    "simclr": "two augmented views of each held-out image; the title says which image's view the first one found "
+              "most similar among the batch (green: its own partner)",
+}
+
+
 def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
     """Pretext examples as a task's samples() describes them: per example, the images under the keys in
     samples["panels"] side by side (default: "first", and "second" if any, e.g. a patch pair), titled with samples["titles"]
@@ -1496,9 +1507,7 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
         samples = _load_samples(run.path)
         if samples is not None and len(samples.get("first", [])):
             samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
-            doc.figure(f"pretext_samples_{task}.png", f"{task} inputs: each pair shows the first patch (left) and "
-                                                      "the second (right), with the true and the predicted position "
-                                                      "of the second relative to the first (green right, red wrong)")
+            doc.figure(f"pretext_samples_{task}.png", f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
         else:
             doc.para(f"No pretext samples (samples.pt) in `pretrain-{task}/`.")
         _backbone_views(doc, study, run, fig_dir)
