@@ -38,7 +38,7 @@ def _names(text: str) -> tuple[str, ...]:
 def train(
     data: str = typer.Option("cifar10", help=DATA_HELP),
     fraction: float = typer.Option(1.0, help="share of the training labels used, in (0, 1]; stratified, seeded"),
-    backbone: str = typer.Option("fast", help="fast | fast-wide | resnet18 | resnet34 | mobilenet_v3_large"),
+    backbone: str = typer.Option("fast", help="fast | fast-wide | resnet18 | resnet34 | resnet50 | mobilenet_v3_large"),
     epochs: int = typer.Option(15),
     batch_size: int = typer.Option(256),
     optimizer: str = typer.Option("sgd", help="sgd (Nesterov momentum) | adamw"),

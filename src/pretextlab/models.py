@@ -59,9 +59,9 @@ class FastNet(nn.Module):
 
 def _resnet(depth: int, in_channels: int) -> nn.Module:
     """torchvision ResNet with the CIFAR stem (3x3 conv, stride 1, no max-pool; He et al. 2016)."""
-    from torchvision.models import resnet18, resnet34
+    from torchvision.models import resnet18, resnet34, resnet50
 
-    net = {18: resnet18, 34: resnet34}[depth](weights=None)
+    net = {18: resnet18, 34: resnet34, 50: resnet50}[depth](weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
     net.out_dim = net.fc.in_features
@@ -89,6 +89,7 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
     "fast-wide": lambda c: FastNet(c, (32, 64, 128, 256)),
     "resnet18": lambda c: _resnet(18, c),
     "resnet34": lambda c: _resnet(34, c),
+    "resnet50": lambda c: _resnet(50, c),  # bottleneck blocks, 2048-d features: for GPUs
     "mobilenet_v3_large": _mobilenet_v3_large,
 }
 
