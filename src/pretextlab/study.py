@@ -64,13 +64,15 @@ PRESETS: dict[str, Preset] = {
     # CPU-friendly: the whole study on 2 cores in well under an hour. Two pretext epochs, not more:
     # longer context-prediction pretraining specialised the later layers to patches and transferred
     # worse (8 epochs: 10%-label macro-F1 0.665 vs 0.706 after 2, scratch 0.710; README, Results).
-    # Every pretext task gets the same two passes over the pool; rotation draws one rotation per
-    # image so that a pass costs one image, as for the others (all four is 4x the compute).
+    # The other tasks get the same compute: two whole-image backbone passes per pool image, i.e.
+    # 2 epochs of rotation (one random rotation per image; all four would be 4x the compute) and
+    # of reconstruction, 1 epoch of SimCLR (two views per image). Context's patch pairs are smaller.
     "fast": Preset(
         backbone="fast",
         pretrain=TrainConfig(epochs=2, batch_size=256, lr=0.1, weight_decay=5e-4, label_smoothing=0.0),
         finetune=TrainConfig(epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1),
         pretext_options={"rotation": {"all_rotations": False}},
+        pretrain_epochs={"simclr": 1},
     ),
     # The homework's setting as given: MobileNetV3-Large, AdamW lr 1e-3, betas (0.9, 0.999), wd 0.01.
     "homework": Preset(
