@@ -179,3 +179,10 @@ def test_non_checkpoint_file(run_cli, assert_user_error, tmp_path):
     assert_user_error(proc, "photo.png", "not a pretextlab checkpoint")
     assert proc.stdout == ""
 
+
+
+def test_export_of_a_folder_that_is_no_study(run_cli, assert_user_error, tmp_path):
+    (tmp_path / "notastudy").mkdir()
+    proc = run_cli("export", tmp_path / "notastudy", tmp_path / "dest")
+    assert_user_error(proc, "not a study folder")
+    assert not (tmp_path / "dest").exists()

@@ -1,6 +1,7 @@
 """The study: every stage runs once, an interrupted study resumes where it stopped, the report follows."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -182,3 +183,34 @@ def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_data
     assert both["results"]["f0.5-s0"] == entry and both["results"]["f1-s0"]["n_train"] == 45
     with pytest.raises(UserError, match="holds probes with other settings"):
         run_probes(net, {**origin, "init": "other"}, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+
+
+def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, cache_dir, tmp_path):
+    """`export` copies what a study needs to resume but no weights; resuming the copy re-makes the
+    backbone (bit-identical here: same machine, seed and threads) and keeps every finished run."""
+    folder = make_image_folder(n_per_class=12, size=16)
+    out = tmp_path / "study"
+    run_study(_data(folder, cache_dir), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    with pytest.raises(UserError, match="inside the study folder"):
+        study_mod.export_study(out, out / "copy")
+    kept = tmp_path / "kept"
+    files, size = study_mod.export_study(out, kept)
+    names = [p.relative_to(kept) for p in kept.rglob("*") if p.is_file()]
+    assert files == len(names) and size == sum((kept / n).stat().st_size for n in names)
+    assert not [n for n in names if n.suffix in (".pt", ".safetensors") or "tb" in n.parts]
+    assert (kept / "report.md").exists() and (kept / "study.json").exists()
+    original = (out / "pretrain-context" / "backbone.safetensors").read_bytes()
+    kept_summary = json.loads((kept / "pretrain-context" / "summary.json").read_text())
+    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context" / "backbone.safetensors")
+
+    shutil.rmtree(out)  # a new machine: only the kept files, put back at the study's --out
+    shutil.copytree(kept, out)
+    run_file = out / run_name(1.0, "context", 0) / "summary.json"
+    stamp = run_file.stat().st_mtime_ns
+    run_study(_data(folder, cache_dir), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    assert run_file.stat().st_mtime_ns == stamp  # the finished run was kept, not redone
+    assert (out / "pretrain-context" / "backbone.safetensors").read_bytes() == original
+    remade = json.loads((out / "pretrain-context" / "summary.json").read_text())
+    assert remade["earlier_backbone_sha256"] == remade["backbone_sha256"] == kept_summary["backbone_sha256"]
+    report = (out / "report.md").read_text()
+    assert "pretrained again" in report and "bit-identical to the earlier one" in report

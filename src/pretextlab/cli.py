@@ -232,6 +232,19 @@ def report(study_dir: Path = typer.Argument(..., help="a study folder, or a sing
 
 
 @app.command()
+def export(
+    study_dir: Path = typer.Argument(..., help="a study folder (the --out of `pretextlab study`)"),
+    dest: Path = typer.Argument(..., help="where to copy its report and results, e.g. docs/my-study"),
+) -> None:
+    """Copy a study's report and results without weights, checkpoints or TensorBoard logs (small enough to
+    commit). Copied back to the study's --out path, `pretextlab study` resumes it, re-making the backbones."""
+    from .study import export_study
+
+    files, size = export_study(study_dir, dest)
+    _echo(f"exported {files} files ({size / 2**20:.1f} MiB) to {dest}")
+
+
+@app.command()
 def bench(
     data: Optional[str] = typer.Option(None, help="image folder to measure on (default: synthetic 32 px JPEGs)"),
     backbones: str = typer.Option("fast,resnet18", help="backbones, comma-separated; the first is the default"),

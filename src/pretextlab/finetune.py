@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from . import dist, hw
 from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, rows, stratified_split
 from .errors import UserError
-from .io import load_json, save_json, save_torch
+from .io import load_json, save_json, save_torch, sha256_file
 from .models import Classifier, load_backbone_weights, make_backbone
 from .train import TrainConfig, finished_summary, fit, train_settings
 
@@ -179,6 +179,7 @@ def train_classifier(
     summary = summarize(result.history)
     summary.update({
         "run": out_dir.name, "backbone": backbone, "init": str(init) if init else None,
+        "init_sha256": sha256_file(Path(init)) if init else None,
         "fraction": data.fraction, "seed": cfg.seed, "n_train": len(splits.y_train), "n_val": len(splits.y_val),
         "classes": ds.classes, "final": classification_metrics(logits, y, len(ds.classes)),
         "confusion_val": confusion(logits, y, len(ds.classes)),

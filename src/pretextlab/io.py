@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -51,6 +52,15 @@ def save_text(text: str, path: Path) -> None:
 
 def load_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file: names a weights file by its bits, so runs can say which one they started from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextmanager

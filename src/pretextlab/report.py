@@ -61,8 +61,10 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
                      "best": {metric: {"value", "epoch"}},   # every val_* column (loss: lowest)
                      "last": {column: float},                 # the last metrics.csv row
                      "knn_accuracy": {backbone: float},       # e.g. pretrained / random, if the run wrote it
-                     "images_per_s": float | null, "wall_time_s": float | null}},
-  "machine": {...}, "stage_times_s": {stage: float}
+                     "images_per_s": float | null, "wall_time_s": float | null,
+                     "backbone_sha256": str | null,           # the weights fine-tuning starts from
+                     "remade": str | null}},                  # remade_note's sentence, if re-made on resume
+  "machine": {...}, "earlier_machines": [{...}], "stage_times_s": {stage: float}
 }
 
 quantity is one of QUANTITIES: f1_macro, precision_macro, recall_macro, accuracy, loss (best values),
@@ -396,8 +398,8 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "aggregate": aggregate,
         "comparison": comparison,
         "evaluation": evaluation_summary(evaluation_values(study, runs), study.arms),
-        "pretext": {t: pretext_stats(p) for t, p in study.pretexts.items()},
-        "machine": cfg.get("machine"),
+        "pretext": {t: {**pretext_stats(p), "remade": remade_note(study, t)} for t, p in study.pretexts.items()},
+        "machine": cfg.get("machine"), "earlier_machines": cfg.get("earlier_machines", []),
         "stage_times_s": cfg.get("stage_times_s", {}),
     }
 
@@ -459,7 +461,7 @@ def pretext_stats(run: PretextRun) -> dict[str, Any]:
     return {"status": run.status, "epochs": len(h), "chance": chance, "best": summarize(h)["best"], "last": h[-1],
             "knn_accuracy": knn if isinstance(knn, dict) else {},
             "images_per_s": statistics.fmean(_column(h, "images_per_s")) if _column(h, "images_per_s") else None,
-            "wall_time_s": s.get("wall_time_s", h[-1].get("wall_time_s"))}
+            "wall_time_s": s.get("wall_time_s", h[-1].get("wall_time_s")), "backbone_sha256": s.get("backbone_sha256")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1498,6 +1500,9 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
     rows.append(["wall time (s)", *(_num(ps[t]["wall_time_s"], "seconds") for t in tasks)])
     rows.append(["mean images/s", *(_num(ps[t]["images_per_s"], "rate") for t in tasks)])
     doc.table(["quantity", *tasks], rows)
+    for task in tasks:
+        if ps[task].get("remade"):
+            doc.para(ps[task]["remade"])
 
     for task, run in study.pretexts.items():
         doc.heading(3, f"Pretext: {task}")
@@ -1511,6 +1516,22 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
         else:
             doc.para(f"No pretext samples (samples.pt) in `pretrain-{task}/`.")
         _backbone_views(doc, study, run, fig_dir)
+
+
+def remade_note(study: Study, task: str) -> str | None:
+    """Say when a pretrained backbone was re-made (a study resumed from `pretextlab export`, which keeps
+    no weights) and how many finished fine-tuning runs started from the earlier one."""
+    run = study.pretexts.get(task)
+    summary = (run.summary if run else None) or {}
+    if "earlier_backbone_sha256" not in summary:
+        return None
+    new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
+    earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
+    bits = ("bit-identical to the earlier one" if old == new else
+            "not bit-identical to the earlier one (same recipe and seed; another machine or library build)"
+            if old else "of unknown likeness: the earlier one's SHA-256 was not kept")
+    return (f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made "
+            f"backbone is {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one.")
 
 
 def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> None:
@@ -1594,6 +1615,9 @@ def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     if machine:
         doc.para("Machine and library versions:")
         doc.table(["item", "value"], [[k, "none" if v is None else str(v)] for k, v in machine.items()])
+    for m in cfg.get("earlier_machines") or []:
+        doc.para("Parts of the study ran earlier on another machine or setup: "
+                 + ", ".join(f"{k} {v}" for k, v in m.items() if k in ("cpu", "cpu_capability", "threads", "torch", "cuda")))
     times = summary["stage_times_s"]
     runs = {r.name: r.history for r in study.runs} | {f"pretrain-{t}": p.history for t, p in study.pretexts.items()}
     rows = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from . import dist, hw
 from .data import Dataset, label_fraction, load_dataset, make_splits
 from .errors import UserError
 from .finetune import DataConfig, read_weights, train_classifier
-from .io import load_json, save_json
+from .io import load_json, save_json, sha256_file
 from .models import load_backbone_weights, make_backbone
 from .probe import evaluate_frozen, frozen_features, probe_settings, random_backbone
 from .train import TrainConfig, json_roundtrip
@@ -217,6 +218,11 @@ def run_study(
                     "channels": ds.channels, "skipped_files": ds.skipped},
         "machine": hw.machine_info(), "stage_times_s": times,
     }
+    earlier = state.get("earlier_machines", [])  # a study resumed elsewhere (e.g. from `pretextlab export`)
+    if state.get("machine") not in (None, study["machine"], *earlier):
+        earlier.append(state["machine"])
+    if earlier:
+        study["earlier_machines"] = earlier
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -266,3 +272,39 @@ def run_study(
     study["peak_rss_mib"] = peak_rss_mib()
     save()
     return dist.from_main(write_report(out_dir) if dist.is_main() else None)
+
+
+KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, tensors or logs
+
+
+def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
+    """Copy a study's report and result files to dest, leaving out weights, checkpoints, tensors and
+    TensorBoard logs; returns (files, bytes).
+
+    Why: a study can outlive the machine it runs on (hours of CPU, sessions that end). The copy is
+    small enough to commit and is itself a study folder: copied back to the study's original --out
+    path (runs record the path of the backbone they started from), `pretextlab study` keeps every
+    finished run and probe, re-makes the pretrained backbones (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json, so the re-made one can be
+    told apart from the one the finished runs started from, and the report says so.
+    """
+    study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
+    if not (study_dir / "study.json").is_file():
+        raise UserError(f"{study_dir} is not a study folder (no study.json); pass the --out of `pretextlab study`")
+    if dest == study_dir or study_dir in dest.parents:
+        raise UserError(f"{dest} is inside the study folder; export to a folder outside {study_dir}")
+    files, size = 0, 0
+    for src in sorted(study_dir.rglob("*")):
+        rel = src.relative_to(study_dir)
+        if not src.is_file() or src.suffix not in KEPT_SUFFIXES or "tb" in rel.parts or src.name.startswith("."):
+            continue
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        weights = src.parent / "backbone.safetensors"
+        if src.name == "summary.json" and src.parent.name.startswith("pretrain-") and weights.is_file():
+            summary = load_json(src)  # made before backbones carried their hash: add it now
+            summary.setdefault("backbone_sha256", sha256_file(weights))
+            save_json(summary, out)
+        else:
+            shutil.copy2(src, out)
+        files, size = files + 1, size + out.stat().st_size
+    return files, size

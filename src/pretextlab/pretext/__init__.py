@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from .. import dist, hw
 from ..data import Dataset, make_splits
 from ..errors import UserError
 from ..finetune import DataConfig, data_settings, open_data
-from ..io import save_json, save_torch
+from ..io import save_json, save_torch, sha256_file
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
 from ..train import TrainConfig, finished_summary, fit, train_settings
@@ -27,6 +28,8 @@ from .context import ContextOptions, ContextPrediction
 from .reconstruction import Reconstruction, ReconstructionOptions
 from .rotation import Rotation, RotationOptions
 from .simclr import SimCLR, SimCLROptions
+
+log = logging.getLogger(__name__)
 
 TASKS: dict[str, tuple[type, type]] = {
     "context": (ContextPrediction, ContextOptions),
@@ -67,8 +70,10 @@ def pretrain(
     settings = {"pretext": task_name, "backbone": backbone, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
-    if done is not None:
+    if done is not None and (out_dir / "backbone.safetensors").exists():
         return done
+    if done is not None:  # a kept study (`pretextlab export`) has the results, not the weights: re-make them
+        log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", out_dir)
     dev, ds = open_data(data, device, dataset)
     splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
     precision = hw.pick_precision(cfg.precision, dev)
@@ -101,7 +106,10 @@ def pretrain(
     summary = summarize(result.history)
     summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
                     "options": dataclasses.asdict(task.o), "knn_accuracy": knn, "knn_images": n,
-                    "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0})
+                    "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+                    "backbone_sha256": sha256_file(out_dir / "backbone.safetensors")})
+    if done is not None:  # fine-tuning runs finished before started from this one
+        summary["earlier_backbone_sha256"] = done.get("backbone_sha256")
     save_json(summary, out_dir / "summary.json")
     return dist.from_main(summary)  # the other ranks get it once the files are complete
 
