@@ -180,7 +180,6 @@ def test_non_checkpoint_file(run_cli, assert_user_error, tmp_path):
     assert proc.stdout == ""
 
 
-
 def test_export_of_a_folder_that_is_no_study(run_cli, assert_user_error, tmp_path):
     (tmp_path / "notastudy").mkdir()
     proc = run_cli("export", tmp_path / "notastudy", tmp_path / "dest")

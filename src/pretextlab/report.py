@@ -398,7 +398,7 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "aggregate": aggregate,
         "comparison": comparison,
         "evaluation": evaluation_summary(evaluation_values(study, runs), study.arms),
-        "pretext": {t: {**pretext_stats(p), "remade": remade_note(study, t)} for t, p in study.pretexts.items()},
+        "pretext": {t: {**pretext_stats(p), "remade": remade_note(study, p)} for t, p in study.pretexts.items()},
         "machine": cfg.get("machine"), "earlier_machines": cfg.get("earlier_machines", []),
         "stage_times_s": cfg.get("stage_times_s", {}),
     }
@@ -1518,11 +1518,10 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
         _backbone_views(doc, study, run, fig_dir)
 
 
-def remade_note(study: Study, task: str) -> str | None:
+def remade_note(study: Study, run: PretextRun) -> str | None:
     """Say when a pretrained backbone was re-made (a study resumed from `pretextlab export`, which keeps
     no weights) and how many finished fine-tuning runs started from the earlier one."""
-    run = study.pretexts.get(task)
-    summary = (run.summary if run else None) or {}
+    task, summary = run.task, run.summary or {}
     if "earlier_backbone_sha256" not in summary:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
