@@ -272,7 +272,7 @@ def pretrain_and_finetune(tmp_path, tiny_dataset, tiny_data_config, tiny_train_c
     from pretextlab.finetune import train_classifier
     from pretextlab.io import load_json
     from pretextlab.pretext import pretrain
-    from pretextlab.report import samples_figure
+    from pretextlab.figures import samples_figure
 
     def run(task: str, options: dict | None = None, dataset: Dataset | None = None) -> dict:
         ds = dataset or tiny_dataset

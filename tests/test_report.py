@@ -1,4 +1,4 @@
-"""The study report: the plateau and time-to-95 % rules, and reports of fabricated tiny studies."""
+"""The study report: reports of fabricated tiny studies, their tables, conclusions and statistics."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from pretextlab.errors import UserError
 from pretextlab.finetune import summarize
 from pretextlab.models import Classifier, make_backbone
-from pretextlab.report import (compare, early_features, filter_mosaic, fraction_conclusions, fraction_table,
-                               load_study, plateau_epoch, summarize_study, time_to_fraction_of_best, write_report)
+from pretextlab.report import fraction_conclusions, fraction_table, write_report
+from pretextlab.results import compare, load_study, plateau_epoch, summarize_study
 
 torch.set_num_threads(1)
 
@@ -26,48 +26,6 @@ CURVES = {
     (0.1, "scratch", 0): [0.2034, 0.2611, 0.3017, 0.3102],
     (0.1, "context", 0): [0.3345, 0.4158, 0.4406, 0.4437],
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# The pure rules
-
-
-@pytest.mark.parametrize("values, expected", [
-    ([0.1, 0.2, 0.3, 0.4], 4),  # still rising by more than tol every epoch: plateaus at the end
-    ([0.5, 0.8, 0.7, 0.6], 2),  # early peak
-    ([0.5, 0.5, 0.5, 0.5], 1),  # flat
-    ([0.5, 0.505, 0.51, 0.515], 2),  # slow rise: from epoch 2 on, the gain left is exactly tol
-    ([0.2, 0.6, 0.605, 0.612, 0.609], 3),  # small late gains within tol do not move the plateau
-    ([0.7], 1),
-])
-def test_plateau_epoch(values, expected):
-    assert plateau_epoch(values) == expected
-
-
-def test_plateau_epoch_tolerance_and_empty():
-    assert plateau_epoch([0.5, 0.52, 0.53], tol=0.05) == 1
-    assert plateau_epoch([0.5, 0.52, 0.53], tol=0.0) == 3
-    with pytest.raises(ValueError):
-        plateau_epoch([])
-
-
-@pytest.mark.parametrize("values, expected", [
-    ([0.1, 0.5, 0.9, 1.0], (4, 40.0)),  # monotone: 0.9 < 0.95 x 1.0, so only the last epoch
-    ([0.1, 0.5, 0.95, 1.0], (3, 30.0)),  # reaching exactly 0.95 x best counts
-    ([0.2, 0.96, 0.5, 1.0], (2, 20.0)),  # early near-peak counts, even if it dips later
-    ([0.4, 0.4, 0.4, 0.4], (1, 10.0)),  # flat: reached at once
-    ([0.0, 0.0, 0.0, 0.0], (1, 10.0)),
-])
-def test_time_to_fraction_of_best(values, expected):
-    assert time_to_fraction_of_best(values, [10.0, 20.0, 30.0, 40.0]) == expected
-
-
-def test_time_to_fraction_of_best_other_fraction_and_errors():
-    assert time_to_fraction_of_best([0.1, 0.5, 0.9, 1.0], [1, 2, 3, 4], frac=0.5) == (2, 2.0)
-    with pytest.raises(ValueError):
-        time_to_fraction_of_best([0.1, 0.2], [1.0])
-    with pytest.raises(ValueError):
-        time_to_fraction_of_best([], [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,17 +237,6 @@ def test_empty_folder_is_a_user_error(tmp_path: Path):
         write_report(tmp_path / "nowhere")
 
 
-def test_backbone_views():
-    torch.manual_seed(0)
-    net = make_backbone("fast", 3)
-    maps = early_features(net, torch.randn(1, 3, 16, 16))
-    shapes = [tuple(t.shape) for t in maps.values()]
-    assert shapes == [(1, 24, 16, 16), (1, 48, 8, 8)]  # after the stem, after the first ResBlock
-    assert list(maps)[1].startswith("first block (blocks.0)")
-    mosaic = filter_mosaic(net.stem[0].weight)
-    assert mosaic.shape == (5 * 4 + 1, 5 * 4 + 1, 3) and mosaic.min() >= 0 and mosaic.max() <= 1
-
-
 def _cmp(**pairs: tuple[float, float]) -> dict:
     """A one-seed comparison from {quantity: (scratch, pretrained)}."""
     return {k: compare({0: a}, {0: b}) for k, (a, b) in pairs.items()}
@@ -310,16 +257,6 @@ def test_conclusions_claim_only_what_the_numbers_show():
     assert lines[1].startswith("Validation macro-F1 rose faster for scratch") and "less far to go" in lines[1]
     assert lines[2].startswith("Scratch plateaued first")
     assert lines[3].startswith("Context reached the higher maximum") and "+0.1000" in lines[3]
-
-
-def test_run_figure_draws_a_single_runs_curves(tmp_path):
-    from pretextlab.report import run_figure
-
-    rows = "epoch,train_loss,val_loss,val_f1_macro,val_precision_macro,val_recall_macro,val_accuracy\n"
-    rows += "1,2.0,1.9,0.3,0.3,0.3,0.3\n2,1.5,1.6,0.5,0.5,0.5,0.5\n"
-    (tmp_path / "metrics.csv").write_text(rows)
-    path = run_figure(tmp_path)
-    assert path == tmp_path / "curves.png" and path.stat().st_size > 10_000
 
 
 # ----------------------------------------------------------------------------------------------

@@ -221,7 +221,8 @@ def study(
 @app.command()
 def report(study_dir: Path = typer.Argument(..., help="a study folder, or a single run folder")) -> None:
     """(Re-)write a study's report.md, report.html, figures and summary.json; for a run, its curves.png."""
-    from .report import run_figure, write_report
+    from .figures import run_figure
+    from .report import write_report
 
     if not (study_dir / "study.json").is_file() and (study_dir / "metrics.csv").is_file():
         typer.echo(f"curves: {run_figure(study_dir)}")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from . import dist, hw
 from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, rows, stratified_split
 from .errors import UserError
-from .io import load_json, save_json, save_torch, sha256_file
+from .io import save_json, save_torch, sha256_file
 from .models import Classifier, load_backbone_weights, make_backbone
 from .train import TrainConfig, finished_summary, fit, train_settings
 

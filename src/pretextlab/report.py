@@ -1,76 +1,15 @@
 """The study report: the homework's questions answered from the numbers the runs wrote.
 
-`write_report(study_dir)` only reads (it never trains) a study folder: study.json,
-pretrain-<task>/ and f<fraction>-<arm>-s<seed>/ run folders, and the frozen-backbone probes in
-pretrain-<task>/probes.json and random-init/probes.json. It writes
+`write_report(study_dir)` reads a study folder through `results` (it never trains) and writes
 
 - report.md   figures referenced as figures/NAME.png, so report.md and figures/ can be copied
               together into docs/ and render on GitHub;
 - report.html the same content, self-contained (figures inlined as base64);
-- figures/*.png, drawn with matplotlib's Agg canvas (no display needed);
-- summary.json, the numbers behind the report (schema below).
+- figures/*.png, drawn by `figures`;
+- summary.json, the numbers behind the report (schema in `results`).
 
 A study still in progress renders too: missing and unfinished runs are listed, curves show what
 exists, and tables and conclusions use finished runs only (a partial curve has no "best" yet).
-
-summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); over seeds,
-"mean" is the mean, "std" the sample standard deviation and "ci95" the 95% Student t interval of
-the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
-
-{
-  "study": str,                                  # the study folder's name
-  "dataset": {...} | null,                       # study.json "dataset" as written (name, classes, ...)
-  "status": {"finished": [run], "in_progress": [{"run": str, "epochs": int, "planned_epochs": int | null}],
-             "missing": [run],                  # missing: planned in study.json, no finished epoch yet
-             "missing_probes": [str]},          # "<method> f<fraction>-s<seed>" planned, not in probes.json
-  "rules": {"plateau": str, "time_to_95": str, "equal_within": 0.005},
-  "runs": {                                      # finished fine-tuning runs
-    run: {
-      "fraction": float, "arm": "scratch" | <pretext>, "seed": int, "epochs": int, "n_train": int | null,
-      "best": {metric: {"value": float, "epoch": int}},   # f1_macro, precision_macro, recall_macro,
-                                                          # accuracy (highest), loss (lowest)
-      "final": {metric: float} | null,                    # end-of-training evaluation ("final" of the run)
-      "test": {metric: float},                            # only when the run evaluated a test split
-      "time_to_95": {"epoch": int, "wall_time_s": float}, # first epoch with val macro-F1 >= 0.95 x best
-      "plateau_epoch": int,
-      "gap": {"accuracy_train_minus_val": float, "loss_val_minus_train": float},  # last epoch
-      "train_loss": {"first_epoch": float, "mean": float},                          # mean = area / epochs
-      "images_per_s": float, "wall_time_s": float
-    }
-  },
-  "aggregate": {fraction: {arm: {quantity: {"mean": float, "std": float | null, "n": int,
-                                             "ci95": [float, float] | null}}}},
-  "comparison": {fraction: {<pretext arm>: {quantity: {
-      "scratch": float, "pretrained": float,     # means over seeds
-      "pretrained_minus_scratch": float,         # difference of the means
-      "paired_std": float | null,                # std of per-seed differences (>= 2 shared seeds)
-      "paired_ci95": [float, float] | null,      # t interval of the mean per-seed difference
-      "significant": bool | null,                # paired_ci95 excludes 0; null: one shared seed
-      "n_seeds": [int, int]}}}},                 # [scratch, pretrained]
-  "evaluation": {                                # every method under every protocol, final numbers only
-    "protocols": {protocol: str},                # finetune | linear | knn -> its name in the report
-    "metrics": ["f1_macro", "accuracy"], "baseline": "scratch", "rule": str,
-    "cells": {protocol: {fraction: {method: {metric: {     # method: scratch (random init) | <pretext>
-        "mean": float, "std": float | null, "n": int, "ci95": [float, float] | null,
-        "by_seed": {seed: float}}}}}},
-    "vs_baseline": {protocol: {fraction: {<pretext>: {metric: {   # method minus scratch, paired by seed
-        "difference": float, "std": float | null, "n": int, "ci95": [float, float] | null,
-        "significant": bool | null, "seeds": [int]}}}}}
-  },                                             # finetune: the end-of-training validation metrics
-  "pretext": {task: {"status": str, "epochs": int, "chance": float | null,
-                     "best": {metric: {"value", "epoch"}},   # every val_* column (loss: lowest)
-                     "last": {column: float},                 # the last metrics.csv row
-                     "knn_accuracy": {backbone: float},       # e.g. pretrained / random, if the run wrote it
-                     "images_per_s": float | null, "wall_time_s": float | null,
-                     "backbone_sha256": str | null,           # the weights fine-tuning starts from
-                     "remade": str | null}},                  # remade_note's sentence, if re-made on resume
-  "machine": {...}, "earlier_machines": [{...}], "stage_times_s": {stage: float}
-}
-
-quantity is one of QUANTITIES: f1_macro, precision_macro, recall_macro, accuracy, loss (best values),
-<metric>_epoch, final_f1_macro, final_accuracy, test_f1_macro, test_accuracy, time_to_95_epoch,
-time_to_95_wall_time_s, plateau_epoch, gap_accuracy, gap_loss, train_loss_first_epoch,
-train_loss_mean, epochs, wall_time_s, images_per_s.
 """
 
 from __future__ import annotations
@@ -82,386 +21,26 @@ import logging
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
-from torch import Tensor, nn
+from torch import Tensor
 
 from .data import normalize
 from .errors import UserError
-from .finetune import summarize
-from .io import load_json, save_json, save_text
-from .models import make_backbone
-from .probe import PROTOCOLS as PROBE_PROTOCOLS, random_backbone
-from .stats import RULE as CI_RULE, describe, paired_difference
-from .study import RANDOM_INIT_DIR, probe_key, run_name
-from .train import read_csv
+from .figures import (SAMPLE_CAPTIONS, confusion_figure, early_features, examples_figure, feature_maps_figure,
+                      filters_figure, fraction_figure, fraction_title, load_pretext_backbone, loss_figure,
+                      metrics_figure, pretext_figure, samples_figure)
+from .io import save_json, save_text
+from .probe import random_backbone
+from .results import (EQUAL_WITHIN, FRACTION_OF_BEST, NAMES, PLATEAU_RULE, PROTOCOLS, RUN_NAME, T95_RULE, PretextRun,
+                      Run, Study, baseline_name, column, fraction_key, load_samples, load_study, read_json,
+                      summarize_study)
 
 log = logging.getLogger(__name__)
 
-EQUAL_WITHIN = 0.005  # metric differences at most this large are reported as "about equal"
-PLATEAU_TOL = 0.01
-FRACTION_OF_BEST = 0.95
-METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
-NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
-         "accuracy": "accuracy", "loss": "loss"}
-PLATEAU_RULE = (f"the plateau epoch is the first epoch e such that no later epoch's validation macro-F1 "
-                f"exceeds the value at e by more than {PLATEAU_TOL} (absolute)")
-T95_RULE = (f"time to {FRACTION_OF_BEST:.0%} is the first epoch whose validation macro-F1 reaches "
-            f"{FRACTION_OF_BEST} x the run's own best, with the cumulative training wall time at that epoch")
-RUN_NAME = re.compile(r"^f(?P<fraction>\d*\.?\d+(?:e[+-]?\d+)?)-(?P<arm>.+)-s(?P<seed>\d+)$")
-QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
-              "test_f1_macro",
-              "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",
-              "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs", "wall_time_s", "images_per_s")
-DPI = 110
-
-
-# ----------------------------------------------------------------------------------------------
-# The rules, pure so they can be tested on hand-made curves
-
-
-def plateau_epoch(values: Sequence[float], tol: float = PLATEAU_TOL) -> int:
-    """First epoch (1-based) after which the curve never rises more than `tol` above its value there.
-
-    Why this rule: "the best epoch" is noisy and often the last one of a decaying learning rate;
-    this one asks when further training stopped buying a meaningful gain.
-    """
-    if not values:
-        raise ValueError("plateau_epoch needs at least one value")
-    for i, v in enumerate(values):
-        if max(values[i:]) - v <= tol + 1e-12:  # 1e-12: 0.515 - 0.505 is 0.01 in decimal, not in binary
-            return i + 1
-    return len(values)  # unreachable: the last epoch always qualifies
-
-
-def time_to_fraction_of_best(values: Sequence[float], times: Sequence[float],
-                             frac: float = FRACTION_OF_BEST) -> tuple[int, float]:
-    """First epoch (1-based) whose value reaches frac x max(values), and the wall time at that epoch.
-
-    For non-negative metrics that grow (macro-F1, accuracy); measures speed against the run's own
-    best, so it says how fast a run got near where it ended up, not how good that was.
-    """
-    if not values or len(values) != len(times):
-        raise ValueError("time_to_fraction_of_best needs equally long, non-empty values and times")
-    threshold = frac * max(values)
-    i = next(i for i, v in enumerate(values) if v >= threshold)
-    return i + 1, float(times[i])
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading a study
-
-
-@dataclass
-class Run:
-    """A fine-tuning run folder: its per-epoch metrics and, once finished, its summary."""
-
-    name: str
-    path: Path
-    fraction: float
-    arm: str
-    seed: int
-    history: list[dict[str, float]]
-    summary: dict[str, Any] | None
-    planned_epochs: int | None = None  # from the run's config.json
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-
-@dataclass
-class PretextRun:
-    """A pretrain-<task> folder: pretext curves and, once finished, its summary."""
-
-    task: str
-    path: Path
-    history: list[dict[str, float]]
-    summary: dict[str, Any] | None
-    planned_epochs: int | None = None
-
-    @property
-    def status(self) -> str:
-        return "finished" if self.summary is not None else "in progress"
-
-
-@dataclass
-class Study:
-    path: Path
-    config: dict[str, Any]
-    runs: list[Run]
-    pretexts: dict[str, PretextRun]
-    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> probes.json "results"
-    missing: list[str] = field(default_factory=list)  # expected runs without a finished epoch
-    missing_probes: list[str] = field(default_factory=list)  # expected probe entries not in probes.json
-    problems: list[str] = field(default_factory=list)  # files that exist but could not be read
-
-    @property
-    def fractions(self) -> list[float]:
-        """Largest first, from study.json and the folders found."""
-        return sorted({float(f) for f in self.config.get("fractions", [])} | {r.fraction for r in self.runs},
-                      reverse=True)
-
-    @property
-    def arms(self) -> list[str]:
-        """scratch first, then the pretext arms in study order."""
-        found = {r.arm for r in self.runs}
-        order = ["scratch", *self.config.get("pretexts", []), *sorted(found)]
-        return list(dict.fromkeys(a for a in order if a in found or a in self.expected_arms))
-
-    @property
-    def expected_arms(self) -> list[str]:
-        return ["scratch", *self.config.get("pretexts", [])] if self.config else []
-
-    def finished(self, fraction: float | None = None, arm: str | None = None) -> list[Run]:
-        return [r for r in self.runs if r.finished and (fraction is None or r.fraction == fraction)
-                and (arm is None or r.arm == arm)]
-
-
-def fraction_key(fraction: float) -> str:
-    return f"{fraction:g}"
-
-
-def load_study(study_dir: Path) -> Study:
-    """Every run the study planned or holds; unreadable or absent ones become notes, not errors."""
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
-        raise UserError(f"{study_dir} is not a folder; pass a study folder (holding study.json and run folders)")
-    problems: list[str] = []
-    config: dict[str, Any] = {}
-    if (study_dir / "study.json").exists():
-        try:
-            config = load_json(study_dir / "study.json")
-        except (OSError, ValueError) as e:
-            problems.append(f"study.json could not be read ({e})")
-    else:
-        problems.append("study.json is missing: fractions, arms and seeds are taken from the folders found")
-
-    expected = [run_name(float(f), arm, int(s)) for f in config.get("fractions", [])
-                for arm in ["scratch", *config.get("pretexts", [])] for s in config.get("seeds", [])]
-    on_disk = [p.name for p in sorted(study_dir.iterdir()) if p.is_dir() and RUN_NAME.match(p.name)]
-    runs, missing = [], []
-    for name in dict.fromkeys([*expected, *on_disk]):
-        m = RUN_NAME.match(name)
-        history, summary = _read_run_files(study_dir / name, problems)
-        if not history:
-            missing.append(name)
-            continue
-        planned = (_read_json(study_dir / name / "config.json").get("train") or {}).get("epochs")
-        runs.append(Run(name, study_dir / name, float(m["fraction"]), m["arm"], int(m["seed"]), history, summary,
-                        planned))
-
-    tasks = [*config.get("pretexts", []),
-             *(p.name.removeprefix("pretrain-") for p in sorted(study_dir.glob("pretrain-*")) if p.is_dir())]
-    pretexts = {}
-    for task in dict.fromkeys(tasks):
-        history, summary = _read_run_files(study_dir / f"pretrain-{task}", problems)
-        if history:
-            path = study_dir / f"pretrain-{task}"
-            planned = (_read_json(path / "config.json").get("train") or {}).get("epochs")
-            pretexts[task] = PretextRun(task, path, history, summary, planned)
-        else:
-            missing.append(f"pretrain-{task}")
-    probes, missing_probes = _read_probes(study_dir, config, list(dict.fromkeys(tasks)), problems)
-    return Study(study_dir, config, runs, pretexts, probes, missing, missing_probes, problems)
-
-
-def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
-                 problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Each method's probes.json results (scratch: the random-init folder), and the planned entries
-    not there yet (planned: study.json lists the linear or k-NN protocol)."""
-    probes = {}
-    for method, folder in (("scratch", RANDOM_INIT_DIR), *((t, f"pretrain-{t}") for t in tasks)):
-        path = study_dir / folder / "probes.json"
-        if path.exists():
-            try:
-                probes[method] = load_json(path)["results"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                problems.append(f"{folder}/probes.json could not be read ({e})")
-    planned = set(config.get("protocols", [])) & set(PROBE_PROTOCOLS)
-    missing = [f"{method} {probe_key(float(f), int(s))}" for method in ("scratch", *config.get("pretexts", []))
-               for s in config.get("seeds", []) for f in config.get("fractions", []) if planned
-               and probe_key(float(f), int(s)) not in probes.get(method, {})]
-    return probes, missing
-
-
-def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
-    history: list[dict[str, float]] = []
-    summary = None
-    try:
-        if (path / "metrics.csv").exists():
-            history = read_csv(path / "metrics.csv")
-        if (path / "summary.json").exists():
-            summary = load_json(path / "summary.json")
-    except (OSError, ValueError) as e:
-        problems.append(f"{path.name}: could not read its files ({e})")
-    return history, summary
-
-
-# ----------------------------------------------------------------------------------------------
-# Numbers
-
-
-def _column(history: list[dict[str, float]], key: str) -> list[float]:
-    return [row[key] for row in history if key in row]
-
-
-def run_stats(run: Run) -> dict[str, Any]:
-    """The per-run entry of summary.json (see the module docstring)."""
-    h, s = run.history, run.summary or {}
-    f1 = _column(h, "val_f1_macro")
-    t95_epoch, t95_time = time_to_fraction_of_best(f1, _column(h, "wall_time_s"))
-    best = s.get("best") or summarize(h)["best"]
-    last = h[-1]
-    out: dict[str, Any] = {
-        "fraction": run.fraction, "arm": run.arm, "seed": run.seed, "epochs": len(h), "n_train": s.get("n_train"),
-        "best": {k: best[k] for k in (*METRICS, "loss") if k in best},
-        "final": s.get("final"),
-        "time_to_95": {"epoch": t95_epoch, "wall_time_s": t95_time},
-        "plateau_epoch": plateau_epoch(f1),
-        "gap": {"accuracy_train_minus_val": last.get("train_accuracy", math.nan) - last.get("val_accuracy", math.nan),
-                "loss_val_minus_train": last.get("val_loss", math.nan) - last.get("train_loss", math.nan)},
-        "train_loss": {"first_epoch": h[0]["train_loss"], "mean": statistics.fmean(_column(h, "train_loss"))},
-        "images_per_s": statistics.fmean(_column(h, "images_per_s") or [math.nan]),
-        "wall_time_s": s.get("wall_time_s", last.get("wall_time_s", math.nan)),
-    }
-    if "test" in s:
-        out["test"] = s["test"]
-    return out
-
-
-def quantities(stats: dict[str, Any]) -> dict[str, float]:
-    """A run's stats flattened to the QUANTITIES compared between arms."""
-    q: dict[str, float] = {}
-    for m, b in stats["best"].items():
-        q[m], q[f"{m}_epoch"] = b["value"], b["epoch"]
-    if stats.get("final"):
-        q["final_f1_macro"], q["final_accuracy"] = stats["final"]["f1_macro"], stats["final"]["accuracy"]
-    if "test" in stats:
-        q["test_f1_macro"], q["test_accuracy"] = stats["test"]["f1_macro"], stats["test"]["accuracy"]
-    q.update(time_to_95_epoch=stats["time_to_95"]["epoch"], time_to_95_wall_time_s=stats["time_to_95"]["wall_time_s"],
-             plateau_epoch=stats["plateau_epoch"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
-             gap_loss=stats["gap"]["loss_val_minus_train"], train_loss_first_epoch=stats["train_loss"]["first_epoch"],
-             train_loss_mean=stats["train_loss"]["mean"], epochs=stats["epochs"], wall_time_s=stats["wall_time_s"],
-             images_per_s=stats["images_per_s"])
-    return {k: q[k] for k in QUANTITIES if k in q}
-
-
-def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
-    """Pretrained minus scratch for one quantity, given {seed: value} of each arm."""
-    a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
-    paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
-              else {"std": None, "ci95": None, "significant": None})
-    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": b - a, "paired_std": paired["std"],
-            "paired_ci95": paired["ci95"], "significant": paired["significant"],
-            "n_seeds": [len(scratch), len(pretrained)]}
-
-
-def summarize_study(study: Study) -> dict[str, Any]:
-    """Everything summary.json holds; the markdown and HTML are rendered from it."""
-    cfg = study.config
-    runs = {r.name: run_stats(r) for r in study.runs if r.finished}
-    by_seed: dict[str, dict[str, dict[str, dict[int, float]]]] = {}  # fraction -> arm -> quantity -> seed -> value
-    for st in runs.values():
-        arm_q = by_seed.setdefault(fraction_key(st["fraction"]), {}).setdefault(st["arm"], {})
-        for k, v in quantities(st).items():
-            arm_q.setdefault(k, {})[st["seed"]] = v
-    aggregate = {f: {arm: {k: describe(list(v.values())) for k, v in qs.items()} for arm, qs in arms.items()}
-                 for f, arms in by_seed.items()}
-    comparison = {}
-    for f, arms in by_seed.items():
-        pretrained = [arm for arm in arms if arm != "scratch"]
-        if "scratch" in arms and pretrained:
-            comparison[f] = {arm: {k: compare(arms["scratch"][k], v) for k, v in arms[arm].items()
-                                   if k in arms["scratch"]} for arm in pretrained}
-    return {
-        "study": study.path.resolve().name,
-        "dataset": cfg.get("dataset"),
-        "status": {"finished": [r.name for r in study.runs if r.finished],
-                   "in_progress": [{"run": r.name, "epochs": len(r.history), "planned_epochs": r.planned_epochs}
-                                   for r in study.runs if not r.finished]
-                   + [{"run": f"pretrain-{t}", "epochs": len(p.history), "planned_epochs": p.planned_epochs}
-                      for t, p in study.pretexts.items()
-                      if p.summary is None],
-                   "missing": study.missing, "missing_probes": study.missing_probes},
-        "rules": {"plateau": PLATEAU_RULE, "time_to_95": T95_RULE, "equal_within": EQUAL_WITHIN},
-        "runs": runs,
-        "aggregate": aggregate,
-        "comparison": comparison,
-        "evaluation": evaluation_summary(evaluation_values(study, runs), study.arms),
-        "pretext": {t: {**pretext_stats(p), "remade": remade_note(study, p)} for t, p in study.pretexts.items()},
-        "machine": cfg.get("machine"), "earlier_machines": cfg.get("earlier_machines", []),
-        "stage_times_s": cfg.get("stage_times_s", {}),
-    }
-
-
-PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
-EVAL_METRICS = ("f1_macro", "accuracy")
-
-
-def evaluation_values(study: Study, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{protocol: {fraction: {method: {metric: {seed: value}}}}}: fine-tuning's end-of-training
-    validation metrics (no epoch picked on the validation split, like the probes) and the probes'."""
-    values: dict[str, Any] = {}
-
-    def put(protocol: str, fraction: float, method: str, seed: int, metrics: dict[str, float]) -> None:
-        for m in EVAL_METRICS:
-            if metrics.get(m) is not None:
-                (values.setdefault(protocol, {}).setdefault(fraction_key(fraction), {}).setdefault(method, {})
-                 .setdefault(m, {}))[seed] = metrics[m]
-
-    for st in runs.values():
-        if st.get("final"):
-            put("finetune", st["fraction"], st["arm"], st["seed"], st["final"])
-    for method, results in study.probes.items():
-        for r in results.values():
-            for protocol in PROBE_PROTOCOLS:
-                if protocol in r:
-                    put(protocol, float(r["fraction"]), method, int(r["seed"]), r[protocol])
-    return values
-
-
-def evaluation_summary(values: dict[str, Any], methods: list[str]) -> dict[str, Any]:
-    """summary.json's "evaluation": every cell over seeds, and every method minus scratch paired by seed."""
-    cells: dict[str, Any] = {}
-    vs: dict[str, Any] = {}
-    for protocol in (p for p in PROTOCOLS if p in values):
-        for f in sorted(values[protocol], key=float, reverse=True):
-            by_method = values[protocol][f]
-            order = [m for m in dict.fromkeys([*methods, *by_method]) if m in by_method]
-            cells.setdefault(protocol, {})[f] = {
-                m: {k: {**describe(list(v.values())), "by_seed": {str(s): v[s] for s in sorted(v)}}
-                    for k, v in by_method[m].items()} for m in order}
-            base = by_method.get("scratch", {})
-            diffs = {m: {k: paired_difference(base[k], v) for k, v in by_method[m].items()
-                         if set(base.get(k, {})) & set(v)} for m in order if m != "scratch"}
-            if any(diffs.values()):
-                vs.setdefault(protocol, {})[f] = {m: d for m, d in diffs.items() if d}
-    return {"protocols": {p: PROTOCOLS[p] for p in cells}, "metrics": list(EVAL_METRICS), "baseline": "scratch",
-            "rule": CI_RULE, "cells": cells, "vs_baseline": vs}
-
-
-def pretext_stats(run: PretextRun) -> dict[str, Any]:
-    s = run.summary or {}
-    chance = s.get("chance")
-    if chance is None:
-        samples = _load_samples(run.path)
-        chance = 1 / len(samples["positions"]) if samples and samples.get("positions") else None
-    h = run.history
-    knn = s.get("knn_accuracy")  # pretext.pretrain's diagnostic: {"pretrained": acc, "random": acc}
-    return {"status": run.status, "epochs": len(h), "chance": chance, "best": summarize(h)["best"], "last": h[-1],
-            "knn_accuracy": knn if isinstance(knn, dict) else {},
-            "images_per_s": statistics.fmean(_column(h, "images_per_s")) if _column(h, "images_per_s") else None,
-            "wall_time_s": s.get("wall_time_s", h[-1].get("wall_time_s")), "backbone_sha256": s.get("backbone_sha256")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,6 +52,7 @@ def _verdict(diff: float, lower_is_better: bool, tol: float) -> str:
     if abs(diff) <= tol:
         return "equal"
     return "pretrained" if (diff < 0) == lower_is_better else "scratch"
+
 
 
 def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
@@ -533,8 +113,10 @@ def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     return out
 
 
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
+
 
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
@@ -576,13 +158,10 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
     return out
 
 
-def baseline_name(protocol: str) -> str:
-    """What a pretrained backbone is compared with: scratch fine-tuning, or the frozen random init."""
-    return "scratch" if protocol == "finetune" else "random init"
-
 
 def _interval(ci: list[float], sign: bool = False) -> str:
     return f"[{_num(ci[0], 'metric', sign)}, {_num(ci[1], 'metric', sign)}]"
+
 
 
 def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro") -> list[str]:
@@ -612,6 +191,7 @@ def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro")
     return out
 
 
+
 def _significance_note(summary: dict[str, Any], arm: str) -> str:
     """Which best-macro-F1 differences of `arm` the paired interval supports, or that none was tested."""
     cmp = {f: c[arm]["f1_macro"] for f, c in summary["comparison"].items() if arm in c and "f1_macro" in c[arm]}
@@ -625,436 +205,6 @@ def _significance_note(summary: dict[str, Any], arm: str) -> str:
         parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
     return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "."
 
-
-# ----------------------------------------------------------------------------------------------
-# Figures (matplotlib's Agg canvas directly: no pyplot state, no display)
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path, tight: bool = False) -> None:
-    """PNG at DPI; tight=True grows the canvas to hold text placed outside the axes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
-
-
-def _colors(arms: list[str]) -> dict[str, str]:
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
-    return {a: palette[i % len(palette)] for i, a in enumerate(arms)}
-
-
-def _mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Epochs, and mean/min/max over seeds, over the epochs every seed has reached.
-
-    Finished seeds only when there are any, so a seed still training does not cut the curve short.
-    """
-    runs = [r for r in runs if r.finished] or runs
-    curves = [_column(r.history, key) for r in runs]
-    n = min((len(c) for c in curves), default=0)
-    if n == 0:
-        return None
-    a = np.array([c[:n] for c in curves])
-    return np.arange(1, n + 1), a.mean(0), a.min(0), a.max(0)
-
-
-def _plot_curve(ax: Axes, runs: list[Run], key: str, color: str, label: str, style: str = "-") -> None:
-    curve = _mean_curve(runs, key)
-    if curve is None:
-        return
-    x, mean, lo, hi = curve
-    ax.plot(x, mean, style, color=color, label=label, marker="o" if len(x) < 4 else None, ms=3)
-    if len(runs) > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
-
-
-def _epoch_axis(ax: Axes) -> None:
-    """Whole-epoch ticks (call after plotting); a one-epoch run still gets a readable axis."""
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    lo, hi = ax.get_xlim()
-    if hi - lo < 2:
-        ax.set_xlim(min(lo, 0.5), max(hi, 1.5))
-    ax.grid(alpha=0.3)
-
-
-def _fraction_title(study: Study, summary: dict[str, Any], fraction: float) -> str:
-    n = next((s["n_train"] for s in summary["runs"].values() if s["fraction"] == fraction and s["n_train"]), None)
-    return f"fraction {fraction:g}" + (f" ({n} labels)" if n else "")
-
-
-def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, one panel per fraction."""
-    fractions, colors = study.fractions, _colors(study.arms)
-    fig = _figure(4.2 * len(fractions), 3.4)
-    axes = fig.subplots(1, len(fractions), squeeze=False)[0]
-    for ax, f in zip(axes, fractions):
-        for arm in study.arms:
-            runs = [r for r in study.runs if r.fraction == f and r.arm == arm]
-            _plot_curve(ax, runs, "train_loss", colors[arm], f"{arm} train", "--")
-            _plot_curve(ax, runs, "val_loss", colors[arm], f"{arm} val")
-        ax.set(title=_fraction_title(study, summary, f), ylabel="loss")
-        _epoch_axis(ax)
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
-    _save(fig, path)
-
-
-def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Validation macro-F1, precision, recall and accuracy per epoch: rows = metric, columns = fraction."""
-    fractions, colors = study.fractions, _colors(study.arms)
-    fig = _figure(4.2 * len(fractions), 2.6 * len(METRICS))
-    axes = fig.subplots(len(METRICS), len(fractions), squeeze=False, sharex="col")
-    for j, f in enumerate(fractions):
-        for i, m in enumerate(METRICS):
-            ax = axes[i, j]
-            for arm in study.arms:
-                _plot_curve(ax, [r for r in study.runs if r.fraction == f and r.arm == arm], f"val_{m}",
-                            colors[arm], arm)
-            _epoch_axis(ax)
-            ax.set_ylabel(f"val {NAMES[m]}")
-            if i == 0:
-                ax.set_title(_fraction_title(study, summary, f))
-                if ax.lines:
-                    ax.legend(fontsize=8)
-            if i < len(METRICS) - 1:
-                ax.set_xlabel("")
-    _save(fig, path)
-
-
-def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> None:
-    """Validation metric vs label fraction (log axis), a line per method, a panel per protocol; error
-    bars are 95% t intervals over seeds (none for a single seed). Methods are nudged sideways a
-    little so their bars do not hide each other."""
-    cells = evaluation["cells"]
-    colors = _colors(methods)
-    fractions = sorted({float(f) for by_f in cells.values() for f in by_f})
-    fig = _figure(4.2 * len(cells), 3.4)
-    axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
-    for ax, (protocol, by_f) in zip(axes, cells.items()):
-        for i, m in enumerate(methods):
-            pts = [(float(f), c[m][metric]) for f, c in by_f.items() if metric in c.get(m, {})]
-            if not pts:
-                continue
-            pts.sort()
-            x = np.array([f for f, _ in pts]) * 1.04 ** (i - (len(methods) - 1) / 2)
-            mean = np.array([c["mean"] for _, c in pts])
-            err = np.array([[c["mean"] - c["ci95"][0], c["ci95"][1] - c["mean"]] if c["ci95"] else [0.0, 0.0]
-                            for _, c in pts]).T
-            label = baseline_name(protocol) if m == "scratch" else m
-            ax.errorbar(x, mean, yerr=err, color=colors[m], marker="o", ms=4, capsize=3, label=label)
-        ax.set_xscale("log")
-        ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)  # the same axis in every panel
-        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set(title=PROTOCOLS[protocol], xlabel="label fraction (log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel(f"validation {NAMES[metric]}")
-    _save(fig, path)
-
-
-def run_figure(run_dir: Path, path: Path | None = None) -> Path:
-    """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
-    from .train import read_csv
-
-    h = read_csv(Path(run_dir) / "metrics.csv")
-    path = path or Path(run_dir) / "curves.png"
-    fig = _figure(9, 3.4)
-    ax_loss, ax_m = fig.subplots(1, 2)
-    x = [r["epoch"] for r in h]
-    ax_loss.plot(x, _column(h, "train_loss"), "--", label="train")
-    ax_loss.plot(x, _column(h, "val_loss"), label="val")
-    ax_loss.set(title="loss", ylabel="loss")
-    for m in METRICS:
-        ax_m.plot(x, _column(h, f"val_{m}"), label=f"val {NAMES[m]}")
-    ax_m.set(title=f"{Path(run_dir).name}: validation metrics")
-    for ax in (ax_loss, ax_m):
-        _epoch_axis(ax)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-    return path
-
-
-def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
-    """Pretext loss and accuracy (train and held-out), the chance line, and any extra val_* column."""
-    h = run.history
-    extras = [k for k in dict.fromkeys(k for row in h for k in row)
-              if k.startswith("val_") and k not in ("val_loss", "val_accuracy")]
-    panels = 2 + bool(extras)
-    fig = _figure(4.2 * panels, 3.3)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    for ax, kind in zip(axes, ("loss", "accuracy")):
-        for split, style in (("train", "--"), ("val", "-")):
-            ys = _column(h, f"{split}_{kind}")
-            if ys:
-                ax.plot(range(1, len(ys) + 1), ys, style, color="tab:orange", label=f"{split} {kind}",
-                        marker="o" if len(ys) < 4 else None, ms=3)
-        ax.set(title=f"pretext {run.task}: {kind}", ylabel=kind)
-    if chance is not None:
-        axes[1].axhline(chance, color="grey", ls=":", label=f"chance ({chance:.3f})")
-    for k in extras:
-        ys = _column(h, k)
-        axes[2].plot(range(1, len(ys) + 1), ys, label=k, marker="o" if len(ys) < 4 else None, ms=3)
-        axes[2].set(title="other held-out metrics")
-    for ax in axes:
-        _epoch_axis(ax)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _to_display(img: Tensor, min_px: int = 96) -> np.ndarray:
-    """uint8 (C, H, W) -> float (H', W', 3) in [0, 1], enlarged by an integer factor (nearest)."""
-    a = img.float().div(255).permute(1, 2, 0).numpy()
-    a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-    k = max(1, math.ceil(min_px / a.shape[0]))
-    return a.repeat(k, 0).repeat(k, 1)
-
-
-def _class_name(classes: list[str], i: int) -> str:
-    return classes[i] if 0 <= i < len(classes) else str(i)
-
-
-def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], classes: list[str],
-                    path: Path) -> None:
-    """Validation images with the true label and each arm's prediction (green right, red wrong)."""
-    n = min(len(images), 10, *(len(e) for e in examples.values()))
-    lines = 1 + len(examples)
-    fig = Figure(figsize=(1.75 * n, 1.9 + 0.22 * lines))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for i, ax in enumerate(axes):
-        ax.imshow(_to_display(images[i]), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        truth = next(iter(examples.values()))[i]["label"]
-        ax.text(0.5, -0.04, f"true: {_class_name(classes, truth)}", transform=ax.transAxes, ha="center",
-                va="top", fontsize=8, weight="bold")
-        for j, (arm, ex) in enumerate(examples.items()):
-            e = ex[i]
-            ax.text(0.5, -0.04 - 0.13 * (j + 1), f"{arm}: {_class_name(classes, e['pred'])} {e['confidence']:.2f}",
-                    transform=ax.transAxes, ha="center", va="top", fontsize=8,
-                    color="tab:green" if e["pred"] == e["label"] else "tab:red")
-    _save(fig, path, tight=True)
-
-
-def confusion_figure(matrices: dict[str, np.ndarray], classes: list[str], title: str, path: Path) -> None:
-    """Row-normalised confusion matrix per arm: row = true class, column = predicted class."""
-    k = len(classes)
-    side = max(3.6, 0.38 * k + 1.8)
-    fig = _figure(side * len(matrices), side)
-    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
-    for ax, (arm, m) in zip(axes, matrices.items()):
-        norm = m / np.maximum(m.sum(1, keepdims=True), 1)
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ticks = range(k)
-        labels = classes if k <= 40 else [""] * k
-        ax.set_xticks(ticks, labels, rotation=90, fontsize=8)
-        ax.set_yticks(ticks, labels, fontsize=8)
-        ax.set(title=f"{arm}: {title}", xlabel="predicted", ylabel="true")
-        if k <= 12:
-            for r in range(k):
-                for c in range(k):
-                    ax.text(c, r, f"{norm[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if norm[r, c] > 0.6 else "black")
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="share of the true class")
-    _save(fig, path)
-
-
-def filter_mosaic(weight: Tensor) -> np.ndarray:
-    """Conv filters (O, C, k, k) tiled on a white grid, each min-max scaled on its own; RGB if C == 3."""
-    w = weight.detach().float()
-    if w.shape[1] != 3:
-        w = w.mean(1, keepdim=True).expand(-1, 3, -1, -1)
-    lo, hi = w.amin((1, 2, 3), keepdim=True), w.amax((1, 2, 3), keepdim=True)
-    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()
-    o, kh, kw = w.shape[:3]
-    cols = math.ceil(math.sqrt(o))
-    rows = math.ceil(o / cols)
-    mosaic = np.ones((rows * (kh + 1) + 1, cols * (kw + 1) + 1, 3))
-    for i in range(o):
-        r, c = divmod(i, cols)
-        mosaic[1 + r * (kh + 1):1 + r * (kh + 1) + kh, 1 + c * (kw + 1):1 + c * (kw + 1) + kw] = w[i]
-    return mosaic
-
-
-def first_conv(net: nn.Module) -> nn.Conv2d:
-    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    if conv is None:
-        raise ValueError(f"{type(net).__name__} has no Conv2d layer")
-    return conv
-
-
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
-
-
-@torch.no_grad()
-def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    """Feature maps of the first conv stage and of the first block, captured with forward hooks.
-
-    First conv stage: the first activation module after the first Conv2d (conv -> norm -> act).
-    First block: the first module holding two or more (but not all) convolutions to finish its
-    forward pass, e.g. FastNet's first ResBlock or ResNet's first BasicBlock. Works for any backbone
-    built from standard modules, without naming its layers.
-    """
-    mods = list(net.named_modules())
-    n_convs = {name: sum(isinstance(m, nn.Conv2d) for m in mod.modules()) for name, mod in mods}
-    i_conv = next(i for i, (_, m) in enumerate(mods) if isinstance(m, nn.Conv2d))
-    stage = next(((n, m) for n, m in mods[i_conv + 1:] if isinstance(m, ACTIVATIONS)), mods[i_conv])
-    blocks = [(n, m) for n, m in mods if 2 <= n_convs[n] < n_convs[""]]
-    captured: dict[str, Tensor] = {}
-
-    def hook(label: str) -> Callable:
-        def keep(_module: nn.Module, _inputs: Any, out: Any) -> None:
-            if isinstance(out, Tensor) and out.ndim == 4 and not any(k.startswith(label) for k in captured):
-                captured[f"{label} {out.shape[1]}x{out.shape[2]}x{out.shape[3]}"] = out.detach().clone()
-        return keep
-
-    handles = [stage[1].register_forward_hook(hook(f"first conv stage ({stage[0]})"))]
-    handles += [m.register_forward_hook(hook(f"first block ({n})")) for n, m in blocks]
-    was = net.training
-    try:
-        net.eval()
-        net(x)
-    finally:
-        net.train(was)
-        for h in handles:
-            h.remove()
-    first_block = next((k for k in captured if k.startswith("first block")), None)
-    return {k: v for k, v in captured.items() if k.startswith("first conv stage") or k == first_block}
-
-
-def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], str]:
-    """A pretext run's pretrained backbone, the checkpoint's meta, and which file the weights came from.
-
-    backbone.safetensors is preferred: it is what fine-tuning starts from (BatchNorm statistics
-    recalibrated on whole images); otherwise the "backbone."-prefixed weights of checkpoint.pt.
-    """
-    state = torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=False)
-    meta = state["meta"]
-    net = make_backbone(meta["backbone"], meta["channels"])
-    if (run.path / "backbone.safetensors").exists():
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(str(run.path / "backbone.safetensors")))
-        return net.eval(), meta, "backbone.safetensors"
-    net.load_state_dict({k.removeprefix("backbone."): v for k, v in state["model"].items()
-                         if k.startswith("backbone.")})
-    return net.eval(), meta, "checkpoint.pt"
-
-
-def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
-    fig = _figure(3.6 * len(nets), 3.9)
-    axes = fig.subplots(1, len(nets), squeeze=False)[0]
-    for ax, (label, net) in zip(axes, nets.items()):
-        w = first_conv(net).weight
-        ax.imshow(filter_mosaic(w), interpolation="nearest")
-        ax.set_title(f"{label}\n{w.shape[0]} filters {w.shape[1]}x{w.shape[2]}x{w.shape[3]}", fontsize=9)
-        ax.axis("off")
-    _save(fig, path, tight=True)
-
-
-def maps_mosaic(maps: Tensor, n: int = 16, height: int = 64) -> np.ndarray:
-    """The first n channels of (C, H, W) side by side as viridis RGB, each min-max scaled on its own,
-    enlarged (nearest) to about `height` px so stages of different resolution line up."""
-    t = maps[:n].float()
-    lo, hi = t.amin((1, 2), keepdim=True), t.amax((1, 2), keepdim=True)
-    t = ((t - lo) / (hi - lo).clamp_min(1e-12)).numpy()
-    k = max(1, round(height / t.shape[1]))
-    t = t.repeat(k, 1).repeat(k, 2)
-    gap = np.full((t.shape[1], 3), np.nan)
-    gray = np.concatenate([np.concatenate([m, gap], 1) for m in t], 1)[:, :-gap.shape[1]]
-    rgb = colormaps["viridis"](np.nan_to_num(gray))[..., :3]
-    rgb[np.isnan(gray)] = 1.0  # white gaps between channels
-    return rgb
-
-
-def feature_maps_figure(image: Tensor, maps: dict[str, dict[str, Tensor]], path: Path, n: int = 16) -> None:
-    """The input image, then the first n channels of each captured stage, one row per (network, stage)."""
-    rows = [(net, stage, t[0]) for net, stages in maps.items() for stage, t in stages.items()]
-    n = min(n, *(t.shape[0] for *_, t in rows))
-    fig = _figure(13, 0.68 * len(rows) + 0.5)
-    axes = fig.subplots(len(rows), 2, squeeze=False, width_ratios=[1, n])
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_frame_on(False)
-    axes[0, 0].imshow(_to_display(image, 64), interpolation="nearest")
-    axes[0, 0].set_title("input", fontsize=8)
-    axes[0, 1].set_title(f"channels 0-{n - 1}, left to right", fontsize=8)
-    for i, (net, stage, t) in enumerate(rows):
-        axes[i, 1].imshow(maps_mosaic(t, n), interpolation="nearest")
-        axes[i, 1].set_ylabel(f"{net}\n" + stage.replace(" (", "\n("), fontsize=7, rotation=0, ha="right",
-                              va="center")
-    _save(fig, path)
-
-
-def _load_samples(path: Path) -> dict[str, Any] | None:
-    f = path / "samples.pt"
-    if not f.exists():
-        return None
-    try:
-        return torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as e:  # a torch.load failure can be any of several types; the report just skips it
-        log.warning("could not read %s: %s", f, e)
-        return None
-
-
-SAMPLE_CAPTIONS = {  # what each task's sample figure shows
-    "context": "each pair shows the first patch (left) and the second (right), with the true and the predicted "
-               "position of the second relative to the first (green right, red wrong)",
-    "rotation": "held-out images as the network saw them, with the true and the predicted rotation "
-                "(green right, red wrong)",
-    "reconstruction": "held-out images: original | masked input | reconstruction, with the PSNR of the hidden pixels",
-    "simclr": "two augmented views of each held-out image; the title says which image's view the first one found "
-              "most similar among the batch (green: its own partner)",
-}
-
-
-def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
-    """Pretext examples as a task's samples() describes them: per example, the images under the keys in
-    samples["panels"] side by side (default: "first", and "second" if any, e.g. a patch pair), titled with samples["titles"]
-    or with the true and predicted label names in samples["positions"]; green right, red wrong, when the
-    samples hold "true" and "pred"."""
-    panels = samples.get("panels") or [p for p in ("first", "second") if p in samples]
-    k = min(n, len(samples["first"]))
-    cols = min(4, k)
-    rows = math.ceil(k / cols)
-    fig = _figure(max(2.0, 1.3 * len(panels)) * cols, 1.7 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(k):
-        axes.flat[i].imshow(_sample_strip([samples[p][i] for p in panels]), interpolation="nearest")
-        title, right = _sample_title(samples, i)
-        axes.flat[i].set_title(title, fontsize=8,
-                               color="black" if right is None else "tab:green" if right else "tab:red")
-    if "panel_names" in samples:
-        fig.suptitle(" | ".join(samples["panel_names"]), fontsize=9)
-    _save(fig, path)
-
-
-def _sample_strip(images: list[Tensor]) -> np.ndarray:
-    """uint8 images side by side, enlarged to at least 64 px, with a white gap between them."""
-    shown = [_to_display(img, 64) for img in images]
-    gap = np.ones((shown[0].shape[0], max(2, shown[0].shape[1] // 12), 3))
-    return np.concatenate([part for a in shown for part in (gap, a)][1:], 1)
-
-
-def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
-    """Example i's title, and whether the prediction was right (None: nothing to be right about)."""
-    right = bool(samples["true"][i] == samples["pred"][i]) if "true" in samples and "pred" in samples else None
-    if "titles" in samples:
-        return samples["titles"][i], right
-    names = samples.get("positions") or []
-    t, p = int(samples["true"][i]), int(samples["pred"][i])
-    return f"true: {_class_name(names, t)}\npred: {_class_name(names, p)}", right
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1131,17 +281,18 @@ class Doc:
                 f"</title><style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
+
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;"
        "text-align:left}th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}figcaption{font-style:italic;"
        "color:#555}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}")
-
 
 def _inline(text: str) -> str:
     """The little inline markdown the report uses (**bold**, `code`) as HTML."""
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1168,8 +319,8 @@ TABLE_ROWS = (  # label, quantity, epoch quantity (shown in brackets), kind
     ("wall time (s)", "wall_time_s", None, "seconds"),
     ("mean images/s", "images_per_s", None, "rate"),
 )
-DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0}
 
+DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0}
 
 def _num(v: float, kind: str, sign: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -1179,11 +330,13 @@ def _num(v: float, kind: str, sign: bool = False) -> str:
     return f"{v:{'+' if sign else ''}.{digits}f}"
 
 
+
 def _cell(agg: dict[str, Any] | None, kind: str) -> str:
     """mean ± std over seeds (just the value for one seed)."""
     if agg is None:
         return "–"
     return _num(agg["mean"], kind) + (f" ± {_num(agg['std'], kind)}" if agg["std"] is not None else "")
+
 
 
 def _duration(seconds: float) -> str:
@@ -1194,6 +347,7 @@ def _duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s // 60 % 60:02d} min"
+
 
 
 def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -1224,6 +378,7 @@ def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) ->
     return header, rows
 
 
+
 def _evaluation_cell(c: dict[str, Any] | None) -> str:
     """mean ± std [95% CI] over seeds; just the value for one seed."""
     if c is None:
@@ -1231,6 +386,7 @@ def _evaluation_cell(c: dict[str, Any] | None) -> str:
     if c["ci95"] is None:
         return _num(c["mean"], "metric")
     return f"{_num(c['mean'], 'metric')} ± {_num(c['std'], 'metric')} {_interval(c['ci95'])}"
+
 
 
 def _difference_cell(d: dict[str, Any] | None) -> str:
@@ -1241,6 +397,7 @@ def _difference_cell(d: dict[str, Any] | None) -> str:
         return f"{_num(d['difference'], 'metric', True)} (1 seed: no CI)"
     verdict = "**significant**" if d["significant"] else "not significant"
     return f"{_num(d['difference'], 'metric', True)} {_interval(d['ci95'], True)} {verdict}"
+
 
 
 def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -1260,6 +417,7 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
     return header, rows
 
 
+
 def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
     """examples.pt of the fraction, and each arm's predictions on them (its lowest finished seed)."""
     images, examples = None, {}
@@ -1277,11 +435,13 @@ def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[st
     return images, examples
 
 
+
 def _classes(study: Study) -> list[str]:
     ds = study.config.get("dataset") or {}
     if ds.get("classes"):
         return list(ds["classes"])
     return next((r.summary["classes"] for r in study.runs if r.finished and r.summary.get("classes")), [])
+
 
 
 def write_report(study_dir: Path) -> Path:
@@ -1320,6 +480,7 @@ def write_report(study_dir: Path) -> Path:
     return study.path / "report.md"
 
 
+
 def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     pretext_arms = [a for a in study.arms if a != "scratch"]
     doc.heading(2, "Answer")
@@ -1335,6 +496,7 @@ def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
                      *(_num(cmp[a]["f1_macro"]["pretrained_minus_scratch"], "metric", True) if a in cmp else "–"
                        for a in pretext_arms)])
     doc.table(header, rows)
+
 
 
 def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -1369,6 +531,7 @@ def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir
                                      "error bars are 95% t confidence intervals over seeds (none with one seed)")
 
 
+
 def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
     doc.heading(2, "Fine-tuning curves")
     if not study.runs:
@@ -1388,6 +551,7 @@ def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Pa
                                   "(rows: metric, columns: label fraction)")
 
 
+
 def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(2, "Results per label fraction")
     doc.para(f"Best = highest value over the epochs (lowest for the loss), with its epoch. Rules: {T95_RULE}; "
@@ -1395,7 +559,7 @@ def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
              f"over seeds (n per arm in the header) and differences are differences of the means. Differences "
              f"within {EQUAL_WITHIN} are called about equal. Only finished runs count.")
     for f in study.fractions:
-        doc.heading(3, _fraction_title(study, summary, f))
+        doc.heading(3, fraction_title(study, summary, f))
         header, rows = fraction_table(summary, f, study.arms)
         if rows:
             doc.table(header, rows)
@@ -1410,6 +574,7 @@ def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         doc.bullets(notes)
 
 
+
 def _finite(obj: Any) -> Any:
     """NaN/inf (a column a run did not log) as null: summary.json stays strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -1419,6 +584,7 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
 
 
 def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
@@ -1440,6 +606,7 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.bullets(items)
 
 
+
 def _examples_section(doc: Doc, study: Study, fig_dir: Path) -> None:
     doc.heading(2, "Predictions on validation examples")
     classes = _classes(study)
@@ -1455,6 +622,7 @@ def _examples_section(doc: Doc, study: Study, fig_dir: Path) -> None:
         drawn = True
     if not drawn:
         doc.para("No finished run has example predictions (examples.pt and summary.json) yet.")
+
 
 
 def _confusion_section(doc: Doc, study: Study, fig_dir: Path) -> None:
@@ -1475,6 +643,7 @@ def _confusion_section(doc: Doc, study: Study, fig_dir: Path) -> None:
     doc.figure(name, f"Validation confusion matrices at fraction {f:g}, each row normalised to 1 (rows: true "
                      "class, columns: predicted)" + (", summed over seeds" if len(study.finished(f)) > len(matrices)
                                                      else ""))
+
 
 
 def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -1509,7 +678,7 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
         pretext_figure(run, ps[task]["chance"], fig_dir / f"pretext_{task}.png")
         doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and accuracy, train (dashed) and held-out images "
                                           "(solid), with the chance level")
-        samples = _load_samples(run.path)
+        samples = load_samples(run.path)
         if samples is not None and len(samples.get("first", [])):
             samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
             doc.figure(f"pretext_samples_{task}.png", f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
@@ -1517,20 +686,6 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
             doc.para(f"No pretext samples (samples.pt) in `pretrain-{task}/`.")
         _backbone_views(doc, study, run, fig_dir)
 
-
-def remade_note(study: Study, run: PretextRun) -> str | None:
-    """Say when a pretrained backbone was re-made (a study resumed from `pretextlab export`, which keeps
-    no weights) and how many finished fine-tuning runs started from the earlier one."""
-    task, summary = run.task, run.summary or {}
-    if "earlier_backbone_sha256" not in summary:
-        return None
-    new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
-    earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
-    bits = ("bit-identical to the earlier one" if old == new else
-            "not bit-identical to the earlier one (same recipe and seed; another machine or library build)"
-            if old else "of unknown likeness: the earlier one's SHA-256 was not kept")
-    return (f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made "
-            f"backbone is {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one.")
 
 
 def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> None:
@@ -1563,12 +718,6 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
                                            "min-max scaled) after the first conv stage and the first block")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return load_json(path)
-    except (OSError, ValueError):
-        return {}
-
 
 def _load_examples(run: Run) -> Tensor | None:
     try:
@@ -1577,12 +726,13 @@ def _load_examples(run: Run) -> Tensor | None:
         return None
 
 
+
 def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     cfg = study.config
     doc.heading(2, "Setup")
     data, ds = cfg.get("data") or {}, cfg.get("dataset") or {}
     finished = [r.summary for r in study.runs if r.finished]
-    pre_cfg = next((_read_json(p.path / "config.json") for p in study.pretexts.values()), {})
+    pre_cfg = next((read_json(p.path / "config.json") for p in study.pretexts.values()), {})
     n_train = {s["fraction"]: s["n_train"] for s in summary["runs"].values() if s["n_train"]}
     n_val = ds.get("n_val") or pre_cfg.get("n_val") or next((s.get("n_val") for s in finished), None)
     n_pool = ds.get("n_pool") or pre_cfg.get("n_pool")
@@ -1622,7 +772,7 @@ def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     rows = []
     for stage in dict.fromkeys([*times, *runs]):
         h = runs.get(stage, [])
-        ips = _column(h, "images_per_s")
+        ips = column(h, "images_per_s")
         rows.append([stage, _num(times.get(stage), "seconds"),
                      _duration(times[stage]) if stage in times else "–", str(len(h) or "–"),
                      _num(h[-1].get("wall_time_s") if h else None, "seconds"),
