@@ -21,11 +21,11 @@ from .results import METRICS, NAMES, PROTOCOLS, PretextRun, Run, Study, baseline
 
 DPI = 110
 
+
 def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
 
 
 def _save(fig: Figure, path: Path, tight: bool = False) -> None:
@@ -34,11 +34,9 @@ def _save(fig: Figure, path: Path, tight: bool = False) -> None:
     fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
 
 
-
 def _colors(arms: list[str]) -> dict[str, str]:
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
     return {a: palette[i % len(palette)] for i, a in enumerate(arms)}
-
 
 
 def _mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -55,7 +53,6 @@ def _mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.n
     return np.arange(1, n + 1), a.mean(0), a.min(0), a.max(0)
 
 
-
 def _plot_curve(ax: Axes, runs: list[Run], key: str, color: str, label: str, style: str = "-") -> None:
     curve = _mean_curve(runs, key)
     if curve is None:
@@ -64,7 +61,6 @@ def _plot_curve(ax: Axes, runs: list[Run], key: str, color: str, label: str, sty
     ax.plot(x, mean, style, color=color, label=label, marker="o" if len(x) < 4 else None, ms=3)
     if len(runs) > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
-
 
 
 def _epoch_axis(ax: Axes) -> None:
@@ -77,11 +73,9 @@ def _epoch_axis(ax: Axes) -> None:
     ax.grid(alpha=0.3)
 
 
-
 def fraction_title(study: Study, summary: dict[str, Any], fraction: float) -> str:
     n = next((s["n_train"] for s in summary["runs"].values() if s["fraction"] == fraction and s["n_train"]), None)
     return f"fraction {fraction:g}" + (f" ({n} labels)" if n else "")
-
 
 
 def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
@@ -101,7 +95,6 @@ def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
         else:
             ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
     _save(fig, path)
-
 
 
 def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
@@ -124,7 +117,6 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
             if i < len(METRICS) - 1:
                 ax.set_xlabel("")
     _save(fig, path)
-
 
 
 def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> None:
@@ -159,7 +151,6 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
     _save(fig, path)
 
 
-
 def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
     from .train import read_csv
@@ -180,7 +171,6 @@ def run_figure(run_dir: Path, path: Path | None = None) -> Path:
         ax.legend(fontsize=8)
     _save(fig, path)
     return path
-
 
 
 def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
@@ -211,7 +201,6 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
     _save(fig, path)
 
 
-
 def _to_display(img: Tensor, min_px: int = 96) -> np.ndarray:
     """uint8 (C, H, W) -> float (H', W', 3) in [0, 1], enlarged by an integer factor (nearest)."""
     a = img.float().div(255).permute(1, 2, 0).numpy()
@@ -220,10 +209,8 @@ def _to_display(img: Tensor, min_px: int = 96) -> np.ndarray:
     return a.repeat(k, 0).repeat(k, 1)
 
 
-
 def _class_name(classes: list[str], i: int) -> str:
     return classes[i] if 0 <= i < len(classes) else str(i)
-
 
 
 def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], classes: list[str],
@@ -249,7 +236,6 @@ def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], c
     _save(fig, path, tight=True)
 
 
-
 def confusion_figure(matrices: dict[str, np.ndarray], classes: list[str], title: str, path: Path) -> None:
     """Row-normalised confusion matrix per arm: row = true class, column = predicted class."""
     k = len(classes)
@@ -273,7 +259,6 @@ def confusion_figure(matrices: dict[str, np.ndarray], classes: list[str], title:
     _save(fig, path)
 
 
-
 def filter_mosaic(weight: Tensor) -> np.ndarray:
     """Conv filters (O, C, k, k) tiled on a white grid, each min-max scaled on its own; RGB if C == 3."""
     w = weight.detach().float()
@@ -291,7 +276,6 @@ def filter_mosaic(weight: Tensor) -> np.ndarray:
     return mosaic
 
 
-
 def first_conv(net: nn.Module) -> nn.Conv2d:
     conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
@@ -299,8 +283,8 @@ def first_conv(net: nn.Module) -> nn.Conv2d:
     return conv
 
 
-
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
+
 
 @torch.no_grad()
 def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
@@ -338,7 +322,6 @@ def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
     return {k: v for k, v in captured.items() if k.startswith("first conv stage") or k == first_block}
 
 
-
 def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], str]:
     """A pretext run's pretrained backbone, the checkpoint's meta, and which file the weights came from.
 
@@ -358,7 +341,6 @@ def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], s
     return net.eval(), meta, "checkpoint.pt"
 
 
-
 def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
     fig = _figure(3.6 * len(nets), 3.9)
     axes = fig.subplots(1, len(nets), squeeze=False)[0]
@@ -368,7 +350,6 @@ def filters_figure(nets: dict[str, nn.Module], path: Path) -> None:
         ax.set_title(f"{label}\n{w.shape[0]} filters {w.shape[1]}x{w.shape[2]}x{w.shape[3]}", fontsize=9)
         ax.axis("off")
     _save(fig, path, tight=True)
-
 
 
 def maps_mosaic(maps: Tensor, n: int = 16, height: int = 64) -> np.ndarray:
@@ -384,7 +365,6 @@ def maps_mosaic(maps: Tensor, n: int = 16, height: int = 64) -> np.ndarray:
     rgb = colormaps["viridis"](np.nan_to_num(gray))[..., :3]
     rgb[np.isnan(gray)] = 1.0  # white gaps between channels
     return rgb
-
 
 
 def feature_maps_figure(image: Tensor, maps: dict[str, dict[str, Tensor]], path: Path, n: int = 16) -> None:
@@ -407,7 +387,6 @@ def feature_maps_figure(image: Tensor, maps: dict[str, dict[str, Tensor]], path:
     _save(fig, path)
 
 
-
 SAMPLE_CAPTIONS = {  # what each task's sample figure shows
     "context": "each pair shows the first patch (left) and the second (right), with the true and the predicted "
                "position of the second relative to the first (green right, red wrong)",
@@ -417,6 +396,7 @@ SAMPLE_CAPTIONS = {  # what each task's sample figure shows
     "simclr": "two augmented views of each held-out image; the title says which image's view the first one found "
               "most similar among the batch (green: its own partner)",
 }
+
 
 def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
     """Pretext examples as a task's samples() describes them: per example, the images under the keys in
@@ -441,13 +421,11 @@ def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -
     _save(fig, path)
 
 
-
 def _sample_strip(images: list[Tensor]) -> np.ndarray:
     """uint8 images side by side, enlarged to at least 64 px, with a white gap between them."""
     shown = [_to_display(img, 64) for img in images]
     gap = np.ones((shown[0].shape[0], max(2, shown[0].shape[1] // 12), 3))
     return np.concatenate([part for a in shown for part in (gap, a)][1:], 1)
-
 
 
 def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:

@@ -42,7 +42,6 @@ from .results import (EQUAL_WITHIN, FRACTION_OF_BEST, NAMES, PLATEAU_RULE, PROTO
 log = logging.getLogger(__name__)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Conclusions: sentences generated from the numbers, claiming nothing they do not show
 
@@ -52,7 +51,6 @@ def _verdict(diff: float, lower_is_better: bool, tol: float) -> str:
     if abs(diff) <= tol:
         return "equal"
     return "pretrained" if (diff < 0) == lower_is_better else "scratch"
-
 
 
 def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
@@ -113,10 +111,8 @@ def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     return out
 
 
-
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
-
 
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
@@ -158,10 +154,8 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
     return out
 
 
-
 def _interval(ci: list[float], sign: bool = False) -> str:
     return f"[{_num(ci[0], 'metric', sign)}, {_num(ci[1], 'metric', sign)}]"
-
 
 
 def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro") -> list[str]:
@@ -191,7 +185,6 @@ def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro")
     return out
 
 
-
 def _significance_note(summary: dict[str, Any], arm: str) -> str:
     """Which best-macro-F1 differences of `arm` the paired interval supports, or that none was tested."""
     cmp = {f: c[arm]["f1_macro"] for f, c in summary["comparison"].items() if arm in c and "f1_macro" in c[arm]}
@@ -204,7 +197,6 @@ def _significance_note(summary: dict[str, Any], arm: str) -> str:
     if verdicts[None]:
         parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
     return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "."
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,18 +273,17 @@ class Doc:
                 f"</title><style>{CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;"
        "text-align:left}th{background:#f3f3f3}img{max-width:100%}figure{margin:1em 0}figcaption{font-style:italic;"
        "color:#555}pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}")
+
 
 def _inline(text: str) -> str:
     """The little inline markdown the report uses (**bold**, `code`) as HTML."""
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,8 +310,8 @@ TABLE_ROWS = (  # label, quantity, epoch quantity (shown in brackets), kind
     ("wall time (s)", "wall_time_s", None, "seconds"),
     ("mean images/s", "images_per_s", None, "rate"),
 )
-
 DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0}
+
 
 def _num(v: float, kind: str, sign: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -330,13 +321,11 @@ def _num(v: float, kind: str, sign: bool = False) -> str:
     return f"{v:{'+' if sign else ''}.{digits}f}"
 
 
-
 def _cell(agg: dict[str, Any] | None, kind: str) -> str:
     """mean ± std over seeds (just the value for one seed)."""
     if agg is None:
         return "–"
     return _num(agg["mean"], kind) + (f" ± {_num(agg['std'], kind)}" if agg["std"] is not None else "")
-
 
 
 def _duration(seconds: float) -> str:
@@ -347,7 +336,6 @@ def _duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s // 60 % 60:02d} min"
-
 
 
 def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -378,7 +366,6 @@ def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) ->
     return header, rows
 
 
-
 def _evaluation_cell(c: dict[str, Any] | None) -> str:
     """mean ± std [95% CI] over seeds; just the value for one seed."""
     if c is None:
@@ -386,7 +373,6 @@ def _evaluation_cell(c: dict[str, Any] | None) -> str:
     if c["ci95"] is None:
         return _num(c["mean"], "metric")
     return f"{_num(c['mean'], 'metric')} ± {_num(c['std'], 'metric')} {_interval(c['ci95'])}"
-
 
 
 def _difference_cell(d: dict[str, Any] | None) -> str:
@@ -397,7 +383,6 @@ def _difference_cell(d: dict[str, Any] | None) -> str:
         return f"{_num(d['difference'], 'metric', True)} (1 seed: no CI)"
     verdict = "**significant**" if d["significant"] else "not significant"
     return f"{_num(d['difference'], 'metric', True)} {_interval(d['ci95'], True)} {verdict}"
-
 
 
 def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -417,7 +402,6 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
     return header, rows
 
 
-
 def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
     """examples.pt of the fraction, and each arm's predictions on them (its lowest finished seed)."""
     images, examples = None, {}
@@ -435,13 +419,11 @@ def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[st
     return images, examples
 
 
-
 def _classes(study: Study) -> list[str]:
     ds = study.config.get("dataset") or {}
     if ds.get("classes"):
         return list(ds["classes"])
     return next((r.summary["classes"] for r in study.runs if r.finished and r.summary.get("classes")), [])
-
 
 
 def write_report(study_dir: Path) -> Path:
@@ -480,7 +462,6 @@ def write_report(study_dir: Path) -> Path:
     return study.path / "report.md"
 
 
-
 def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     pretext_arms = [a for a in study.arms if a != "scratch"]
     doc.heading(2, "Answer")
@@ -496,7 +477,6 @@ def _answer_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
                      *(_num(cmp[a]["f1_macro"]["pretrained_minus_scratch"], "metric", True) if a in cmp else "–"
                        for a in pretext_arms)])
     doc.table(header, rows)
-
 
 
 def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -531,7 +511,6 @@ def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir
                                      "error bars are 95% t confidence intervals over seeds (none with one seed)")
 
 
-
 def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
     doc.heading(2, "Fine-tuning curves")
     if not study.runs:
@@ -549,7 +528,6 @@ def _curves_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Pa
     metrics_figure(study, summary, fig_dir / "val_metrics.png")
     doc.figure("val_metrics.png", "Validation macro-F1, precision, recall and accuracy per epoch "
                                   "(rows: metric, columns: label fraction)")
-
 
 
 def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
@@ -574,7 +552,6 @@ def _results_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         doc.bullets(notes)
 
 
-
 def _finite(obj: Any) -> Any:
     """NaN/inf (a column a run did not log) as null: summary.json stays strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -584,7 +561,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
 
 
 def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
@@ -606,7 +582,6 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.bullets(items)
 
 
-
 def _examples_section(doc: Doc, study: Study, fig_dir: Path) -> None:
     doc.heading(2, "Predictions on validation examples")
     classes = _classes(study)
@@ -622,7 +597,6 @@ def _examples_section(doc: Doc, study: Study, fig_dir: Path) -> None:
         drawn = True
     if not drawn:
         doc.para("No finished run has example predictions (examples.pt and summary.json) yet.")
-
 
 
 def _confusion_section(doc: Doc, study: Study, fig_dir: Path) -> None:
@@ -643,7 +617,6 @@ def _confusion_section(doc: Doc, study: Study, fig_dir: Path) -> None:
     doc.figure(name, f"Validation confusion matrices at fraction {f:g}, each row normalised to 1 (rows: true "
                      "class, columns: predicted)" + (", summed over seeds" if len(study.finished(f)) > len(matrices)
                                                      else ""))
-
 
 
 def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -687,7 +660,6 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
         _backbone_views(doc, study, run, fig_dir)
 
 
-
 def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> None:
     """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
     task = run.task
@@ -718,13 +690,11 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
                                            "min-max scaled) after the first conv stage and the first block")
 
 
-
 def _load_examples(run: Run) -> Tensor | None:
     try:
         return torch.load(run.path / "examples.pt", map_location="cpu", weights_only=False)[0]
     except Exception:  # unreadable file: try the next run
         return None
-
 
 
 def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:

@@ -91,35 +91,22 @@ from .train import read_csv
 log = logging.getLogger(__name__)
 
 EQUAL_WITHIN = 0.005  # metric differences at most this large are reported as "about equal"
-
 PLATEAU_TOL = 0.01
-
 FRACTION_OF_BEST = 0.95
-
 METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
-
 NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
          "accuracy": "accuracy", "loss": "loss"}
-
 PLATEAU_RULE = (f"the plateau epoch is the first epoch e such that no later epoch's validation macro-F1 "
                 f"exceeds the value at e by more than {PLATEAU_TOL} (absolute)")
-
 T95_RULE = (f"time to {FRACTION_OF_BEST:.0%} is the first epoch whose validation macro-F1 reaches "
             f"{FRACTION_OF_BEST} x the run's own best, with the cumulative training wall time at that epoch")
-
-
-
 RUN_NAME = re.compile(r"^f(?P<fraction>\d*\.?\d+(?:e[+-]?\d+)?)-(?P<arm>.+)-s(?P<seed>\d+)$")
-
 QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
               "test_f1_macro",
               "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",
               "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs", "wall_time_s", "images_per_s")
-
 PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
-
 EVAL_METRICS = ("f1_macro", "accuracy")
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +127,6 @@ def plateau_epoch(values: Sequence[float], tol: float = PLATEAU_TOL) -> int:
     return len(values)  # unreachable: the last epoch always qualifies
 
 
-
 def time_to_fraction_of_best(values: Sequence[float], times: Sequence[float],
                              frac: float = FRACTION_OF_BEST) -> tuple[int, float]:
     """First epoch (1-based) whose value reaches frac x max(values), and the wall time at that epoch.
@@ -153,7 +139,6 @@ def time_to_fraction_of_best(values: Sequence[float], times: Sequence[float],
     threshold = frac * max(values)
     i = next(i for i, v in enumerate(values) if v >= threshold)
     return i + 1, float(times[i])
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +163,6 @@ class Run:
         return self.summary is not None
 
 
-
 @dataclass
 class PretextRun:
     """A pretrain-<task> folder: pretext curves and, once finished, its summary."""
@@ -192,7 +176,6 @@ class PretextRun:
     @property
     def status(self) -> str:
         return "finished" if self.summary is not None else "in progress"
-
 
 
 @dataclass
@@ -228,10 +211,8 @@ class Study:
                 and (arm is None or r.arm == arm)]
 
 
-
 def fraction_key(fraction: float) -> str:
     return f"{fraction:g}"
-
 
 
 def load_study(study_dir: Path) -> Study:
@@ -278,7 +259,6 @@ def load_study(study_dir: Path) -> Study:
     return Study(study_dir, config, runs, pretexts, probes, missing, missing_probes, problems)
 
 
-
 def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
                  problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Each method's probes.json results (scratch: the random-init folder), and the planned entries
@@ -298,7 +278,6 @@ def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
     return probes, missing
 
 
-
 def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
     history: list[dict[str, float]] = []
     summary = None
@@ -312,13 +291,11 @@ def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, flo
     return history, summary
 
 
-
 def read_json(path: Path) -> dict[str, Any]:
     try:
         return load_json(path)
     except (OSError, ValueError):
         return {}
-
 
 
 def load_samples(path: Path) -> dict[str, Any] | None:
@@ -332,14 +309,12 @@ def load_samples(path: Path) -> dict[str, Any] | None:
         return None
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Numbers
 
 
 def column(history: list[dict[str, float]], key: str) -> list[float]:
     return [row[key] for row in history if key in row]
-
 
 
 def run_stats(run: Run) -> dict[str, Any]:
@@ -366,7 +341,6 @@ def run_stats(run: Run) -> dict[str, Any]:
     return out
 
 
-
 def quantities(stats: dict[str, Any]) -> dict[str, float]:
     """A run's stats flattened to the QUANTITIES compared between arms."""
     q: dict[str, float] = {}
@@ -384,7 +358,6 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
     return {k: q[k] for k in QUANTITIES if k in q}
 
 
-
 def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
     """Pretrained minus scratch for one quantity, given {seed: value} of each arm."""
     a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
@@ -393,7 +366,6 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
     return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": b - a, "paired_std": paired["std"],
             "paired_ci95": paired["ci95"], "significant": paired["significant"],
             "n_seeds": [len(scratch), len(pretrained)]}
-
 
 
 def summarize_study(study: Study) -> dict[str, Any]:
@@ -434,7 +406,6 @@ def summarize_study(study: Study) -> dict[str, Any]:
     }
 
 
-
 def evaluation_values(study: Study, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """{protocol: {fraction: {method: {metric: {seed: value}}}}}: fine-tuning's end-of-training
     validation metrics (no epoch picked on the validation split, like the probes) and the probes'."""
@@ -457,7 +428,6 @@ def evaluation_values(study: Study, runs: dict[str, dict[str, Any]]) -> dict[str
     return values
 
 
-
 def evaluation_summary(values: dict[str, Any], methods: list[str]) -> dict[str, Any]:
     """summary.json's "evaluation": every cell over seeds, and every method minus scratch paired by seed."""
     cells: dict[str, Any] = {}
@@ -478,11 +448,9 @@ def evaluation_summary(values: dict[str, Any], methods: list[str]) -> dict[str, 
             "rule": CI_RULE, "cells": cells, "vs_baseline": vs}
 
 
-
 def baseline_name(protocol: str) -> str:
     """What a pretrained backbone is compared with: scratch fine-tuning, or the frozen random init."""
     return "scratch" if protocol == "finetune" else "random init"
-
 
 
 def pretext_stats(run: PretextRun) -> dict[str, Any]:
@@ -497,7 +465,6 @@ def pretext_stats(run: PretextRun) -> dict[str, Any]:
             "knn_accuracy": knn if isinstance(knn, dict) else {},
             "images_per_s": statistics.fmean(column(h, "images_per_s")) if column(h, "images_per_s") else None,
             "wall_time_s": s.get("wall_time_s", h[-1].get("wall_time_s")), "backbone_sha256": s.get("backbone_sha256")}
-
 
 
 def remade_note(study: Study, run: PretextRun) -> str | None:
