@@ -410,12 +410,8 @@ def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[st
         if runs and runs[0].summary.get("examples"):
             examples[f"{arm} s{runs[0].seed}" if len({r.seed for r in study.runs}) > 1 else arm] = \
                 runs[0].summary["examples"]
-        for r in runs:
-            if images is None and (r.path / "examples.pt").exists():
-                try:
-                    images = torch.load(r.path / "examples.pt", map_location="cpu", weights_only=False)
-                except Exception as e:  # unreadable file: the figure is skipped, the report goes on
-                    study.problems.append(f"{r.name}/examples.pt: {e}")
+        if images is None:
+            images = next((im for r in runs if (im := _load_examples(study, r)) is not None), None)
     return images, examples
 
 
@@ -678,8 +674,8 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
     filters_figure(nets, fig_dir / f"filters_{task}.png")
     doc.figure(f"filters_{task}.png", "First convolution's filters, each min-max scaled on its own"
                + (" (RGB)" if meta["channels"] == 3 else " (mean over input channels)"))
-    images = (_load_examples(r) for r in study.runs if (r.path / "examples.pt").exists())
-    image = next((im for im in images if im is not None), None)
+    images = next((im for r in study.runs if (im := _load_examples(study, r)) is not None), None)
+    image = None if images is None else images[0]
     if image is None:
         doc.para("No example image (examples.pt) yet, so no feature maps.")
         return
@@ -690,10 +686,15 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
                                            "min-max scaled) after the first conv stage and the first block")
 
 
-def _load_examples(run: Run) -> Tensor | None:
+def _load_examples(study: Study, run: Run) -> Tensor | None:
+    """The run's examples.pt (uint8 images), or None if it has none or it is unreadable (noted as a problem)."""
+    path = run.path / "examples.pt"
+    if not path.exists():
+        return None
     try:
-        return torch.load(run.path / "examples.pt", map_location="cpu", weights_only=False)[0]
-    except Exception:  # unreadable file: try the next run
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # unreadable file: the caller tries the next run, the report goes on
+        study.problems.append(f"{run.name}/examples.pt: {e}")
         return None
 
 
