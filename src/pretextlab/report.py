@@ -36,7 +36,7 @@ from .figures import (SAMPLE_CAPTIONS, confusion_figure, early_features, example
 from .io import save_json, save_text
 from .probe import random_backbone
 from .results import (EQUAL_WITHIN, FRACTION_OF_BEST, NAMES, PLATEAU_RULE, PROTOCOLS, RUN_NAME, T95_RULE, PretextRun,
-                      Run, Study, baseline_name, column, fraction_key, load_samples, load_study, read_json,
+                      Study, baseline_name, column, fraction_key, load_samples, load_study, read_json,
                       summarize_study)
 
 log = logging.getLogger(__name__)
@@ -402,7 +402,8 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
     return header, rows
 
 
-def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
+def _examples_for(study: Study, images_of: dict[str, Tensor],
+                  fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
     """examples.pt of the fraction, and each arm's predictions on them (its lowest finished seed)."""
     images, examples = None, {}
     for arm in study.arms:
@@ -411,7 +412,7 @@ def _examples_for(study: Study, fraction: float) -> tuple[Tensor | None, dict[st
             examples[f"{arm} s{runs[0].seed}" if len({r.seed for r in study.runs}) > 1 else arm] = \
                 runs[0].summary["examples"]
         if images is None:
-            images = next((im for r in runs if (im := _load_examples(study, r)) is not None), None)
+            images = next((images_of[r.name] for r in runs if r.name in images_of), None)
     return images, examples
 
 
@@ -440,14 +441,15 @@ def write_report(study_dir: Path) -> Path:
              "fine-tuned from scratch and from the pretrained backbone with the same recipe"
              + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
                 if study.probes else "."))
+    images_of = _read_examples(study)  # before _status, which lists the files that could not be read
     _status(doc, study, summary)
     _answer_section(doc, study, summary)
     _evaluation_section(doc, study, summary, fig_dir)
     _curves_section(doc, study, summary, fig_dir)
     _results_section(doc, study, summary)
-    _examples_section(doc, study, fig_dir)
+    _examples_section(doc, study, images_of, fig_dir)
     _confusion_section(doc, study, fig_dir)
-    _pretext_section(doc, study, summary, fig_dir)
+    _pretext_section(doc, study, summary, images_of, fig_dir)
     _setup_section(doc, study, summary)
 
     save_json(_finite(summary), study.path / "summary.json")
@@ -578,12 +580,12 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.bullets(items)
 
 
-def _examples_section(doc: Doc, study: Study, fig_dir: Path) -> None:
+def _examples_section(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Path) -> None:
     doc.heading(2, "Predictions on validation examples")
     classes = _classes(study)
     drawn = False
     for f in study.fractions:
-        images, examples = _examples_for(study, f)
+        images, examples = _examples_for(study, images_of, f)
         if images is None or not examples:
             continue
         name = f"examples_f{f:g}.png"
@@ -615,7 +617,8 @@ def _confusion_section(doc: Doc, study: Study, fig_dir: Path) -> None:
                                                      else ""))
 
 
-def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[str, Tensor],
+                     fig_dir: Path) -> None:
     doc.heading(2, "What the pretext task taught the backbone")
     if not study.pretexts:
         doc.para("No pretext run has finished an epoch yet.")
@@ -653,10 +656,10 @@ def _pretext_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: P
             doc.figure(f"pretext_samples_{task}.png", f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
         else:
             doc.para(f"No pretext samples (samples.pt) in `pretrain-{task}/`.")
-        _backbone_views(doc, study, run, fig_dir)
+        _backbone_views(doc, study, run, images_of, fig_dir)
 
 
-def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> None:
+def _backbone_views(doc: Doc, study: Study, run: PretextRun, images_of: dict[str, Tensor], fig_dir: Path) -> None:
     """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
     task = run.task
     if not (run.path / "checkpoint.pt").exists():
@@ -674,11 +677,10 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
     filters_figure(nets, fig_dir / f"filters_{task}.png")
     doc.figure(f"filters_{task}.png", "First convolution's filters, each min-max scaled on its own"
                + (" (RGB)" if meta["channels"] == 3 else " (mean over input channels)"))
-    images = next((im for r in study.runs if (im := _load_examples(study, r)) is not None), None)
-    image = None if images is None else images[0]
-    if image is None:
+    if not images_of:
         doc.para("No example image (examples.pt) yet, so no feature maps.")
         return
+    image = next(iter(images_of.values()))[0]
     x = normalize(image[None], torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
     maps = {label: early_features(net, x) for label, net in nets.items()}
     feature_maps_figure(image, maps, fig_dir / f"feature_maps_{task}.png")
@@ -686,16 +688,19 @@ def _backbone_views(doc: Doc, study: Study, run: PretextRun, fig_dir: Path) -> N
                                            "min-max scaled) after the first conv stage and the first block")
 
 
-def _load_examples(study: Study, run: Run) -> Tensor | None:
-    """The run's examples.pt (uint8 images), or None if it has none or it is unreadable (noted as a problem)."""
-    path = run.path / "examples.pt"
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # unreadable file: the caller tries the next run, the report goes on
-        study.problems.append(f"{run.name}/examples.pt: {e}")
-        return None
+def _read_examples(study: Study) -> dict[str, Tensor]:
+    """Each run's examples.pt (uint8 validation images), read once, in the study's run order; an unreadable
+    file becomes a note in the report's status and the figures use the next run's."""
+    images_of: dict[str, Tensor] = {}
+    for run in study.runs:
+        path = run.path / "examples.pt"
+        if not path.exists():
+            continue
+        try:
+            images_of[run.name] = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # unreadable file: noted, the report goes on
+            study.problems.append(f"{run.name}/examples.pt: {e}")
+    return images_of
 
 
 def _setup_section(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
