@@ -174,7 +174,7 @@ def test_report_pretrained_minus_scratch(finished_study: Path):
     assert c["train_loss_first_epoch"]["pretrained_minus_scratch"] == pytest.approx(-0.3)
     assert "Training loss fell faster for context" in md
     assert "Context reached the higher maximum: best validation macro-F1 0.5873 (context) vs 0.4912" in md
-    assert "**Pretraining with context** helped at fraction 1 (+0.0961), 0.1 (+0.1335)" in md
+    assert "**Pretraining with context** was ahead at fraction 1 (+0.0961), 0.1 (+0.1335)" in md
 
 
 def test_report_html_is_self_contained(finished_study: Path):

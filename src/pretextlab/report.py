@@ -116,7 +116,8 @@ def _sentence(text: str) -> str:
 
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
-    """At which fractions pretraining helped (best validation macro-F1) and by how much."""
+    """At which fractions the pretrained arm was ahead (best validation macro-F1), by how much, and whether
+    the paired interval over seeds supports it."""
     out = []
     for arm in arms:
         diffs = {float(f): c[arm]["f1_macro"]["pretrained_minus_scratch"]
@@ -125,15 +126,16 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
             out.append(f"{arm}: no fraction has finished runs of both scratch and {arm} yet, so no answer.")
             continue
         pending = [f"{f:g}" for f in fractions if f not in diffs]
-        groups = {"helped": [], "hurt": [], "equal": []}
+        # "ahead"/"behind", not "helped"/"hurt": whether a difference is real is said by the significance note
+        groups = {"ahead": [], "behind": [], "equal": []}
         for f in sorted(diffs, reverse=True):
             v = _verdict(diffs[f], False, EQUAL_WITHIN)
-            groups["equal" if v == "equal" else "helped" if v == "pretrained" else "hurt"].append(
+            groups["equal" if v == "equal" else "ahead" if v == "pretrained" else "behind"].append(
                 f"{f:g} ({diffs[f]:+.4f})")
-        parts = [f"helped at fraction {', '.join(groups['helped'])}" if groups["helped"]
-                 else "helped at no fraction"]
-        if groups["hurt"]:
-            parts.append(f"hurt at {', '.join(groups['hurt'])}")
+        parts = [f"was ahead at fraction {', '.join(groups['ahead'])}" if groups["ahead"]
+                 else "was ahead at no fraction"]
+        if groups["behind"]:
+            parts.append(f"behind at {', '.join(groups['behind'])}")
         if groups["equal"]:
             parts.append(f"made about no difference at {', '.join(groups['equal'])}")
         text = (f"**Pretraining with {arm}** " + "; ".join(parts) + " (best validation macro-F1, pretrained minus "
