@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretextlab.results import plateau_epoch, time_to_fraction_of_best
+from pretextlab.results import compare, plateau_epoch, time_to_fraction_of_best
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -43,3 +43,16 @@ def test_time_to_fraction_of_best_other_fraction_and_errors():
         time_to_fraction_of_best([0.1, 0.2], [1.0])
     with pytest.raises(ValueError):
         time_to_fraction_of_best([], [])
+
+
+def test_compare_pairs_the_difference_over_shared_seeds():
+    # scratch has a third seed the pretrained arm lacks: the means cover different seeds, the
+    # difference must not (it is the centre of the paired interval)
+    c = compare({0: 0.80, 1: 0.82, 2: 0.90}, {0: 0.81, 1: 0.83})
+    assert c["scratch"] == pytest.approx(0.84) and c["pretrained"] == pytest.approx(0.82)
+    assert c["pretrained_minus_scratch"] == pytest.approx(0.01)
+    lo, hi = c["paired_ci95"]
+    assert lo <= c["pretrained_minus_scratch"] <= hi and c["n_seeds"] == [3, 2]
+    # no shared seed: no interval, the difference of the means
+    c = compare({0: 0.80}, {1: 0.90})
+    assert c["pretrained_minus_scratch"] == pytest.approx(0.10) and c["paired_ci95"] is None

@@ -37,7 +37,8 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
                                              "ci95": [float, float] | null}}}},
   "comparison": {fraction: {<pretext arm>: {quantity: {
       "scratch": float, "pretrained": float,     # means over seeds
-      "pretrained_minus_scratch": float,         # difference of the means
+      "pretrained_minus_scratch": float,         # mean per-seed difference over the shared seeds (the
+                                                 # centre of paired_ci95); difference of the means if none
       "paired_std": float | null,                # std of per-seed differences (>= 2 shared seeds)
       "paired_ci95": [float, float] | null,      # t interval of the mean per-seed difference
       "significant": bool | null,                # paired_ci95 excludes 0; null: one shared seed
@@ -359,11 +360,15 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
-    """Pretrained minus scratch for one quantity, given {seed: value} of each arm."""
+    """Pretrained minus scratch for one quantity, given {seed: value} of each arm.
+
+    The difference is paired over the seeds both arms have, so it is the centre of its interval even
+    while one arm has more finished seeds than the other (the means then cover different seeds).
+    """
     a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
     paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
-              else {"std": None, "ci95": None, "significant": None})
-    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": b - a, "paired_std": paired["std"],
+              else {"difference": b - a, "std": None, "ci95": None, "significant": None})
+    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"], "paired_std": paired["std"],
             "paired_ci95": paired["ci95"], "significant": paired["significant"],
             "n_seeds": [len(scratch), len(pretrained)]}
 
