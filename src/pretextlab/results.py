@@ -368,8 +368,8 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
     a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
     paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
               else {"difference": b - a, "std": None, "ci95": None, "significant": None})
-    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"], "paired_std": paired["std"],
-            "paired_ci95": paired["ci95"], "significant": paired["significant"],
+    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"],
+            "paired_std": paired["std"], "paired_ci95": paired["ci95"], "significant": paired["significant"],
             "n_seeds": [len(scratch), len(pretrained)]}
 
 
