@@ -319,6 +319,7 @@ def test_evaluation_table_and_conclusions_in_the_report(probed_study: Path):
     assert "differences at fraction 0.1 (+0.0600) come from one seed, so no confidence interval" in md
     assert "**fine-tune, context vs scratch** (macro-F1): significantly higher at fraction 0.5 (+0.0767" in md
     assert "](figures/f1_vs_fraction.png)" in md
+    assert "rest on two seeds" not in md  # three seeds or one: no two-seed caution
     assert (probed_study / "figures" / "f1_vs_fraction.png").stat().st_size > 10_000
 
 
@@ -334,3 +335,17 @@ def test_a_difference_that_changes_sign_across_seeds_is_not_significant(tmp_path
     assert "context − baseline" in md and "not significant" in md and "**significant**" not in md
     assert "the difference is significant at no fraction; not significant at 0.5" in md
     assert "paired 95% CI of the difference [" in md and "so not significant" in md
+
+
+def test_a_two_seed_verdict_carries_a_caution(tmp_path: Path, classifier_state):
+    # both seeds lose 0.0012-0.0014: a tiny difference whose one-degree-of-freedom interval excludes zero
+    curves = {(1.0, "scratch", 0): [0.8266], (1.0, "scratch", 1): [0.8277],
+              (1.0, "context", 0): [0.8254], (1.0, "context", 1): [0.8263]}
+    root = make_study(tmp_path / "two", classifier_state, curves, seeds=[0, 1])
+    write_report(root)
+    best = json.loads((root / "summary.json").read_text())["comparison"]["1"]["context"]["f1_macro"]
+    assert best["significant"] is True and best["paired_n"] == 2
+    md = (root / "report.md").read_text()
+    assert "At fraction 1 the interval rests on two seeds: two seeds give a t interval with one degree of " \
+           "freedom (multiplier 12.7)" in md
+    assert "Caution: some intervals below rest on two seeds" in md

@@ -52,7 +52,7 @@ def test_compare_pairs_the_difference_over_shared_seeds():
     assert c["scratch"] == pytest.approx(0.84) and c["pretrained"] == pytest.approx(0.82)
     assert c["pretrained_minus_scratch"] == pytest.approx(0.01)
     lo, hi = c["paired_ci95"]
-    assert lo <= c["pretrained_minus_scratch"] <= hi and c["n_seeds"] == [3, 2]
+    assert lo <= c["pretrained_minus_scratch"] <= hi and c["n_seeds"] == [3, 2] and c["paired_n"] == 2
     # no shared seed: no interval, the difference of the means
     c = compare({0: 0.80}, {1: 0.90})
-    assert c["pretrained_minus_scratch"] == pytest.approx(0.10) and c["paired_ci95"] is None
+    assert c["pretrained_minus_scratch"] == pytest.approx(0.10) and c["paired_ci95"] is None and c["paired_n"] == 0

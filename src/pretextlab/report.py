@@ -38,6 +38,7 @@ from .probe import random_backbone
 from .results import (EQUAL_WITHIN, FRACTION_OF_BEST, NAMES, PLATEAU_RULE, PROTOCOLS, RUN_NAME, T95_RULE, PretextRun,
                       Study, baseline_name, column, fraction_key, load_samples, load_study, read_json,
                       summarize_study)
+from .stats import TWO_SEEDS
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,9 @@ def _significance_note(summary: dict[str, Any], arm: str) -> str:
         parts.append(f"not significant at {', '.join(verdicts[False])}")
     if verdicts[None]:
         parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
-    return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "."
+    two = [f for f, c in cmp.items() if c.get("significant") is not None and c.get("paired_n") == 2]
+    caution = f" At fraction {', '.join(two)} the interval rests on two seeds: {TWO_SEEDS}." if two else ""
+    return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "." + caution
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,6 +501,10 @@ def _evaluation_section(doc: Doc, study: Study, summary: dict[str, Any], fig_dir
            for c in m.values()) < 2:
         doc.para("Every cell comes from a single seed, so no confidence interval can be computed and no difference "
                  "is called significant; run the study with several seeds (e.g. --seeds 0,1,2) for intervals.")
+    if any(c["n"] == 2 and c["ci95"] is not None for by_f in ev["vs_baseline"].values() for ms in by_f.values()
+           for m in ms.values() for c in m.values()):
+        doc.para(f"Caution: some intervals below rest on two seeds (each conclusion gives its number of seeds); "
+                 f"{TWO_SEEDS}.")
     if not study.probes:
         doc.para("No probe results (probes.json) in this study yet: it predates the probe stages or has not reached "
                  "them. Re-running the study command adds them; finished runs are reused.")

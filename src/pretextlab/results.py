@@ -42,7 +42,8 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
       "paired_std": float | null,                # std of per-seed differences (>= 2 shared seeds)
       "paired_ci95": [float, float] | null,      # t interval of the mean per-seed difference
       "significant": bool | null,                # paired_ci95 excludes 0; null: one shared seed
-      "n_seeds": [int, int]}}}},                 # [scratch, pretrained]
+      "n_seeds": [int, int],                     # [scratch, pretrained]
+      "paired_n": int}}}},                       # seeds both arms have (the paired interval's n)
   "evaluation": {                                # every method under every protocol, final numbers only
     "protocols": {protocol: str},                # finetune | linear | knn -> its name in the report
     "metrics": ["f1_macro", "accuracy"], "baseline": "scratch", "rule": str,
@@ -370,7 +371,7 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
               else {"difference": b - a, "std": None, "ci95": None, "significant": None})
     return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"],
             "paired_std": paired["std"], "paired_ci95": paired["ci95"], "significant": paired["significant"],
-            "n_seeds": [len(scratch), len(pretrained)]}
+            "n_seeds": [len(scratch), len(pretrained)], "paired_n": len(set(scratch) & set(pretrained))}
 
 
 def summarize_study(study: Study) -> dict[str, Any]:

@@ -62,6 +62,13 @@ def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
     return hi
 
 
+# Why a caution at n = 2: with one degree of freedom the interval is usually very wide, but when the two
+# per-seed differences happen to agree it is narrow, and the std of two numbers says little about a third.
+TWO_SEEDS = (f"two seeds give a t interval with one degree of freedom (multiplier {t_critical(1):.1f}): wide "
+             "unless the two per-seed differences happen to agree, and then even a tiny difference is called "
+             "significant; read such verdicts with care, a third seed settles them")
+
+
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float | None,
                                                                            tuple[float, float] | None]:
     """Mean, sample standard deviation and t confidence interval of the mean (None, None for n = 1)."""
