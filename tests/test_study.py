@@ -9,6 +9,7 @@ import torch
 import pretextlab.study as study_mod
 from pretextlab.errors import UserError
 from pretextlab.finetune import DataConfig
+from pretextlab.report import write_report
 from pretextlab.study import PRESETS, run_name, run_study
 
 
@@ -197,8 +198,13 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     files, size = study_mod.export_study(out, kept)
     names = [p.relative_to(kept) for p in kept.rglob("*") if p.is_file()]
     assert files == len(names) and size == sum((kept / n).stat().st_size for n in names)
-    assert not [n for n in names if n.suffix in (".pt", ".safetensors") or "tb" in n.parts]
+    assert not [n for n in names if n.suffix == ".safetensors" or "tb" in n.parts]
+    assert {n.name for n in names if n.suffix == ".pt"} == {"examples.pt", "samples.pt"}  # figure inputs only
     assert (kept / "report.md").exists() and (kept / "study.json").exists()
+    for figure in ("examples_f1.png", "pretext_samples_context.png"):  # a re-rendered copy keeps its figures
+        (kept / "figures" / figure).unlink()
+    write_report(kept)
+    assert (kept / "figures" / "examples_f1.png").exists() and (kept / "figures" / "pretext_samples_context.png").exists()
     original = (out / "pretrain-context" / "backbone.safetensors").read_bytes()
     kept_summary = json.loads((kept / "pretrain-context" / "summary.json").read_text())
     assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context" / "backbone.safetensors")

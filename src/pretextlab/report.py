@@ -706,7 +706,7 @@ def _read_examples(study: Study) -> dict[str, Tensor]:
         if not path.exists():
             continue
         try:
-            images_of[run.name] = torch.load(path, map_location="cpu", weights_only=False)
+            images_of[run.name] = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # unreadable file: noted, the report goes on
             study.problems.append(f"{run.name}/examples.pt: {e}")
     return images_of

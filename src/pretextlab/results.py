@@ -305,7 +305,7 @@ def load_samples(path: Path) -> dict[str, Any] | None:
     if not f.exists():
         return None
     try:
-        return torch.load(f, map_location="cpu", weights_only=False)
+        return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # a torch.load failure can be any of several types; the report just skips it
         log.warning("could not read %s: %s", f, e)
         return None

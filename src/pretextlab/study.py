@@ -275,11 +275,15 @@ def run_study(
 
 
 KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, tensors or logs
+# The report's figure inputs: a run's uint8 validation examples (the same images in every run, so git
+# stores one blob) and a pretext run's sample pairs, some KB each; without them a re-rendered copy
+# loses its example-prediction and pretext-sample figures.
+FIGURE_INPUTS = ("examples.pt", "samples.pt")
 
 
 def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
-    """Copy a study's report and result files to dest, leaving out weights, checkpoints, tensors and
-    TensorBoard logs; returns (files, bytes).
+    """Copy a study's report, result files and figure inputs to dest, leaving out weights, checkpoints
+    and TensorBoard logs; returns (files, bytes).
 
     Why: a study can outlive the machine it runs on (hours of CPU, sessions that end). The copy is
     small enough to commit and is itself a study folder: copied back to the study's original --out
@@ -296,7 +300,8 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     files, size = 0, 0
     for src in sorted(study_dir.rglob("*")):
         rel = src.relative_to(study_dir)
-        if not src.is_file() or src.suffix not in KEPT_SUFFIXES or "tb" in rel.parts or src.name.startswith("."):
+        kept = src.suffix in KEPT_SUFFIXES or src.name in FIGURE_INPUTS
+        if not src.is_file() or not kept or "tb" in rel.parts or src.name.startswith("."):
             continue
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
