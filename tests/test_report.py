@@ -199,7 +199,10 @@ def test_report_of_an_incomplete_study(tmp_path: Path, classifier_state):
     (root / "pretrain-context" / "samples.pt").unlink()
     (root / "pretrain-context" / "checkpoint.pt").unlink()
     (root / "f1-scratch-s0" / "examples.pt").unlink()
+    (root / "figures").mkdir()
+    (root / "figures" / "confusion_f0.5.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # from an earlier state
     out = write_report(root)
+    assert not (root / "figures" / "confusion_f0.5.png").exists()  # a figure the report no longer shows goes
     md = out.read_text()
     assert "This study is incomplete" in md
     assert "Missing (no finished epoch): `f0.1-context-s0`" in md

@@ -461,6 +461,12 @@ def write_report(study_dir: Path) -> Path:
     markdown = doc.markdown()
     save_text(markdown, study.path / "report.md")
     save_text(doc.html(fig_dir, f"pretextlab report: {summary['study']}"), study.path / "report.html")
+    # A figure of an earlier state of the study (say the confusion matrix of what was then the smallest
+    # fraction) would otherwise stay in figures/ beside a report that no longer shows it, and be exported.
+    shown = {b[0] for kind, b in doc.blocks if kind == "figure"}
+    for stale in fig_dir.glob("*.png"):
+        if stale.name not in shown:
+            stale.unlink()
     log.info("wrote %s, %s and %s", study.path / "report.md", study.path / "report.html", fig_dir)
     return study.path / "report.md"
 
