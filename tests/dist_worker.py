@@ -1,23 +1,29 @@
 """Started by test_dist.py as `torchrun --nproc_per_node 2 dist_worker.py <image folder> <out>`.
 
-Each rank pretrains, fine-tunes from the pretrained backbone, and fine-tunes again with an
+Each rank pretrains (context for two epochs, the other pretext tasks for one), fine-tunes from the pretrained backbone, and fine-tunes again with an
 interruption after the first epoch and a resume; a spy on the tasks' `batch` records the training
 indices every rank cut, written to <out>/seen-rank<r>.json for the test to check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
 from pathlib import Path
 
+import torch
+
 from pretextlab import dist
+from pretextlab.data import load_dataset, make_splits
 from pretextlab.finetune import Classification, DataConfig, train_classifier
-from pretextlab.pretext import pretrain
+from pretextlab.models import make_backbone
+from pretextlab.pretext import make_task, pretrain
 from pretextlab.pretext.context import ContextPrediction
 from pretextlab.train import TrainConfig
 
+OTHER_TASKS = ("rotation", "reconstruction", "simclr")
 SEEN: dict[str, list[list[int]]] = {}
 CURRENT = ["none"]
 
@@ -31,6 +37,24 @@ def spy_on(cls: type) -> None:
         return original(self, idx, g)
 
     cls.batch = batch
+
+
+def scored_in_evaluation(out: Path) -> dict[str, int]:
+    """How many images each pretext task's evaluate() fed its model on this rank (a seeded random model)."""
+    counts = {}
+    for task_name in ("context", *OTHER_TASKS):
+        run = out / ("pretrain" if task_name == "context" else f"pretrain-{task_name}")
+        config = json.loads((run / "config.json").read_text())
+        ds = load_dataset(config["data"]["source"], cache_dir=config["data"]["cache_dir"])
+        splits = make_splits(ds, 1.0, 0, config["data"]["val_fraction"], config["data"]["split_seed"])
+        task = make_task(task_name, splits, config["options"], "fp32")
+        torch.manual_seed(0)
+        model = task.make_model(make_backbone("fast", ds.channels))
+        seen = [0]
+        model.register_forward_pre_hook(lambda module, args: seen.append(seen.pop() + len(args[0])))
+        task.evaluate(model)
+        counts[task_name] = seen[0]
+    return counts
 
 
 class Interrupt(Exception):
@@ -51,6 +75,11 @@ def main(data: str, out: Path) -> None:
 
     CURRENT[0] = "pretrain"
     pretrain("context", dcfg, cfg, "fast", out / "pretrain", knn_images=50, **kw)
+    for task in OTHER_TASKS:  # one epoch each: their held-out metrics are reduced over the ranks too
+        CURRENT[0] = f"pretrain-{task}"
+        options = {"eval_batch": 6} if task == "simclr" else None  # two held-out retrieval batches, one per rank
+        pretrain(task, dcfg, dataclasses.replace(cfg, epochs=1), "fast", out / f"pretrain-{task}", options,
+                 knn_images=50, **kw)
     init = str(out / "pretrain" / "backbone.safetensors")
     CURRENT[0] = "finetune"
     train_classifier(dcfg, cfg, "fast", out / "finetune", init=init, **kw)
@@ -67,7 +96,7 @@ def main(data: str, out: Path) -> None:
     CURRENT[0] = "resumed"
     train_classifier(dcfg, cfg, "fast", out / "resumed", init=init, **kw)
 
-    (out / f"seen-rank{dist.rank()}.json").write_text(json.dumps(SEEN))
+    (out / f"seen-rank{dist.rank()}.json").write_text(json.dumps({**SEEN, "scored": scored_in_evaluation(out)}))
 
 
 if __name__ == "__main__":

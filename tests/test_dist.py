@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import write_image_folder
+from dist_worker import scored_in_evaluation
 from pretextlab import dist
 from pretextlab.data import load_dataset, make_splits
 from pretextlab.errors import UserError
@@ -72,18 +73,30 @@ def test_finetune_metrics_equal_a_single_process_evaluation(job):
         assert final[k] == pytest.approx(single[k], rel=1e-5, abs=1e-6), k
 
 
-def test_pretrain_metrics_equal_a_single_process_evaluation(job):
-    config = _config(job, "pretrain")
-    state = torch.load(job / "pretrain" / "checkpoint.pt", weights_only=False)
+@pytest.mark.parametrize("task_name, run", [("context", "pretrain"), ("rotation", "pretrain-rotation"),
+                                           ("reconstruction", "pretrain-reconstruction"), ("simclr", "pretrain-simclr")])
+def test_pretrain_metrics_equal_a_single_process_evaluation(job, task_name, run):
+    """Each rank scored only its share of the held-out examples; combined, they equal one process scoring all."""
+    config = _config(job, run)
+    state = torch.load(job / run / "checkpoint.pt", weights_only=False)
     ds = load_dataset(config["data"]["source"], cache_dir=config["data"]["cache_dir"])
     splits = make_splits(ds, 1.0, 0, config["data"]["val_fraction"], config["data"]["split_seed"])
-    task = make_task("context", splits, config["options"], "fp32")
+    task = make_task(task_name, splits, config["options"], "fp32")
     model = task.make_model(make_backbone("fast", ds.channels))
     model.load_state_dict(state["model"])
     single = task.evaluate(model)
-    last = read_csv(job / "pretrain" / "metrics.csv")[-1]
-    assert last["val_loss"] == pytest.approx(single["loss"], rel=1e-5)  # a mean over 12 pairs: not matched by chance
-    assert last["val_accuracy"] == pytest.approx(single["accuracy"], abs=1e-6)
+    last = read_csv(job / run / "metrics.csv")[-1]
+    assert set(single) >= {"loss"} and all(f"val_{k}" in last for k in single)
+    for k, v in single.items():  # a loss averaged over 12 images: not matched by chance
+        assert last[f"val_{k}"] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def test_each_rank_evaluates_only_its_share(job):
+    """Held-out pretext evaluation is split over the ranks, not repeated on each."""
+    ranks = [json.loads((job / f"seen-rank{r}.json").read_text())["scored"] for r in (0, 1)]
+    single = scored_in_evaluation(job)
+    for task_name, n in single.items():
+        assert ranks[0][task_name] + ranks[1][task_name] == n and 0 < ranks[0][task_name] < n, task_name
 
 
 def test_only_rank_0_wrote_one_set_of_files(job):

@@ -1,5 +1,5 @@
-"""What the pretext tasks share: evaluating a model without disturbing its training mode, and images
-as the report stores them."""
+"""What the pretext tasks share: evaluating a model without disturbing its training mode, held-out
+loss and accuracy combined over ranks, and images as the report stores them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .. import dist
 
 
 @contextmanager
@@ -21,6 +24,14 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         model.train(was)
+
+
+def loss_and_accuracy(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """Cross-entropy and accuracy of this rank's part of the held-out examples, combined over ranks
+    (each part weighted by its size), so under torchrun every rank scores only its share."""
+    loss, _ = dist.mean(F.cross_entropy(logits, labels), len(labels))
+    accuracy, _ = dist.mean((logits.argmax(1) == labels).float().mean(), len(labels))
+    return {"loss": loss, "accuracy": accuracy}
 
 
 def to_uint8(x: Tensor) -> Tensor:

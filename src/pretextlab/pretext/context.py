@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, crop_at
+from .common import loss_and_accuracy
 
 POSITIONS = ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right"]
 # (row, col) of the 8 neighbours in the 3x3 grid, in label order; the centre is (1, 1).
@@ -174,10 +175,7 @@ class ContextPrediction:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out loss and accuracy; under torchrun over every rank's part of the validation images."""
-        logits, labels = self.predict(model, self.s.x_val, shard=True)
-        loss, _ = dist.mean(F.cross_entropy(logits, labels), len(labels))
-        accuracy, _ = dist.mean((logits.argmax(1) == labels).float().mean(), len(labels))
-        return {"loss": loss, "accuracy": accuracy}
+        return loss_and_accuracy(*self.predict(model, self.s.x_val, shard=True))
 
     @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import Splits, augment, normalize
 from ..models import feature_map
 from ..probe import spread_subset
@@ -114,17 +115,25 @@ class Reconstruction:
 
     def evaluate(self, model: nn.Module, seed: int = 0, batch_size: int = 500) -> dict[str, float]:
         """Masked MSE (normalised units) and PSNR (dB, pixels in [0, 1]) over the hidden pixels of
-        the validation images, with seeded masks (comparable across epochs)."""
+        the validation images, with seeded masks (comparable across epochs). Under torchrun each rank
+        scores its part of every chunk; every rank draws the whole chunk's masks, from one seeded stream,
+        so the numbers do not depend on the number of ranks."""
         g = torch.Generator().manual_seed(seed)
         std = self.s.std.view(1, -1, 1, 1)
         se = se01 = hidden = 0.0
         with evaluating(model):
             for chunk in self.s.x_val.split(batch_size):
                 inp, target = self.masked(chunk, g, train=False)
+                part = dist.shard_slice(len(chunk))
+                if part.start == part.stop:
+                    continue
+                inp, target = inp[part], target[part]
                 diff = (model(inp).float() - target[:, :-1]) * target[:, -1:]
                 se += float((diff**2).sum())
                 se01 += float(((diff * std) ** 2).sum())
                 hidden += float(target[:, -1:].sum()) * diff.shape[1]
+        totals = torch.tensor([se, se01, hidden], dtype=torch.float64, device=self.s.x_val.device)
+        se, se01, hidden = dist.all_sum(totals).tolist()
         return {"loss": se / hidden, "psnr": psnr(se01 / hidden)}
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import Splits, augment, normalize
 from ..probe import spread_subset
-from .common import evaluating
+from .common import evaluating, loss_and_accuracy
 
 ANGLES = ["0°", "90°", "180°", "270°"]  # label k: rotated k quarter turns counter-clockwise
 
@@ -88,9 +89,9 @@ class Rotation:
         return logits, torch.cat([k for _, k in rotated])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits, labels = self.predict(model, self.s.x_val)
-        return {"loss": float(F.cross_entropy(logits, labels)),
-                "accuracy": float((logits.argmax(1) == labels).float().mean())}
+        """Held-out loss and accuracy over all four rotations; under torchrun each rank scores its share
+        of the validation images (no sampling, so the numbers do not depend on the number of ranks)."""
+        return loss_and_accuracy(*self.predict(model, self.s.x_val[dist.shard_slice(len(self.s.x_val))]))
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out images, each in another rotation, with true and predicted angles (for the report)."""

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import dist
 from ..data import Splits, random_flip
 from ..probe import spread_subset
 from .common import evaluating, to_uint8
@@ -190,17 +191,25 @@ class SimCLR:
 
     def evaluate(self, model: nn.Module, seed: int = 0) -> dict[str, float]:
         """Held-out NT-Xent and top-1 retrieval of the partner view, in whole batches of eval_batch
-        images with seeded views (comparable across epochs); a remainder smaller than a batch is left out."""
+        images with seeded views (comparable across epochs); a remainder smaller than a batch is left out.
+        Under torchrun each rank scores every world_size-th batch; every rank draws every batch's views,
+        from one seeded stream, so the numbers do not depend on the number of ranks."""
         g = torch.Generator().manual_seed(seed)
         b = self.eval_batch
         losses, hits = [], []
         with evaluating(model):
-            for chunk in self.s.x_val[: len(self.s.x_val) // b * b].split(b):
-                logits = model(self.normalise(self.views(chunk, g))).float()
+            for i, chunk in enumerate(self.s.x_val[: len(self.s.x_val) // b * b].split(b)):
+                views = self.views(chunk, g)
+                if i % dist.world_size() != dist.rank():
+                    continue
+                logits = model(self.normalise(views)).float()
                 target = positives(b, logits.device)
                 losses.append(F.cross_entropy(logits, target))
                 hits.append((logits.argmax(1) == target).float().mean())
-        return {"loss": float(torch.stack(losses).mean()), "accuracy": float(torch.stack(hits).mean())}
+        none = torch.zeros((), device=self.s.x_val.device)  # a rank with no batch adds nothing
+        loss, _ = dist.mean(torch.stack(losses).mean() if losses else none, len(losses))
+        accuracy, _ = dist.mean(torch.stack(hits).mean() if hits else none, len(hits))
+        return {"loss": loss, "accuracy": accuracy}
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """View pairs of a few held-out images, and which image each first view finds nearest among all 2k views."""
