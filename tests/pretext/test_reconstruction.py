@@ -57,10 +57,26 @@ def test_decoder_crops_a_partial_last_cell():
         assert net(torch.randn(2, 1, 20, 20)).shape == (2, 1, 20, 20)
 
 
+def test_a_side_the_patch_does_not_divide_is_masked_to_the_border(splits_of):
+    # Fashion-MNIST's 28 px, one channel: the default 3 px patch leaves a 1 px last row and column
+    x = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
+    task = Reconstruction(splits_of(x), ReconstructionOptions(pad=0, flip=False, hidden=8))
+    assert task.patch == 3 and task.cells == 10
+    inp, target = task.batch(torch.arange(8), torch.Generator().manual_seed(0))
+    assert inp.shape == (8, 1, 28, 28) and target.shape == (8, 2, 28, 28)
+    m = target[:, 1:].bool()
+    assert torch.equal(m[:, :, :27, :27], m[:, :, ::3, ::3].repeat_interleave(3, 2).repeat_interleave(3, 3)[:, :, :27, :27])
+    assert m[:, :, 27:].any() and 0.45 < m.float().mean() < 0.75  # the border cells are masked too
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = task.make_model(make_backbone("fast", 1))(inp)
+    assert out.shape == (8, 1, 28, 28) and torch.isfinite(task.loss(out, target))
+
+
 def test_bad_options_are_user_errors(splits_of):
     s = splits_of(torch.zeros(20, 3, 12, 12, dtype=torch.uint8))
-    with pytest.raises(UserError, match="patch 5 must divide the 12 px side"):
-        make_task("reconstruction", s, {"patch": 5}, "fp32")
+    with pytest.raises(UserError, match="patch 12 must be smaller than the 12 px side"):
+        make_task("reconstruction", s, {"patch": 12}, "fp32")
     with pytest.raises(UserError, match="mask_ratio must be between 0 and 1"):
         make_task("reconstruction", s, {"mask_ratio": 1.0}, "fp32")
 

@@ -8,7 +8,8 @@ network must know what usually surrounds what: shapes continue, objects have par
 
 Details, for a CNN backbone on small images:
 - the image (after the supervised runs' translation and flip) is cut into a grid of square patches
-  (default 1/8 of the side: 4 px at 32x32, 64 patches) and a random 60 % of them are hidden, the
+  (default 1/8 of the side: 4 px at 32x32, 64 patches; where the patch does not divide the side, the
+  last row and column are cut at the border) and a random 60 % of them are hidden, the
   ratio masked-image modelling uses for CNNs (ConvNeXt V2, Woo et al. 2023, arXiv 2301.00808);
   hidden pixels are set to 0 after normalisation, i.e. the dataset's mean colour;
 - the decoder reads the backbone's last spatial feature map (models.feature_map): one 3x3 conv,
@@ -92,8 +93,12 @@ class Reconstruction:
         self.n_train = len(splits.x_pool)
         self.image_size = size = splits.x_pool.shape[-1]
         self.patch = self.o.patch or max(2, size // 8)
-        if size % self.patch or self.patch >= size or splits.x_pool.shape[-2] != size:
-            raise ValueError(f"patch {self.patch} must divide the {size} px side of square images (e.g. {size // 8})")
+        if self.patch >= size or splits.x_pool.shape[-2] != size:
+            raise ValueError(f"patch {self.patch} must be smaller than the {size} px side of square images "
+                             f"(e.g. {max(2, size // 8)})")
+        # A side the patch does not divide (28 px Fashion-MNIST, 3 px patches): the grid overhangs and
+        # its last row and column of patches are cut at the border.
+        self.cells = math.ceil(size / self.patch)
         self.pad = self.o.pad if self.o.pad >= 0 else max(1, size // 8)
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
@@ -104,7 +109,8 @@ class Reconstruction:
         if train:
             x = augment(x, g, self.pad, self.o.flip)
         x = normalize(x, self.s.mean, self.s.std)
-        m = random_mask(len(x), self.image_size // self.patch, self.o.mask_ratio, self.patch, g).to(x.device)
+        size = self.image_size
+        m = random_mask(len(x), self.cells, self.o.mask_ratio, self.patch, g)[..., :size, :size].to(x.device)
         return x.masked_fill(m, 0.0), torch.cat([x, m.to(x.dtype)], 1)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
