@@ -184,6 +184,14 @@ def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_data
     assert both["results"]["f0.5-s0"] == entry and both["results"]["f1-s0"]["n_train"] == 45
     with pytest.raises(UserError, match="holds probes with other settings"):
         run_probes(net, {**origin, "init": "other"}, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    # a study folder moved elsewhere: its probes name the backbone under the original --out
+    moved = tmp_path / "moved"
+    made = {"backbone": "fast", "init": "studies/old/pretrain-context/backbone.safetensors"}
+    run_probes(net, made, moved, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    here = {**made, "init": "elsewhere/new/pretrain-context/backbone.safetensors"}
+    with pytest.raises(UserError, match=r"made by the study at studies/old and a study folder resumes only there: "
+                                        r"move it back to studies/old, or run the study with --out studies/old"):
+        run_probes(net, here, moved, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
 
 
 def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, cache_dir, tmp_path):

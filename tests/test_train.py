@@ -10,7 +10,7 @@ import torch
 
 from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
-from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv
+from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv, settings_error
 
 TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
 
@@ -196,3 +196,16 @@ def test_finished_run_with_other_settings_is_user_error(tiny_dataset, tiny_train
     with pytest.raises(UserError, match="other settings"):
         train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=2), "fast", out,
                          dataset=tiny_dataset, device="cpu", quiet=True)
+
+
+def test_settings_error_tells_a_moved_study_where_it_resumes(tmp_path):
+    old = {"init": "studies/a/pretrain-rotation/backbone.safetensors", "train": {"epochs": 4}}
+    moved = settings_error(tmp_path, "a finished run", "folder", ["init"], old,
+                           {**old, "init": "/data/b/pretrain-rotation/backbone.safetensors"})
+    assert "made by the study at studies/a" in str(moved) and "--out studies/a" in str(moved)
+    # another backbone, or another setting as well: the usual advice
+    for diff, new in ((["init"], {**old, "init": "runs/x/backbone.safetensors"}),
+                      (["init", "train"], {"init": "b/pretrain-rotation/backbone.safetensors", "train": {"epochs": 5}})):
+        other = settings_error(tmp_path, "a finished run", "folder", diff, old, new)
+        assert str(other) == f"{tmp_path} holds a finished run with other settings ({', '.join(diff)}); " \
+                             "use another --out or delete that folder to start afresh"

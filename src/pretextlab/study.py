@@ -31,7 +31,7 @@ from .finetune import DataConfig, read_weights, train_classifier
 from .io import load_json, save_json, sha256_file
 from .models import load_backbone_weights, make_backbone
 from .probe import evaluate_frozen, frozen_features, probe_settings, random_backbone
-from .train import TrainConfig, json_roundtrip
+from .train import TrainConfig, json_roundtrip, settings_error
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
                                **probe_settings()})
     store = load_json(path) if path.exists() else {"settings": settings, "results": {}}
     if store["settings"] != settings:
-        raise UserError(f"{path} holds probes with other settings; use another --out or delete that file")
+        diff = sorted(k for k in set(settings) | set(store["settings"]) if store["settings"].get(k) != settings.get(k))
+        raise settings_error(path, "probes", "file", diff, store["settings"], settings)
     todo = [(f, s) for f, s in keys if probe_key(f, s) not in store["results"]]
     if not todo:
         dist.barrier()

@@ -281,9 +281,22 @@ def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
     new = json_roundtrip(settings)
     diff = sorted(k for k in new if stored.get(k) != new[k])
     if diff:
-        raise UserError(f"{out_dir} holds a finished run with other settings ({', '.join(diff)}); "
-                        "use another --out or delete that folder to start afresh")
+        raise settings_error(out_dir, "a finished run", "folder", diff, stored, new)
     return load_json(out_dir / "summary.json")
+
+
+def settings_error(where: Path, holds: str, kind: str, diff: list[str], stored: dict, new: dict) -> UserError:
+    """The error for work done with other settings. Where only the starting backbone's path differs and
+    both paths end in the same pretrain-<task>/backbone.safetensors, the study folder was moved (its runs
+    record the backbone under the original --out): say where it resumes rather than advise deleting work."""
+    old_init, new_init = stored.get("init"), new.get("init")
+    if diff == ["init"] and isinstance(old_init, str) and isinstance(new_init, str) \
+            and Path(old_init).parts[-2:] == Path(new_init).parts[-2:] and len(Path(old_init).parts) > 2:
+        origin = Path(old_init).parents[1]
+        return UserError(f"{where} was made by the study at {origin} and a study folder resumes only there: "
+                         f"move it back to {origin}, or run the study with --out {origin}")
+    return UserError(f"{where} holds {holds} with other settings ({', '.join(diff)}); "
+                     f"use another --out or delete that {kind} to start afresh")
 
 
 def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
