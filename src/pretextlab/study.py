@@ -275,7 +275,7 @@ def run_study(
     return dist.from_main(write_report(out_dir) if dist.is_main() else None)
 
 
-KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, tensors or logs
+KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, checkpoints or logs
 # The report's figure inputs: a run's uint8 validation examples (the same images in every run, so git
 # stores one blob) and a pretext run's sample pairs, some KB each; without them a re-rendered copy
 # loses its example-prediction and pretext-sample figures.

@@ -309,8 +309,7 @@ def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
     new = json_roundtrip(config)
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise UserError(f"{out_dir} holds a run with other settings ({', '.join(diff)}); "
-                        "use another --out or delete that folder to start afresh")
+        raise settings_error(out_dir, "a run", "folder", diff, old, new)
 
 
 def _check_world_size(out_dir: Path, stored: int) -> None:
