@@ -184,14 +184,17 @@ def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_data
     assert both["results"]["f0.5-s0"] == entry and both["results"]["f1-s0"]["n_train"] == 45
     with pytest.raises(UserError, match="holds probes with other settings"):
         run_probes(net, {**origin, "init": "other"}, tmp_path, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
-    # a study folder moved elsewhere: its probes name the backbone under the original --out
-    moved = tmp_path / "moved"
-    made = {"backbone": "fast", "init": "studies/old/pretrain-context/backbone.safetensors"}
-    run_probes(net, made, moved, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
-    here = {**made, "init": "elsewhere/new/pretrain-context/backbone.safetensors"}
-    with pytest.raises(UserError, match=r"made by the study at studies/old and a study folder resumes only there: "
-                                        r"move it back to studies/old, or run the study with --out studies/old"):
-        run_probes(net, here, moved, [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    # a study folder moved elsewhere: its probes name its backbone under the old --out and are kept
+    old_study, new_study = tmp_path / "old", tmp_path / "new"
+    made = {"backbone": "fast", "init": str(old_study / "pretrain-context" / "backbone.safetensors")}
+    kept = run_probes(net, made, old_study / "pretrain-context", [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    old_study.rename(new_study)
+    here = {**made, "init": str(new_study / "pretrain-context" / "backbone.safetensors")}
+    again = run_probes(net, here, new_study / "pretrain-context", [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
+    assert again["results"] == kept["results"]
+    with pytest.raises(UserError, match=r"holds probes with other settings \(init\)"):  # another study's backbone
+        run_probes(net, {**made, "init": str(tmp_path / "third" / "pretrain-context" / "backbone.safetensors")},
+                   new_study / "pretrain-context", [(0.5, 0)], data, tiny_dataset, torch.device("cpu"))
 
 
 def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, cache_dir, tmp_path):
@@ -217,14 +220,17 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     kept_summary = json.loads((kept / "pretrain-context" / "summary.json").read_text())
     assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context" / "backbone.safetensors")
 
-    shutil.rmtree(out)  # a new machine: only the kept files, put back at the study's --out
-    shutil.copytree(kept, out)
-    run_file = out / run_name(1.0, "context", 0) / "summary.json"
+    shutil.rmtree(out)  # a new machine: only the kept files, in another folder than the study's --out
+    moved = tmp_path / "elsewhere" / "study"
+    shutil.copytree(kept, moved)
+    run_file = moved / run_name(1.0, "context", 0) / "summary.json"
     stamp = run_file.stat().st_mtime_ns
-    run_study(_data(folder, cache_dir), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    probes = (moved / "pretrain-context" / "probes.json").read_text()
+    run_study(_data(folder, cache_dir), moved, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
     assert run_file.stat().st_mtime_ns == stamp  # the finished run was kept, not redone
-    assert (out / "pretrain-context" / "backbone.safetensors").read_bytes() == original
-    remade = json.loads((out / "pretrain-context" / "summary.json").read_text())
+    assert (moved / "pretrain-context" / "probes.json").read_text() == probes  # and its probes
+    assert (moved / "pretrain-context" / "backbone.safetensors").read_bytes() == original
+    remade = json.loads((moved / "pretrain-context" / "summary.json").read_text())
     assert remade["earlier_backbone_sha256"] == remade["backbone_sha256"] == kept_summary["backbone_sha256"]
-    report = (out / "report.md").read_text()
+    report = (moved / "report.md").read_text()
     assert "pretrained again" in report and "bit-identical to the earlier one" in report

@@ -10,7 +10,7 @@ import torch
 
 from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
-from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv, settings_error
+from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv, settings_diff
 
 TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
 
@@ -198,14 +198,13 @@ def test_finished_run_with_other_settings_is_user_error(tiny_dataset, tiny_train
                          dataset=tiny_dataset, device="cpu", quiet=True)
 
 
-def test_settings_error_tells_a_moved_study_where_it_resumes(tmp_path):
+def test_settings_diff_follows_a_moved_study_folder(tmp_path):
     old = {"init": "studies/a/pretrain-rotation/backbone.safetensors", "train": {"epochs": 4}}
-    moved = settings_error(tmp_path, "a finished run", "folder", ["init"], old,
-                           {**old, "init": "/data/b/pretrain-rotation/backbone.safetensors"})
-    assert "made by the study at studies/a" in str(moved) and "--out studies/a" in str(moved)
-    # another backbone, or another setting as well: the usual advice
-    for diff, new in ((["init"], {**old, "init": "runs/x/backbone.safetensors"}),
-                      (["init", "train"], {"init": "b/pretrain-rotation/backbone.safetensors", "train": {"epochs": 5}})):
-        other = settings_error(tmp_path, "a finished run", "folder", diff, old, new)
-        assert str(other) == f"{tmp_path} holds a finished run with other settings ({', '.join(diff)}); " \
-                             "use another --out or delete that folder to start afresh"
+    run = tmp_path / "b" / "f1-rotation-s0"  # the run's folder, now in study b
+    own = {**old, "init": str(tmp_path / "b" / "pretrain-rotation" / "backbone.safetensors")}
+    assert settings_diff(old, own, run) == []  # study b's own backbone, named under the old --out
+    assert settings_diff(old, {**own, "train": {"epochs": 5}}, run) == ["train"]
+    for other in (tmp_path / "c" / "pretrain-rotation" / "backbone.safetensors",  # another study's backbone
+                  tmp_path / "b" / "pretrain-simclr" / "backbone.safetensors",  # another task's
+                  tmp_path / "runs" / "x" / "backbone.safetensors"):
+        assert settings_diff(old, {**old, "init": str(other)}, run) == ["init"], other

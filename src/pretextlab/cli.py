@@ -238,7 +238,7 @@ def export(
     dest: Path = typer.Argument(..., help="where to copy its report and results, e.g. docs/my-study"),
 ) -> None:
     """Copy a study's report and results without weights, checkpoints or TensorBoard logs (small enough to
-    commit). Copied back to the study's --out path, `pretextlab study` resumes it, re-making the backbones."""
+    commit). Given as --out (wherever it is copied to), `pretextlab study` resumes it, re-making the backbones."""
     from .study import export_study
 
     files, size = export_study(study_dir, dest)

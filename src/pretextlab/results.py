@@ -481,8 +481,10 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
     earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
-    bits = ("bit-identical to the earlier one" if old == new else
-            "not bit-identical to the earlier one (same recipe and seed; another machine or library build)"
-            if old else "of unknown likeness: the earlier one's SHA-256 was not kept")
-    return (f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made "
-            f"backbone is {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one.")
+    head = f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made backbone is"
+    if old == new:
+        return f"{head} bit-identical to the earlier one, so every run of this arm started from the same weights."
+    bits = ("not bit-identical to the earlier one (same recipe and seed; another machine or library build)" if old
+            else "of unknown likeness: the earlier one's SHA-256 was not kept")
+    return (f"{head} {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one, the "
+            "runs still to come start from the re-made one.")

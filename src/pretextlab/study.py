@@ -31,7 +31,7 @@ from .finetune import DataConfig, read_weights, train_classifier
 from .io import load_json, save_json, sha256_file
 from .models import load_backbone_weights, make_backbone
 from .probe import evaluate_frozen, frozen_features, probe_settings, random_backbone
-from .train import TrainConfig, json_roundtrip, settings_error
+from .train import TrainConfig, json_roundtrip, settings_diff
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,10 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
                                **probe_settings()})
     store = load_json(path) if path.exists() else {"settings": settings, "results": {}}
-    if store["settings"] != settings:
-        diff = sorted(k for k in set(settings) | set(store["settings"]) if store["settings"].get(k) != settings.get(k))
-        raise settings_error(path, "probes", "file", diff, store["settings"], settings)
+    diff = settings_diff(store["settings"], settings, folder)
+    if diff:
+        raise UserError(f"{path} holds probes with other settings ({', '.join(diff)}); use another --out or "
+                        "delete that file")
     todo = [(f, s) for f, s in keys if probe_key(f, s) not in store["results"]]
     if not todo:
         dist.barrier()
@@ -287,10 +288,9 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     and TensorBoard logs; returns (files, bytes).
 
     Why: a study can outlive the machine it runs on (hours of CPU, sessions that end). The copy is
-    small enough to commit and is itself a study folder: copied back to the study's original --out
-    path (runs record the path of the backbone they started from), `pretextlab study` keeps every
-    finished run and probe, re-makes the pretrained backbones (pretraining again, same seed) and goes
-    on. Each backbone's SHA-256 is kept in its summary.json, so the re-made one can be told apart
+    small enough to commit and is itself a study folder: given as --out, wherever it is copied to,
+    `pretextlab study` keeps every finished run and probe, re-makes the pretrained backbones
+    (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json, so the re-made one can be told apart
     from the one the finished runs started from, and the report says so.
     """
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()

@@ -279,24 +279,29 @@ def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
         return None
     stored = load_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
     new = json_roundtrip(settings)
-    diff = sorted(k for k in new if stored.get(k) != new[k])
+    diff = settings_diff({k: stored.get(k) for k in new}, new, out_dir)
     if diff:
-        raise settings_error(out_dir, "a finished run", "folder", diff, stored, new)
+        raise UserError(f"{out_dir} holds a finished run with other settings ({', '.join(diff)}); "
+                        "use another --out or delete that folder to start afresh")
     return load_json(out_dir / "summary.json")
 
 
-def settings_error(where: Path, holds: str, kind: str, diff: list[str], stored: dict, new: dict) -> UserError:
-    """The error for work done with other settings. Where only the starting backbone's path differs and
-    both paths end in the same pretrain-<task>/backbone.safetensors, the study folder was moved (its runs
-    record the backbone under the original --out): say where it resumes rather than advise deleting work."""
-    old_init, new_init = stored.get("init"), new.get("init")
-    if diff == ["init"] and isinstance(old_init, str) and isinstance(new_init, str) \
-            and Path(old_init).parts[-2:] == Path(new_init).parts[-2:] and len(Path(old_init).parts) > 2:
-        origin = Path(old_init).parents[1]
-        return UserError(f"{where} was made by the study at {origin} and a study folder resumes only there: "
-                         f"move it back to {origin}, or run the study with --out {origin}")
-    return UserError(f"{where} holds {holds} with other settings ({', '.join(diff)}); "
-                     f"use another --out or delete that {kind} to start afresh")
+def settings_diff(stored: dict[str, Any], new: dict[str, Any], here: Path) -> list[str]:
+    """The keys whose values differ; `here` is the folder the stored settings belong to (a run, or the
+    pretrained backbone's folder for its probes).
+
+    A study's runs start from its own pretrain-<task>/backbone.safetensors and record that path under
+    the study's --out of the time. A study folder moved or copied elsewhere (e.g. by `pretextlab export`)
+    still names them there, so the same file in the same-named folder of the study that now holds `here`
+    counts as the same start: the folder resumes where it is. The weights' identity is recorded apart
+    (init_sha256, backbone_sha256) and the report compares it.
+    """
+    def moved(old: Any, cur: Any) -> bool:
+        return (isinstance(old, str) and isinstance(cur, str) and Path(old).parts[-2:] == Path(cur).parts[-2:]
+                and Path(cur).resolve().parents[1] == Path(here).resolve().parent)
+
+    return sorted(k for k in set(stored) | set(new)
+                  if stored.get(k) != new.get(k) and not (k == "init" and moved(stored.get(k), new.get(k))))
 
 
 def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
@@ -306,10 +311,10 @@ def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
         return
     old = load_json(f)
     old.pop("resolved", None)
-    new = json_roundtrip(config)
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise settings_error(out_dir, "a run", "folder", diff, old, new)
+    diff = settings_diff(old, json_roundtrip(config), out_dir)
+    if diff:
+        raise UserError(f"{out_dir} holds a run with other settings ({', '.join(diff)}); "
+                        "use another --out or delete that folder to start afresh")
 
 
 def _check_world_size(out_dir: Path, stored: int) -> None:
