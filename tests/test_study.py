@@ -65,6 +65,10 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
     assert (out / "report.html").exists() and (out / "summary.json").exists()
     study = json.loads((out / "study.json").read_text())
     assert set(study["stage_times_s"]) >= {"pretrain-context", run_name(1.0, "context", 0)}
+    # a finished study run again keeps the largest peak memory of its processes
+    (out / "study.json").write_text(json.dumps({**study, "peak_rss_mib": 123456.0}))
+    run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu", quiet=True)
+    assert json.loads((out / "study.json").read_text())["peak_rss_mib"] == 123456.0
 
 
 def test_study_rejects_bad_input_before_training(make_image_folder, cache_dir, tmp_path):

@@ -271,7 +271,8 @@ def run_study(
                 stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name, init=inits.get(arm),
                                                      dataset=ds, device=device, quiet=quiet))
     study["total_time_s"] = sum(times.values())
-    study["peak_rss_mib"] = peak_rss_mib()
+    # a study resumed over several processes: the largest peak of them, not that of the last one
+    study["peak_rss_mib"] = max(state.get("peak_rss_mib", 0.0), peak_rss_mib())
     save()
     return dist.from_main(write_report(out_dir) if dist.is_main() else None)
 
