@@ -1,8 +1,9 @@
 """Started by test_dist.py as `torchrun --nproc_per_node 2 dist_worker.py <image folder> <out>`.
 
-Each rank pretrains (context for two epochs, the other pretext tasks for one), fine-tunes from the pretrained backbone, and fine-tunes again with an
-interruption after the first epoch and a resume; a spy on the tasks' `batch` records the training
-indices every rank cut, written to <out>/seen-rank<r>.json for the test to check.
+Each rank pretrains (context for two epochs, the other pretext tasks for one), fine-tunes from the
+pretrained backbone, and fine-tunes again with an interruption after the first epoch and a resume; a
+spy on the tasks' `batch` records the training indices every rank cut, written to
+<out>/seen-rank<r>.json for the test to check.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,6 +26,7 @@ from pretextlab.pretext.context import ContextPrediction
 from pretextlab.train import TrainConfig
 
 OTHER_TASKS = ("rotation", "reconstruction", "simclr")
+RUNS = {"context": "pretrain", **{task: f"pretrain-{task}" for task in OTHER_TASKS}}  # task -> its run folder
 SEEN: dict[str, list[list[int]]] = {}
 CURRENT = ["none"]
 
@@ -39,17 +42,21 @@ def spy_on(cls: type) -> None:
     cls.batch = batch
 
 
+def rebuilt_task(run: Path, task_name: str) -> tuple[Any, torch.nn.Module]:
+    """The pretext task of a pretraining run, on the run's own data split, and a fresh model for it."""
+    config = json.loads((run / "config.json").read_text())
+    ds = load_dataset(config["data"]["source"], cache_dir=config["data"]["cache_dir"])
+    splits = make_splits(ds, 1.0, 0, config["data"]["val_fraction"], config["data"]["split_seed"])
+    task = make_task(task_name, splits, config["options"], "fp32")
+    return task, task.make_model(make_backbone("fast", ds.channels))
+
+
 def scored_in_evaluation(out: Path) -> dict[str, int]:
     """How many images each pretext task's evaluate() fed its model on this rank (a seeded random model)."""
     counts = {}
-    for task_name in ("context", *OTHER_TASKS):
-        run = out / ("pretrain" if task_name == "context" else f"pretrain-{task_name}")
-        config = json.loads((run / "config.json").read_text())
-        ds = load_dataset(config["data"]["source"], cache_dir=config["data"]["cache_dir"])
-        splits = make_splits(ds, 1.0, 0, config["data"]["val_fraction"], config["data"]["split_seed"])
-        task = make_task(task_name, splits, config["options"], "fp32")
+    for task_name, run in RUNS.items():
         torch.manual_seed(0)
-        model = task.make_model(make_backbone("fast", ds.channels))
+        task, model = rebuilt_task(out / run, task_name)
         seen = [0]
         model.register_forward_pre_hook(lambda module, args: seen.append(seen.pop() + len(args[0])))
         task.evaluate(model)

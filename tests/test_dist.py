@@ -17,13 +17,10 @@ import pytest
 import torch
 
 from conftest import write_image_folder
-from dist_worker import scored_in_evaluation
+from dist_worker import RUNS, rebuilt_task, scored_in_evaluation
 from pretextlab import dist
-from pretextlab.data import load_dataset, make_splits
 from pretextlab.errors import UserError
 from pretextlab.finetune import DataConfig, evaluate_checkpoint, train_classifier
-from pretextlab.models import make_backbone
-from pretextlab.pretext import make_task
 from pretextlab.train import TrainConfig, read_csv
 
 from test_train import comparable, deterministic
@@ -73,17 +70,11 @@ def test_finetune_metrics_equal_a_single_process_evaluation(job):
         assert final[k] == pytest.approx(single[k], rel=1e-5, abs=1e-6), k
 
 
-@pytest.mark.parametrize("task_name, run", [("context", "pretrain"), ("rotation", "pretrain-rotation"),
-                                           ("reconstruction", "pretrain-reconstruction"), ("simclr", "pretrain-simclr")])
+@pytest.mark.parametrize("task_name, run", list(RUNS.items()))
 def test_pretrain_metrics_equal_a_single_process_evaluation(job, task_name, run):
     """Each rank scored only its share of the held-out examples; combined, they equal one process scoring all."""
-    config = _config(job, run)
-    state = torch.load(job / run / "checkpoint.pt", weights_only=False)
-    ds = load_dataset(config["data"]["source"], cache_dir=config["data"]["cache_dir"])
-    splits = make_splits(ds, 1.0, 0, config["data"]["val_fraction"], config["data"]["split_seed"])
-    task = make_task(task_name, splits, config["options"], "fp32")
-    model = task.make_model(make_backbone("fast", ds.channels))
-    model.load_state_dict(state["model"])
+    task, model = rebuilt_task(job / run, task_name)
+    model.load_state_dict(torch.load(job / run / "checkpoint.pt", weights_only=False)["model"])
     single = task.evaluate(model)
     last = read_csv(job / run / "metrics.csv")[-1]
     assert set(single) >= {"loss"} and all(f"val_{k}" in last for k in single)

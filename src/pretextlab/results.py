@@ -368,10 +368,10 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
     """
     a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
     paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
-              else {"difference": b - a, "std": None, "ci95": None, "significant": None})
+              else {"difference": b - a, "std": None, "n": 0, "ci95": None, "significant": None})
     return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"],
             "paired_std": paired["std"], "paired_ci95": paired["ci95"], "significant": paired["significant"],
-            "n_seeds": [len(scratch), len(pretrained)], "paired_n": len(set(scratch) & set(pretrained))}
+            "n_seeds": [len(scratch), len(pretrained)], "paired_n": paired["n"]}
 
 
 def summarize_study(study: Study) -> dict[str, Any]:
@@ -480,10 +480,10 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
     if "earlier_backbone_sha256" not in summary:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
-    earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
     head = f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made backbone is"
     if old == new:
         return f"{head} bit-identical to the earlier one, so every run of this arm started from the same weights."
+    earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
     bits = ("not bit-identical to the earlier one (same recipe and seed; another machine or library build)" if old
             else "of unknown likeness: the earlier one's SHA-256 was not kept")
     return (f"{head} {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one, the "

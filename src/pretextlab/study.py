@@ -291,8 +291,9 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     Why: a study can outlive the machine it runs on (hours of CPU, sessions that end). The copy is
     small enough to commit and is itself a study folder: given as --out, wherever it is copied to,
     `pretextlab study` keeps every finished run and probe, re-makes the pretrained backbones
-    (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json, so the re-made one can be told apart
-    from the one the finished runs started from, and the report says so.
+    (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json,
+    so the re-made one can be told apart from the one the finished runs started from, and the report
+    says so.
     """
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
     if not (study_dir / "study.json").is_file():
