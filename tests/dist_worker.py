@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from pretextlab import dist
-from pretextlab.data import load_dataset, make_splits
-from pretextlab.finetune import Classification, DataConfig, train_classifier
+from pretextlab.data import DataConfig, load_dataset, make_splits
+from pretextlab.finetune import Classification, train_classifier
 from pretextlab.models import make_backbone
 from pretextlab.pretext import make_task, pretrain
 from pretextlab.pretext.context import ContextPrediction

@@ -8,10 +8,10 @@ import re
 
 import pytest
 import torch
+from conftest import SORTED_CLASSES
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import SORTED_CLASSES
 from pretextlab.cli import app
 from pretextlab.finetune import evaluate_checkpoint
 

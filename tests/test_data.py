@@ -10,12 +10,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import COLOURS, GRAYS, SORTED_CLASSES
 from PIL import Image
 
-from conftest import COLOURS, GRAYS, SORTED_CLASSES
 from pretextlab import data as data_mod
-from pretextlab.data import (augment, channel_stats, label_fraction, load_dataset, make_splits, normalize,
-                             random_crop, random_flip, stratified_split)
+from pretextlab.data import (
+    augment,
+    channel_stats,
+    label_fraction,
+    load_dataset,
+    make_splits,
+    normalize,
+    random_crop,
+    random_flip,
+    stratified_split,
+)
 from pretextlab.errors import UserError
 
 # ----------------------------------------------------------------------------------------------

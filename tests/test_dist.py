@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_image_folder
 from dist_worker import RUNS, rebuilt_task, scored_in_evaluation
-from pretextlab import dist
-from pretextlab.errors import UserError
-from pretextlab.finetune import DataConfig, evaluate_checkpoint, train_classifier
-from pretextlab.train import TrainConfig, read_csv
-
 from test_train import comparable, deterministic
+
+from pretextlab import dist
+from pretextlab.data import DataConfig
+from pretextlab.errors import UserError
+from pretextlab.finetune import evaluate_checkpoint, train_classifier
+from pretextlab.runs import read_csv
+from pretextlab.train import TrainConfig
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 N_POOL = 36  # 3 classes x 16 images, a quarter held out: 3 batches of 12 per epoch, 6 per rank

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import COLOURS, SORTED_CLASSES
 from PIL import Image
 
-from conftest import COLOURS, SORTED_CLASSES
 from pretextlab.errors import UserError
-from pretextlab.finetune import (evaluate_checkpoint, load_classifier, predict_files, read_weights,
-                                 train_classifier)
-from pretextlab.train import read_csv
+from pretextlab.finetune import evaluate_checkpoint, load_classifier, predict_files, train_classifier
+from pretextlab.models import read_weights
+from pretextlab.runs import read_csv
 
 METRIC_KEYS = {"f1_macro", "precision_macro", "recall_macro", "accuracy", "loss", "n"}
 

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from pretextlab.errors import UserError
-from pretextlab.models import (BACKBONES, Classifier, FastNet, count_flops, feature_map, load_backbone_weights,
-                               make_backbone)
+from pretextlab.models import (
+    BACKBONES,
+    Classifier,
+    FastNet,
+    count_flops,
+    feature_map,
+    load_backbone_weights,
+    make_backbone,
+)
 
 EXPECTED_DIMS = {"fast": 192, "fast-wide": 256, "resnet18": 512, "resnet34": 512, "resnet50": 2048,
                  "mobilenet_v3_large": 960}

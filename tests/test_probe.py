@@ -2,9 +2,8 @@
 
 import torch
 
-from pretextlab.models import Classifier, make_backbone
-from pretextlab.probe import (evaluate_frozen, frozen_features, knn_predict, linear_probe, random_backbone,
-                              recalibrate_bn, spread_subset)
+from pretextlab.models import Classifier, make_backbone, random_backbone
+from pretextlab.probe import evaluate_frozen, frozen_features, knn_predict, linear_probe, recalibrate_bn, spread_subset
 
 
 def test_knn_is_perfect_on_separable_features():

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from pretextlab.errors import UserError
-from pretextlab.finetune import summarize
 from pretextlab.models import Classifier, make_backbone
 from pretextlab.report import fraction_conclusions, fraction_table, write_report
 from pretextlab.results import compare, load_study, plateau_epoch, summarize_study
+from pretextlab.runs import summarize
 
 torch.set_num_threads(1)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import comparable, deterministic
 
 from pretextlab import data as data_mod
 from pretextlab import shards
@@ -16,10 +17,8 @@ from pretextlab.data import load_dataset
 from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
 from pretextlab.pretext import pretrain
+from pretextlab.runs import read_csv
 from pretextlab.shards import ShardedImages
-from pretextlab.train import read_csv
-
-from test_train import comparable, deterministic
 
 
 def _write(folder, x: torch.Tensor, per_shard: int, monkeypatch, read) -> list[str]:

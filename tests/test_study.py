@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import pretextlab.study as study_mod
+from pretextlab.data import DataConfig
 from pretextlab.errors import UserError
-from pretextlab.finetune import DataConfig
 from pretextlab.report import write_report
 from pretextlab.study import PRESETS, run_name, run_study
 
@@ -48,7 +48,8 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
     stamps = pretrain_summary.stat().st_mtime_ns, first_run.stat().st_mtime_ns
 
     monkeypatch.setattr(study_mod, "train_classifier", real)
-    report = run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu", quiet=True)
+    report = write_report(run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu",
+                                    quiet=True))
     assert (pretrain_summary.stat().st_mtime_ns, first_run.stat().st_mtime_ns) == stamps  # not redone
     for f in (1.0, 0.5):
         for arm in ("scratch", "context"):
@@ -105,7 +106,7 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
     assert sorted(saved) == ["f0.5-s0", "f1-s0"]  # small fractions first, seed by seed
 
     interrupt = False
-    report = run_study(_data(folder, cache_dir), out, **kw)
+    report = write_report(run_study(_data(folder, cache_dir), out, **kw))
     assert len(calls) == 3 + 2 + 2 + 2  # resumed: the two missing context entries, then 2 random seeds x 2
     probes = json.loads(probes_file.read_text())["results"]
     assert {k: probes[k] for k in saved} == saved  # finished entries kept, not recomputed
@@ -175,7 +176,7 @@ def test_cli_study_parses_lists_and_names_the_bad_entry(make_image_folder, tmp_p
 
 
 def test_run_probes_reuses_finished_entries_and_refuses_other_settings(tiny_dataset, tmp_path):
-    from pretextlab.probe import random_backbone
+    from pretextlab.models import random_backbone
     from pretextlab.study import run_probes
 
     data = DataConfig(source="tiny", val_fraction=0.25)
@@ -206,7 +207,7 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     backbone (bit-identical here: same machine, seed and threads) and keeps every finished run."""
     folder = make_image_folder(n_per_class=12, size=16)
     out = tmp_path / "study"
-    run_study(_data(folder, cache_dir), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    write_report(run_study(_data(folder, cache_dir), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True))
     with pytest.raises(UserError, match="inside the study folder"):
         study_mod.export_study(out, out / "copy")
     kept = tmp_path / "kept"
@@ -230,7 +231,7 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     run_file = moved / run_name(1.0, "context", 0) / "summary.json"
     stamp = run_file.stat().st_mtime_ns
     probes = (moved / "pretrain-context" / "probes.json").read_text()
-    run_study(_data(folder, cache_dir), moved, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    write_report(run_study(_data(folder, cache_dir), moved, fractions=(1.0,), preset="smoke", device="cpu", quiet=True))
     assert run_file.stat().st_mtime_ns == stamp  # the finished run was kept, not redone
     assert (moved / "pretrain-context" / "probes.json").read_text() == probes  # and its probes
     assert (moved / "pretrain-context" / "backbone.safetensors").read_bytes() == original

@@ -10,7 +10,8 @@ import torch
 
 from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
-from pretextlab.train import TrainConfig, epoch_order, lr_factor, read_csv, settings_diff
+from pretextlab.runs import read_csv, settings_diff
+from pretextlab.train import TrainConfig, epoch_order, lr_factor
 
 TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
 

@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hw
-from .data import Dataset, Splits, load_dataset, make_splits
+from .data import DataConfig, Dataset, Splits, load_dataset, make_splits
 from .errors import UserError
-from .finetune import Classification, DataConfig, predict_logits
+from .finetune import Classification, predict_logits
 from .io import save_json
 from .models import Classifier, count_flops, make_backbone
 from .pretext.context import ContextNet, ContextOptions, ContextPrediction

@@ -67,7 +67,8 @@ def train(
     quiet: bool = typer.Option(False, help="log lines instead of a progress bar"),
 ) -> None:
     """Supervised training on a label fraction, from scratch or from --init weights; resumes if interrupted."""
-    from .finetune import DataConfig, train_classifier
+    from .data import DataConfig
+    from .finetune import train_classifier
     from .train import TrainConfig
 
     b = _numbers(betas, "--betas")
@@ -151,7 +152,7 @@ def pretrain(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Pretrain a backbone without labels; writes backbone.safetensors for `train --init`."""
-    from .finetune import DataConfig
+    from .data import DataConfig
     from .pretext import pretrain as run_pretrain
     from .train import TrainConfig
 
@@ -206,16 +207,19 @@ def study(
 ) -> None:
     """Pretrain; fine-tune every fraction and seed from scratch and pretrained; probe the frozen backbones
     (linear, k-NN); write the report. Resumable."""
-    from .finetune import DataConfig
+    from .data import DataConfig
+    from .dist import is_main
+    from .report import write_report
     from .study import run_study
 
     if backbone:
         _check_backbone(backbone)
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
                       cache_dir=cache_dir, storage=storage)
-    report = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
+    folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
                        _names(pretext), backbone, device, quiet)
-    _echo(f"report: {report}")
+    if is_main():  # one process writes the report
+        typer.echo(f"report: {write_report(folder)}")
 
 
 @app.command()

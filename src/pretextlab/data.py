@@ -9,6 +9,7 @@ memory-mapped shards instead (shards.py), indexed the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -17,13 +18,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import shards
+from . import dist, hw, shards
 from .errors import UserError
 from .io import file_lock, save_torch
 from .shards import ShardedImages
@@ -73,6 +75,29 @@ class Dataset:
     def storage(self) -> str:
         """memory (one tensor) or stream (memory-mapped shards read per batch)."""
         return "stream" if isinstance(self.train.images, ShardedImages) else "memory"
+
+
+@dataclass
+class DataConfig:
+    """Which images, at which size, split how: shared by every run of a study."""
+
+    source: str = "cifar10"
+    fraction: float = 1.0
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    image_size: int | None = None
+    cache_dir: str | None = None
+    pad: int = -1  # crop translation in px; -1: image_size / 8 (4 px at 32x32)
+    flip: bool = True
+    storage: str = "auto"  # auto | memory | stream (memory-mapped shards): where images live, see shards.py
+
+    def crop_pad(self, image_size: int) -> int:
+        return self.pad if self.pad >= 0 else max(1, image_size // 8)
+
+
+def data_settings(data: DataConfig) -> dict[str, Any]:
+    """The data settings a resumed run must match: storage is left out, it never changes the numbers."""
+    return {k: v for k, v in dataclasses.asdict(data).items() if k != "storage"}
 
 
 def rows(images: Tensor | ShardedImages, idx: Tensor) -> Tensor | ShardedImages:
@@ -547,3 +572,11 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False)
     """uint8 -> float, standardised with the training set's channel statistics."""
     x = x.to(torch.float32, copy=True).div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
+    """Threads, device (this rank's, under torchrun) and the (cached) dataset: what every run needs
+    before it builds its model."""
+    hw.setup_threads()
+    dev = dist.init(hw.pick_device(device))
+    return dev, dataset or load_dataset(data.source, data.image_size, data.cache_dir, data.storage)

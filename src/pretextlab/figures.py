@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 from torch import Tensor, nn
 
-from .models import make_backbone
+from .models import evaluating, make_backbone
 from .results import METRICS, NAMES, PROTOCOLS, PretextRun, Run, Study, baseline_name, column
 
 DPI = 110
@@ -153,7 +153,7 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
 
 def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
-    from .train import read_csv
+    from .runs import read_csv
 
     h = read_csv(Path(run_dir) / "metrics.csv")
     path = path or Path(run_dir) / "curves.png"
@@ -286,7 +286,6 @@ def first_conv(net: nn.Module) -> nn.Conv2d:
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
 
 
-@torch.no_grad()
 def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
     """Feature maps of the first conv stage and of the first block, captured with forward hooks.
 
@@ -310,12 +309,10 @@ def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
 
     handles = [stage[1].register_forward_hook(hook(f"first conv stage ({stage[0]})"))]
     handles += [m.register_forward_hook(hook(f"first block ({n})")) for n, m in blocks]
-    was = net.training
     try:
-        net.eval()
-        net(x)
+        with evaluating(net):
+            net(x)
     finally:
-        net.train(was)
         for h in handles:
             h.remove()
     first_block = next((k for k in captured if k.startswith("first block")), None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,83 +13,40 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import dist, hw
-from .data import Dataset, ImageSet, Splits, augment, load_dataset, make_splits, normalize, rows, stratified_split
+from .data import (
+    DataConfig,
+    Dataset,
+    ImageSet,
+    Splits,
+    augment,
+    data_settings,
+    load_dataset,
+    make_splits,
+    normalize,
+    open_data,
+    rows,
+    stratified_split,
+)
 from .errors import UserError
 from .io import save_json, save_torch, sha256_file
-from .models import Classifier, load_backbone_weights, make_backbone
-from .train import TrainConfig, finished_summary, fit, train_settings
+from .metrics import classification_metrics, confusion
+from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
+from .runs import finished_summary, summarize
+from .train import TrainConfig, fit, train_settings
 
 N_EXAMPLES = 8  # validation images shown with predictions in the report
 
 
-@dataclass
-class DataConfig:
-    """Which images, at which size, split how: shared by every run of a study."""
-
-    source: str = "cifar10"
-    fraction: float = 1.0
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    image_size: int | None = None
-    cache_dir: str | None = None
-    pad: int = -1  # crop translation in px; -1: image_size / 8 (4 px at 32x32)
-    flip: bool = True
-    storage: str = "auto"  # auto | memory | stream (memory-mapped shards): where images live, see shards.py
-
-    def crop_pad(self, image_size: int) -> int:
-        return self.pad if self.pad >= 0 else max(1, image_size // 8)
-
-
-def data_settings(data: DataConfig) -> dict[str, Any]:
-    """The data settings a resumed run must match: storage is left out, it never changes the numbers."""
-    return {k: v for k, v in dataclasses.asdict(data).items() if k != "storage"}
-
-
-def metric_collection(num_classes: int):
-    from torchmetrics import MetricCollection
-    from torchmetrics.classification import (MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision,
-                                             MulticlassRecall)
-
-    return MetricCollection({
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "precision_macro": MulticlassPrecision(num_classes, average="macro"),
-        "recall_macro": MulticlassRecall(num_classes, average="macro"),
-        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-    })
-
-
-@torch.no_grad()
 def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
                    precision: str = "fp32", channels_last: bool = True) -> Tensor:
     """Logits for uint8 images, in batches, without gradients (eval-mode BatchNorm)."""
-    was = model.training
-    model.eval()
     device = next(model.parameters()).device
     outs = []
-    for chunk in x.split(batch_size):
-        with hw.autocast(device, precision):
-            outs.append(model(normalize(chunk.to(device), mean, std, channels_last)).float())
-    model.train(was)
+    with evaluating(model):
+        for chunk in x.split(batch_size):
+            with hw.autocast(device, precision):
+                outs.append(model(normalize(chunk.to(device), mean, std, channels_last)).float())
     return torch.cat(outs)
-
-
-def classification_metrics(logits: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
-    """Metrics of the whole evaluation set from this rank's part of it (under torchrun torchmetrics
-    sums the ranks' counts in compute(); on one process the part is the whole)."""
-    m = metric_collection(num_classes).to(logits.device)
-    m.update(logits, y)
-    out = {k: float(v) for k, v in m.compute().items()}
-    out["loss"], out["n"] = dist.mean(F.cross_entropy(logits, y), len(y))
-    return out
-
-
-def confusion(logits: Tensor, y: Tensor, num_classes: int) -> list[list[int]]:
-    """Confusion matrix of the whole evaluation set from this rank's part of it, as classification_metrics."""
-    from torchmetrics.classification import MulticlassConfusionMatrix
-
-    m = MulticlassConfusionMatrix(num_classes).to(logits.device)
-    m.update(logits.argmax(1), y)
-    return m.compute().tolist()
 
 
 def predict_part(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: Tensor,
@@ -122,14 +78,6 @@ class Classification:
         m = classification_metrics(logits, y, self.num_classes)
         m.pop("n")
         return m
-
-
-def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
-    """Threads, device (this rank's, under torchrun) and the (cached) dataset: what every run needs
-    before it builds its model."""
-    hw.setup_threads()
-    dev = dist.init(hw.pick_device(device))
-    return dev, dataset or load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
 
 
 def train_classifier(
@@ -197,39 +145,8 @@ def train_classifier(
     return summary
 
 
-def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Best value and epoch of every validation metric (loss: lowest), plus the last epoch's row."""
-    best = {}
-    for k in history[0]:
-        if k.startswith("val_"):
-            vals = [r[k] for r in history]
-            i = min(range(len(vals)), key=vals.__getitem__) if k.endswith("loss") else max(range(len(vals)), key=vals.__getitem__)
-            best[k[4:]] = {"value": vals[i], "epoch": int(history[i]["epoch"])}
-    return {"best": best, "last": history[-1], "epochs": len(history)}
-
-
 # ----------------------------------------------------------------------------------------------
 # Checkpoints: evaluate and predict need nothing but the checkpoint (and the data for evaluate).
-
-
-def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a .safetensors file or from a pretextlab checkpoint.pt."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--init {path}: no such file; pass a checkpoint.pt or a backbone .safetensors file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        raise UserError(f"{path} is not a readable checkpoint; pass a checkpoint.pt or .safetensors file") from None
-    if isinstance(state, dict) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds no state dict; pass a checkpoint.pt or .safetensors file")
-    return state
 
 
 def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:

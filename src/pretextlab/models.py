@@ -9,7 +9,9 @@ of a pretrained backbone, since early layers transfer across tasks and late ones
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -152,9 +154,47 @@ def count_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
     """Forward FLOPs (2 x multiply-adds) of one input of `shape`, via torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    with evaluating(model), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, *shape))
+    return int(fc.get_total_flops())
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (BatchNorm on its running statistics) and no gradients, then the model's own mode back:
+    evaluate() runs in the middle of training."""
     was = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(1, *shape))
-    model.train(was)
-    return int(fc.get_total_flops())
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
+
+
+def random_backbone(name: str, channels: int, seed: int = 0) -> nn.Module:
+    """The backbone a from-scratch run of this seed starts from (seed, then build), without
+    touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_backbone(name, channels).eval()
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a .safetensors file or from a pretextlab checkpoint.pt."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--init {path}: no such file; pass a checkpoint.pt or a backbone .safetensors file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        raise UserError(f"{path} is not a readable checkpoint; pass a checkpoint.pt or .safetensors file") from None
+    if isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict; pass a checkpoint.pt or .safetensors file")
+    return state

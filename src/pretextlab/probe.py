@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import normalize
-from .models import make_backbone
+from .models import evaluating
 
 PROTOCOLS = ("linear", "knn")
 KNN_K, KNN_TEMPERATURE = 200, 0.07
@@ -54,15 +54,12 @@ def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, ba
     backbone.train(was)
 
 
-@torch.no_grad()
 def features(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000) -> Tensor:
-    was = backbone.training
-    backbone.eval()
+    """Pooled features of uint8 images x, in eval mode (BatchNorm on its running statistics)."""
     device = next(backbone.parameters()).device
-    out = torch.cat([backbone(normalize(c.to(device), mean, std, channels_last=True)).float()
-                     for c in x.split(batch_size)])
-    backbone.train(was)
-    return out
+    with evaluating(backbone):
+        return torch.cat([backbone(normalize(c.to(device), mean, std, channels_last=True)).float()
+                          for c in x.split(batch_size)])
 
 
 @torch.no_grad()
@@ -123,7 +120,7 @@ def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: 
 
 def probe_metrics(pred: Tensor, y: Tensor, num_classes: int) -> dict[str, float]:
     """Macro-F1, macro precision, macro recall and accuracy of predicted classes (torchmetrics)."""
-    from .finetune import metric_collection
+    from .metrics import metric_collection
 
     return {k: float(v) for k, v in metric_collection(num_classes).to(y.device)(pred, y).items()}
 
@@ -143,14 +140,6 @@ def frozen_features(backbone: nn.Module, x_pool: Tensor, x_val: Tensor, mean: Te
     same pool this recomputes the same statistics)."""
     recalibrate_bn(backbone, x_pool, mean, std)
     return features(backbone, x_pool, mean, std), features(backbone, x_val, mean, std)
-
-
-def random_backbone(name: str, channels: int, seed: int = 0) -> nn.Module:
-    """The backbone a from-scratch run of this seed starts from (seed, then build), without
-    touching the global random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make_backbone(name, channels).eval()
 
 
 def probe_settings() -> dict[str, Any]:

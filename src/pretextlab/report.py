@@ -30,14 +30,41 @@ from torch import Tensor
 
 from .data import normalize
 from .errors import UserError
-from .figures import (SAMPLE_CAPTIONS, confusion_figure, early_features, examples_figure, feature_maps_figure,
-                      filters_figure, fraction_figure, fraction_title, load_pretext_backbone, loss_figure,
-                      metrics_figure, pretext_figure, samples_figure)
+from .figures import (
+    SAMPLE_CAPTIONS,
+    confusion_figure,
+    early_features,
+    examples_figure,
+    feature_maps_figure,
+    filters_figure,
+    fraction_figure,
+    fraction_title,
+    load_pretext_backbone,
+    loss_figure,
+    metrics_figure,
+    pretext_figure,
+    samples_figure,
+)
 from .io import save_json, save_text
-from .probe import random_backbone
-from .results import (EQUAL_WITHIN, FRACTION_OF_BEST, NAMES, PLATEAU_RULE, PROTOCOLS, RUN_NAME, T95_RULE, PretextRun,
-                      Study, baseline_name, column, fraction_key, load_samples, load_study, read_json,
-                      summarize_study)
+from .models import random_backbone
+from .results import (
+    EQUAL_WITHIN,
+    FRACTION_OF_BEST,
+    NAMES,
+    PLATEAU_RULE,
+    PROTOCOLS,
+    RUN_NAME,
+    T95_RULE,
+    PretextRun,
+    Study,
+    baseline_name,
+    column,
+    fraction_key,
+    load_samples,
+    load_study,
+    read_json,
+    summarize_study,
+)
 from .stats import TWO_SEEDS
 
 log = logging.getLogger(__name__)

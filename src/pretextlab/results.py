@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,12 +82,12 @@ from typing import Any, Sequence
 import torch
 
 from .errors import UserError
-from .finetune import summarize
 from .io import load_json
+from .layout import RANDOM_INIT_DIR, RUN_NAME, probe_key, run_name
 from .probe import PROTOCOLS as PROBE_PROTOCOLS
-from .stats import RULE as CI_RULE, describe, paired_difference
-from .study import RANDOM_INIT_DIR, probe_key, run_name
-from .train import read_csv
+from .runs import read_csv, summarize
+from .stats import RULE as CI_RULE
+from .stats import describe, paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,6 @@ PLATEAU_RULE = (f"the plateau epoch is the first epoch e such that no later epoc
                 f"exceeds the value at e by more than {PLATEAU_TOL} (absolute)")
 T95_RULE = (f"time to {FRACTION_OF_BEST:.0%} is the first epoch whose validation macro-F1 reaches "
             f"{FRACTION_OF_BEST} x the run's own best, with the cumulative training wall time at that epoch")
-RUN_NAME = re.compile(r"^f(?P<fraction>\d*\.?\d+(?:e[+-]?\d+)?)-(?P<arm>.+)-s(?P<seed>\d+)$")
 QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
               "test_f1_macro",
               "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",

@@ -25,13 +25,15 @@ import torch
 from torch import nn
 
 from . import dist, hw
-from .data import Dataset, label_fraction, load_dataset, make_splits
+from .data import DataConfig, Dataset, label_fraction, load_dataset, make_splits
 from .errors import UserError
-from .finetune import DataConfig, read_weights, train_classifier
+from .finetune import train_classifier
 from .io import load_json, save_json, sha256_file
-from .models import load_backbone_weights, make_backbone
-from .probe import evaluate_frozen, frozen_features, probe_settings, random_backbone
-from .train import TrainConfig, json_roundtrip, settings_diff
+from .layout import RANDOM_INIT_DIR, probe_key, run_name
+from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
+from .probe import evaluate_frozen, frozen_features, probe_settings
+from .runs import json_roundtrip, settings_diff
+from .train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +112,6 @@ def peak_rss_mib() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
-def run_name(fraction: float, arm: str, seed: int) -> str:
-    return f"f{fraction:g}-{arm}-s{seed}"
-
-
-RANDOM_INIT_DIR = "random-init"  # probes of the randomly initialised backbone (the scratch runs' start)
-
-
-def probe_key(fraction: float, seed: int) -> str:
-    return f"f{fraction:g}-s{seed}"
-
-
 def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[tuple[float, int]],
                data: DataConfig, ds: Dataset, device: torch.device) -> dict[str, Any]:
     """Linear probe and k-NN of one frozen backbone at each (fraction, seed) missing from folder/probes.json.
@@ -176,9 +167,9 @@ def run_study(
     device: str = "auto",
     quiet: bool = False,
 ) -> Path:
-    """Run (or resume) the whole study in out_dir and write its report; returns the report path."""
+    """Run (or resume) the whole study in out_dir; returns out_dir. The report is written apart
+    (`report.write_report`): it reads only what the study wrote, so it never depends on this module."""
     from .pretext import TASKS, pretrain
-    from .report import write_report
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
@@ -274,7 +265,7 @@ def run_study(
     # a study resumed over several processes: the largest peak of them, not that of the last one
     study["peak_rss_mib"] = max(state.get("peak_rss_mib", 0.0), peak_rss_mib())
     save()
-    return dist.from_main(write_report(out_dir) if dist.is_main() else None)
+    return out_dir
 
 
 KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, checkpoints or logs

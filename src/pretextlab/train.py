@@ -11,9 +11,7 @@ alone writes the run folder.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import math
 import time
@@ -26,7 +24,9 @@ from torch import Tensor, nn
 
 from . import dist, hw
 from .errors import UserError
-from .io import load_json, save_json, save_text, save_torch
+from .io import save_json, save_torch
+from .layout import CHECKPOINT, CONFIG, METRICS, TENSORBOARD
+from .runs import check_resumable, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def fit(
     precision = hw.pick_precision(cfg.precision, device)
     channels_last = cfg.channels_last
     main = dist.is_main()  # the one process that writes
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / CHECKPOINT
     config = {**run_config, "train": train_settings(cfg)}
-    _check_config(out_dir, config, ckpt_path)
+    check_resumable(out_dir, config, ckpt_path)
 
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -191,12 +191,12 @@ def fit(
         save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
                                           "device": str(device), "steps_per_epoch": steps,
                                           "world_size": dist.world_size(), "batch_size": batch, **(resolved or {})}},
-                  out_dir / "config.json")
+                  out_dir / CONFIG)
 
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    writer = SummaryWriter(str(out_dir / "tb")) if main else None
+    writer = SummaryWriter(str(out_dir / TENSORBOARD)) if main else None
     bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet or not main, unit="step",
                dynamic_ncols=True, desc=out_dir.name, leave=False)
     shown: dict[str, str] = {}  # the last validation metric, kept in the progress bar
@@ -255,7 +255,7 @@ def fit(
                     if k != "epoch":
                         writer.add_scalar(k, v, epoch + 1)
                 writer.flush()
-                _write_csv(history, out_dir / "metrics.csv")
+                write_csv(history, out_dir / METRICS)
                 save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                             "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "history": history,
@@ -272,51 +272,6 @@ def fit(
     return RunResult(out_dir, history)
 
 
-def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary of a finished run in out_dir, or None; a finished run with other settings is an error."""
-    out_dir = Path(out_dir)
-    if not (out_dir / "summary.json").exists():
-        return None
-    stored = load_json(out_dir / "config.json") if (out_dir / "config.json").exists() else {}
-    new = json_roundtrip(settings)
-    diff = settings_diff({k: stored.get(k) for k in new}, new, out_dir)
-    if diff:
-        raise UserError(f"{out_dir} holds a finished run with other settings ({', '.join(diff)}); "
-                        "use another --out or delete that folder to start afresh")
-    return load_json(out_dir / "summary.json")
-
-
-def settings_diff(stored: dict[str, Any], new: dict[str, Any], here: Path) -> list[str]:
-    """The keys whose values differ; `here` is the folder the stored settings belong to (a run, or the
-    pretrained backbone's folder for its probes).
-
-    A study's runs start from its own pretrain-<task>/backbone.safetensors and record that path under
-    the study's --out of the time. A study folder moved or copied elsewhere (e.g. by `pretextlab export`)
-    still names them there, so the same file in the same-named folder of the study that now holds `here`
-    counts as the same start: the folder resumes where it is. The weights' identity is recorded apart
-    (init_sha256, backbone_sha256) and the report compares it.
-    """
-    def moved(old: Any, cur: Any) -> bool:
-        return (isinstance(old, str) and isinstance(cur, str) and Path(old).parts[-2:] == Path(cur).parts[-2:]
-                and Path(cur).resolve().parents[1] == Path(here).resolve().parent)
-
-    return sorted(k for k in set(stored) | set(new)
-                  if stored.get(k) != new.get(k) and not (k == "init" and moved(stored.get(k), new.get(k))))
-
-
-def _check_config(out_dir: Path, config: dict, ckpt_path: Path) -> None:
-    """Refuse to resume a run whose settings differ: mixing them would silently change its numbers."""
-    f = out_dir / "config.json"
-    if not ckpt_path.exists() or not f.exists():
-        return
-    old = load_json(f)
-    old.pop("resolved", None)
-    diff = settings_diff(old, json_roundtrip(config), out_dir)
-    if diff:
-        raise UserError(f"{out_dir} holds a run with other settings ({', '.join(diff)}); "
-                        "use another --out or delete that folder to start afresh")
-
-
 def _check_world_size(out_dir: Path, stored: int) -> None:
     """Refuse to resume on another number of processes: batches would be cut and augmented otherwise."""
     if stored != dist.world_size():
@@ -325,23 +280,3 @@ def _check_world_size(out_dir: Path, stored: int) -> None:
                         f"{how} (--nnodes x --nproc_per_node), or use another --out to start afresh")
 
 
-def json_roundtrip(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=str))
-
-
-def _write_csv(history: list[dict[str, float]], path: Path) -> None:
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    save_text(buf.getvalue(), path)
-
-
-def read_csv(path: Path) -> list[dict[str, float]]:
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]

@@ -4,8 +4,14 @@ import torch
 
 from pretextlab.data import Splits, channel_stats
 from pretextlab.models import make_backbone
-from pretextlab.pretext.context import (NEIGHBOURS, ContextOptions, ContextPrediction, colour_defence,
-                                        random_downsample, sample_positions)
+from pretextlab.pretext.context import (
+    NEIGHBOURS,
+    ContextOptions,
+    ContextPrediction,
+    colour_defence,
+    random_downsample,
+    sample_positions,
+)
 
 
 def _splits(x: torch.Tensor) -> Splits:

@@ -6,8 +6,13 @@ import torch
 from pretextlab.errors import UserError
 from pretextlab.models import BACKBONES, make_backbone
 from pretextlab.pretext import make_task
-from pretextlab.pretext.reconstruction import (Reconstruction, ReconstructionNet, ReconstructionOptions, masked_mse,
-                                               random_mask)
+from pretextlab.pretext.reconstruction import (
+    Reconstruction,
+    ReconstructionNet,
+    ReconstructionOptions,
+    masked_mse,
+    random_mask,
+)
 
 
 def test_random_mask_hides_whole_patches_in_the_asked_share():

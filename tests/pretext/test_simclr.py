@@ -10,8 +10,17 @@ from torch.overrides import TorchFunctionMode
 from pretextlab.errors import UserError
 from pretextlab.models import make_backbone
 from pretextlab.pretext import make_task
-from pretextlab.pretext.simclr import (SimCLR, SimCLROptions, colour_jitter, gray, hue_rotate, positives,
-                                       random_grayscale, similarity_logits, simclr_augment)
+from pretextlab.pretext.simclr import (
+    SimCLR,
+    SimCLROptions,
+    colour_jitter,
+    gray,
+    hue_rotate,
+    positives,
+    random_grayscale,
+    simclr_augment,
+    similarity_logits,
+)
 
 
 def _nt_xent_by_hand(z: list[list[float]], t: float) -> float:

@@ -17,13 +17,13 @@ from typing import Any, Callable
 import torch
 
 from .. import dist, hw
-from ..data import Dataset, make_splits
+from ..data import DataConfig, Dataset, data_settings, make_splits, open_data
 from ..errors import UserError
-from ..finetune import DataConfig, data_settings, open_data
 from ..io import save_json, save_torch, sha256_file
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
-from ..train import TrainConfig, finished_summary, fit, train_settings
+from ..runs import finished_summary, summarize
+from ..train import TrainConfig, fit, train_settings
 from .context import ContextOptions, ContextPrediction
 from .reconstruction import Reconstruction, ReconstructionOptions
 from .rotation import Rotation, RotationOptions
@@ -101,8 +101,6 @@ def pretrain(
 
     # Diagnostic: k-NN accuracy of frozen features, pretrained vs randomly initialised (same seed).
     knn, n = knn_diagnostic(trained, backbone, ds, data, splits, cfg.seed, knn_images, dev)
-    from ..finetune import summarize
-
     summary = summarize(result.history)
     summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
                     "options": dataclasses.asdict(task.o), "knn_accuracy": knn, "knn_images": n,

@@ -1,29 +1,13 @@
-"""What the pretext tasks share: evaluating a model without disturbing its training mode, held-out
-loss and accuracy combined over ranks, and images as the report stores them."""
+"""What the pretext tasks share: held-out loss and accuracy combined over ranks, and images as the
+report stores them."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import dist
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (BatchNorm on its running statistics) and no gradients, then the model's own mode back:
-    evaluate() runs in the middle of training."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was)
 
 
 def loss_and_accuracy(logits: Tensor, labels: Tensor) -> dict[str, float]:

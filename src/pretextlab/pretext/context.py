@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, crop_at
-from .common import loss_and_accuracy
+from ..models import evaluating
+from .common import loss_and_accuracy, to_uint8
 
 POSITIONS = ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom", "bottom-right"]
 # (row, col) of the 8 neighbours in the 3x3 grid, in label order; the centre is (1, 1).
@@ -162,15 +163,13 @@ class ContextPrediction:
         of processes (cutting is cheap next to the forward pass).
         """
         g = torch.Generator().manual_seed(seed)
-        was = model.training
-        model.eval()
         outs, labels = [], []
-        for chunk in x.split(batch_size):
-            first, second, label = self.pairs(chunk, g, train=False)
-            part = dist.shard_slice(len(label)) if shard else slice(None)
-            outs.append(model(self.normalise(torch.cat([first[part], second[part]]))).float())
-            labels.append(label[part])
-        model.train(was)
+        with evaluating(model):
+            for chunk in x.split(batch_size):
+                first, second, label = self.pairs(chunk, g, train=False)
+                part = dist.shard_slice(len(label)) if shard else slice(None)
+                outs.append(model(self.normalise(torch.cat([first[part], second[part]]))).float())
+                labels.append(label[part])
         return torch.cat(outs), torch.cat(labels)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -183,12 +182,9 @@ class ContextPrediction:
         g = torch.Generator().manual_seed(1)
         x = self.s.x_val[torch.linspace(0, len(self.s.x_val) - 1, k).long()]  # spread: data is often class-sorted
         first, second, label = self.pairs(x, g, train=False)
-        was = model.training
-        model.eval()
-        pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
-        model.train(was)
-        to8 = lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # noqa: E731
-        return {"first": to8(first), "second": to8(second), "true": label.cpu(), "pred": pred.cpu(),
+        with evaluating(model):
+            pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
+        return {"first": to_uint8(first), "second": to_uint8(second), "true": label.cpu(), "pred": pred.cpu(),
                 "positions": POSITIONS}
 
 

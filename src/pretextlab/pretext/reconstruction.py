@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, augment, normalize
-from ..models import feature_map
+from ..models import evaluating, feature_map
 from ..probe import spread_subset
-from .common import evaluating, to_uint8
+from .common import to_uint8
 
 
 @dataclass

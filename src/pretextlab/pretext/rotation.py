@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, augment, normalize
+from ..models import evaluating
 from ..probe import spread_subset
-from .common import evaluating, loss_and_accuracy
+from .common import loss_and_accuracy
 
 ANGLES = ["0°", "90°", "180°", "270°"]  # label k: rotated k quarter turns counter-clockwise
 

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, random_flip
+from ..models import evaluating
 from ..probe import spread_subset
-from .common import evaluating, to_uint8
+from .common import to_uint8
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 grayscale, as torchvision
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -1,0 +1,67 @@
+"""Every folder and file name of a run and of a study, spelled once: writers and readers both ask here.
+
+A study folder holds study.json, the report, one pretrain-<task>/ folder per pretext task (its
+backbone and its frozen-backbone probes), random-init/ (the probes of the scratch runs' start) and
+one f<fraction>-<arm>-s<seed>/ run folder per fine-tuning run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+# files of a run folder
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+BACKBONE = "backbone.safetensors"  # a pretext run's backbone weights, what fine-tuning starts from
+INDICES = "indices.json"
+EXAMPLES = "examples.pt"  # validation images with their predictions, for the report
+SAMPLES = "samples.pt"  # a pretext task's sample inputs, for the report
+PROBES = "probes.json"
+TENSORBOARD = "tb"
+
+# files and folders of a study
+STUDY = "study.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_SUMMARY = "summary.json"
+FIGURES = "figures"
+PRETRAIN_PREFIX = "pretrain-"
+RANDOM_INIT_DIR = "random-init"  # probes of the randomly initialised backbone (the scratch runs' start)
+SCRATCH = "scratch"  # the arm that starts from a random initialisation
+
+RUN_NAME = re.compile(r"^f(?P<fraction>\d*\.?\d+(?:e[+-]?\d+)?)-(?P<arm>.+)-s(?P<seed>\d+)$")
+
+
+class RunKey(NamedTuple):
+    fraction: float
+    arm: str
+    seed: int
+
+
+def pretrain_dir(task: str) -> str:
+    """The folder of a study's pretraining with `task` (its backbone, samples and probes)."""
+    return f"{PRETRAIN_PREFIX}{task}"
+
+
+def pretrain_task(folder: str) -> str | None:
+    """The task of a pretrain-<task> folder name, or None for any other name."""
+    return folder[len(PRETRAIN_PREFIX):] if folder.startswith(PRETRAIN_PREFIX) else None
+
+
+def run_name(fraction: float, arm: str, seed: int) -> str:
+    """The folder of one fine-tuning run: label fraction, arm (scratch or a pretext task) and seed."""
+    return f"f{fraction:g}-{arm}-s{seed}"
+
+
+def parse_run_name(name: str) -> RunKey | None:
+    """(fraction, arm, seed) of a run folder name, or None for any other name."""
+    m = RUN_NAME.match(name)
+    return RunKey(float(m["fraction"]), m["arm"], int(m["seed"])) if m else None
+
+
+def probe_key(fraction: float, seed: int) -> str:
+    """The entry of one (label fraction, seed) in a probes.json."""
+    return f"f{fraction:g}-s{seed}"
