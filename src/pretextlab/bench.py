@@ -354,7 +354,7 @@ def _fit_path(model: nn.Module, make_task: Callable[[Splits], Any], part: str, s
         train_log.setLevel(logging.WARNING)  # the timing fits' epoch lines would only clutter the bench's output
         try:
             history = fit(model, make_task(sub), cfg, s.tmp / name / f"fit{next(calls)}",
-                          {"kind": "bench", "run": name}, device=CPU, quiet=True).history
+                          {"kind": "bench", "run": name}, device=CPU, quiet=True, precision=s.precision)
         finally:
             train_log.setLevel(level)
         seconds = sum(n_steps * s.bs / epochs / row["images_per_s"] for row in history)

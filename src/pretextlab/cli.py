@@ -11,7 +11,9 @@ from typing import Optional
 
 import typer
 
+from .data import TORCHVISION_SOURCES, check_fraction
 from .errors import UserError
+from .models import BACKBONES, check_backbone
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does self-supervised pretraining help my classifier, by how much, at which label budget?")
@@ -19,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-mapped shards read per batch "
                 "(auto streams above PRETEXTLAB_STREAM_GB, default a quarter of RAM)")
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
-             "folder, or cifar10 | cifar100 | fashion-mnist | mnist | stl10 (downloaded)")
+             f"folder, or {' | '.join(TORCHVISION_SOURCES)} (downloaded)")
+BACKBONE_HELP = " | ".join(BACKBONES)
 
 
 def _numbers(text: str, name: str, kind: type = float) -> tuple:
@@ -38,7 +41,7 @@ def _names(text: str) -> tuple[str, ...]:
 def train(
     data: str = typer.Option("cifar10", help=DATA_HELP),
     fraction: float = typer.Option(1.0, help="share of the training labels used, in (0, 1]; stratified, seeded"),
-    backbone: str = typer.Option("fast", help="fast | fast-wide | resnet18 | resnet34 | resnet50 | mobilenet_v3_large"),
+    backbone: str = typer.Option("fast", help=BACKBONE_HELP),
     epochs: int = typer.Option(15),
     batch_size: int = typer.Option(256),
     optimizer: str = typer.Option("sgd", help="sgd (Nesterov momentum) | adamw"),
@@ -81,9 +84,8 @@ def train(
                       precision=precision)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
                       image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage)
-    if not 0 < fraction <= 1:
-        raise UserError(f"--fraction {fraction} is outside (0, 1]; use e.g. 1.0, 0.5 or 0.1")
-    _check_backbone(backbone)
+    check_fraction(fraction)
+    check_backbone(backbone)
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
     s = train_classifier(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet)
     b = s["best"]
@@ -156,7 +158,7 @@ def pretrain(
     from .pretext import pretrain as run_pretrain
     from .train import TrainConfig
 
-    _check_backbone(backbone)
+    check_backbone(backbone)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                       label_smoothing=0.0, precision=precision)
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
@@ -213,7 +215,7 @@ def study(
     from .study import run_study
 
     if backbone:
-        _check_backbone(backbone)
+        check_backbone(backbone)
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
                       cache_dir=cache_dir, storage=storage)
     folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
@@ -263,7 +265,7 @@ def bench(
 
     names = tuple(b.strip() for b in backbones.split(",") if b.strip())
     for b in names:
-        _check_backbone(b)
+        check_backbone(b)
     run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out)
 
 
@@ -273,13 +275,6 @@ def _echo(text: str) -> None:
 
     if is_main():
         typer.echo(text)
-
-
-def _check_backbone(name: str) -> None:
-    from .models import BACKBONES
-
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
 
 
 def main() -> None:

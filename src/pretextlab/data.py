@@ -443,14 +443,19 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Te
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def check_fraction(fraction: float, flag: str = "--fraction") -> None:
+    """A label fraction must lie in (0, 1]; checked before any work starts, wherever one is given."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"{flag} {fraction} is outside (0, 1]; use e.g. 1.0, 0.5 or 0.1")
+
+
 def label_fraction(labels: Tensor, fraction: float, seed: int, classes: list[str] | None = None) -> Tensor:
     """Indices (into `labels`) of a stratified, seeded subset holding `fraction` of each class.
 
     Nested by construction: every class is shuffled once with the seed and a fraction takes a prefix
     of that order, so the 10% subset lies inside the 50% subset for the same seed.
     """
-    if not 0 < fraction <= 1:
-        raise UserError(f"fraction {fraction} is outside (0, 1]; use e.g. 1.0, 0.5 or 0.1")
+    check_fraction(fraction, "fraction")
     g = torch.Generator().manual_seed(10_000 + seed)
     chosen = []
     for c in labels.unique().tolist():
@@ -572,6 +577,12 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False)
     """uint8 -> float, standardised with the training set's channel statistics."""
     x = x.to(torch.float32, copy=True).div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def data_facts(ds: Dataset) -> dict[str, Any]:
+    """Where a run's images lived (recorded in config.json's `resolved`, never compared: storage and
+    cache location do not change the numbers)."""
+    return {"storage": ds.storage, "cache": ds.cache_file}
 
 
 def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:

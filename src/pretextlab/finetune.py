@@ -19,6 +19,7 @@ from .data import (
     ImageSet,
     Splits,
     augment,
+    data_facts,
     data_settings,
     load_dataset,
     make_splits,
@@ -29,6 +30,7 @@ from .data import (
 )
 from .errors import UserError
 from .io import save_json, save_torch, sha256_file
+from .layout import EXAMPLES, INDICES, SUMMARY
 from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
 from .runs import finished_summary, summarize
@@ -61,20 +63,20 @@ class Classification:
     """Supervised task: augmented, normalised batches of the labelled subset; cross-entropy loss."""
 
     def __init__(self, splits: Splits, pad: int, flip: bool, label_smoothing: float, precision: str = "fp32"):
-        self.s, self.pad, self.flip, self.smoothing, self.precision = splits, pad, flip, label_smoothing, precision
+        self.splits, self.pad, self.flip, self.smoothing, self.precision = splits, pad, flip, label_smoothing, precision
         self.n_train = len(splits.y_train)
         self.num_classes = len(splits.classes)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        idx = idx.to(self.s.x_train.device)
-        x = augment(self.s.x_train[idx], g, self.pad, self.flip)
-        return normalize(x, self.s.mean, self.s.std), self.s.y_train[idx]
+        idx = idx.to(self.splits.x_train.device)
+        x = augment(self.splits.x_train[idx], g, self.pad, self.flip)
+        return normalize(x, self.splits.mean, self.splits.std), self.splits.y_train[idx]
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits, y, _ = predict_part(model, self.s.x_val, self.s.y_val, self.s.mean, self.s.std, self.precision)
+        logits, y, _ = predict_part(model, self.splits.x_val, self.splits.y_val, self.splits.mean, self.splits.std, self.precision)
         m = classification_metrics(logits, y, self.num_classes)
         m.pop("n")
         return m
@@ -115,16 +117,17 @@ def train_classifier(
     run_config = {"kind": "finetune", **settings, "dataset": ds.name, "classes": ds.classes,
                   "n_train": len(splits.y_train), "n_val": len(splits.y_val), "crop_pad": pad}
     out_dir.mkdir(parents=True, exist_ok=True)
-    if dist.is_main() and not (out_dir / "indices.json").exists():
-        save_json(splits.indices, out_dir / "indices.json")
+    if dist.is_main() and not (out_dir / INDICES).exists():
+        save_json(splits.indices, out_dir / INDICES)
     t0 = time.perf_counter()
-    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, {"storage": ds.storage})
+    history = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, data_facts(ds),
+                  precision)
 
     # Final evaluation (each rank its part): confusion matrix, examples with predictions, the test split if any.
     logits, y, part = predict_part(model, splits.x_val, splits.y_val, splits.mean, splits.std, precision)
     pick = torch.linspace(0, len(splits.y_val) - 1, N_EXAMPLES).long()
     probs = dist.gather_rows(logits.softmax(1), part, pick)
-    summary = summarize(result.history)
+    summary = summarize(history)
     summary.update({
         "run": out_dir.name, "backbone": backbone, "init": str(init) if init else None,
         "init_sha256": sha256_file(Path(init)) if init else None,
@@ -133,14 +136,14 @@ def train_classifier(
         "confusion_val": confusion(logits, y, len(ds.classes)),
         "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(p.argmax()),
                       "confidence": float(p.max())} for i, p in zip(pick, probs)],
-        "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+        "wall_time_s": history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
     })
     if splits.test is not None:
         tl, ty, _ = predict_part(model, splits.test.images, splits.test.labels, splits.mean, splits.std, precision)
         summary["test"] = classification_metrics(tl, ty, len(ds.classes))
     if dist.is_main():
-        save_torch(splits.x_val[pick].cpu(), out_dir / "examples.pt")
-        save_json(summary, out_dir / "summary.json")
+        save_torch(splits.x_val[pick].cpu(), out_dir / EXAMPLES)
+        save_json(summary, out_dir / SUMMARY)
     dist.barrier()  # the run's files are complete before any rank moves on
     return summary
 

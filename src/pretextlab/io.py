@@ -68,14 +68,16 @@ def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` for the with-block, so that processes building the same
     cache (the ranks of a torchrun job, two runs started together) take turns and it is built once.
     Where no lock file can be made (a read-only cache) the block runs unlocked."""
-    import fcntl
+    from filelock import FileLock
 
+    lock = FileLock(str(path))
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "a")
+        lock.acquire()
     except OSError:
         yield
         return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
+    try:
+        yield
+    finally:
+        lock.release()

@@ -96,9 +96,14 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
+def check_backbone(name: str) -> None:
+    """Refuse an unknown backbone name before any work starts."""
     if name not in BACKBONES:
         raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+
+
+def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
+    check_backbone(name)
     return BACKBONES[name](in_channels)
 
 

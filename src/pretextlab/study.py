@@ -25,11 +25,24 @@ import torch
 from torch import nn
 
 from . import dist, hw
-from .data import DataConfig, Dataset, label_fraction, load_dataset, make_splits
+from .data import DataConfig, Dataset, check_fraction, label_fraction, make_splits, open_data
 from .errors import UserError
 from .finetune import train_classifier
 from .io import load_json, save_json, sha256_file
-from .layout import RANDOM_INIT_DIR, probe_key, run_name
+from .layout import (
+    BACKBONE,
+    EXAMPLES,
+    PROBES,
+    RANDOM_INIT_DIR,
+    SAMPLES,
+    STUDY,
+    SUMMARY,
+    TENSORBOARD,
+    pretrain_dir,
+    pretrain_task,
+    probe_key,
+    run_name,
+)
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .probe import evaluate_frozen, frozen_features, probe_settings
 from .runs import json_roundtrip, settings_diff
@@ -124,7 +137,7 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
     if not dist.is_main():  # probes are cheap and single-process: rank 0 computes and writes them
         dist.barrier()
         return {}
-    path = folder / "probes.json"
+    path = folder / PROBES
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
                                **probe_settings()})
     store = load_json(path) if path.exists() else {"settings": settings, "results": {}}
@@ -174,8 +187,7 @@ def run_study(
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
     for f in fractions:
-        if not 0 < f <= 1:
-            raise UserError(f"fraction {f} is outside (0, 1]; use e.g. --fractions 1.0,0.5,0.1")
+        check_fraction(f, "--fractions")
     for p in pretexts:
         if p not in TASKS:
             raise UserError(f"unknown pretext task '{p}'; choose one of: {', '.join(TASKS)}")
@@ -189,13 +201,11 @@ def run_study(
     p = PRESETS[preset]
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
-    hw.setup_threads()
-    dist.init(hw.pick_device(device))  # under torchrun: join the job before anything is written
-    ds = load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
+    dev, ds = open_data(data, device, None)  # under torchrun: join the job before anything is written
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
         make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
 
-    study_file = out_dir / "study.json"
+    study_file = out_dir / STUDY
     state = load_json(study_file) if study_file.exists() else {}
     times: dict[str, float] = state.get("stage_times_s", {})
     study = {
@@ -235,17 +245,17 @@ def run_study(
     save()
     inits: dict[str, str] = {}
     for task in pretexts:
-        name = f"pretrain-{task}"
+        name = pretrain_dir(task)
         cfg = p.pretrain_config(task, seeds[0])
         stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
                                      dataset=ds, device=device, quiet=quiet))
-        inits[task] = str(out_dir / name / "backbone.safetensors")
-    dev = hw.pick_device(device)  # the probes first: minutes, where fine-tuning takes hours
+        inits[task] = str(out_dir / name / BACKBONE)
+    # the probes first: minutes, where fine-tuning takes hours
     keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
     for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
         origin = {"backbone": backbone, "init": inits[task]}
         stage(f"probe-{task}", lambda: run_probes(pretrained_backbone(backbone, ds.channels, Path(inits[task])),
-                                                  origin, out_dir / f"pretrain-{task}", keys, data, ds, dev))
+                                                  origin, out_dir / pretrain_dir(task), keys, data, ds, dev))
     for seed in seeds:  # the baseline: each seed's random initialisation, frozen
         origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
         stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
@@ -272,7 +282,7 @@ KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report;
 # The report's figure inputs: a run's uint8 validation examples (the same images in every run, so git
 # stores one blob) and a pretext run's sample pairs, some KB each; without them a re-rendered copy
 # loses its example-prediction and pretext-sample figures.
-FIGURE_INPUTS = ("examples.pt", "samples.pt")
+FIGURE_INPUTS = (EXAMPLES, SAMPLES)
 
 
 def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
@@ -287,7 +297,7 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     says so.
     """
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
-    if not (study_dir / "study.json").is_file():
+    if not (study_dir / STUDY).is_file():
         raise UserError(f"{study_dir} is not a study folder (no study.json); pass the --out of `pretextlab study`")
     if dest == study_dir or study_dir in dest.parents:
         raise UserError(f"{dest} is inside the study folder; export to a folder outside {study_dir}")
@@ -295,12 +305,12 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     for src in sorted(study_dir.rglob("*")):
         rel = src.relative_to(study_dir)
         kept = src.suffix in KEPT_SUFFIXES or src.name in FIGURE_INPUTS
-        if not src.is_file() or not kept or "tb" in rel.parts or src.name.startswith("."):
+        if not src.is_file() or not kept or TENSORBOARD in rel.parts or src.name.startswith("."):
             continue
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        weights = src.parent / "backbone.safetensors"
-        if src.name == "summary.json" and src.parent.name.startswith("pretrain-") and weights.is_file():
+        weights = src.parent / BACKBONE
+        if src.name == SUMMARY and pretrain_task(src.parent.name) and weights.is_file():
             summary = load_json(src)  # made before backbones carried their hash: add it now
             summary.setdefault("backbone_sha256", sha256_file(weights))
             save_json(summary, out)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -75,20 +75,14 @@ class Task(Protocol):
 
     n_train: int  # examples per epoch
 
-    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Model inputs and targets for the training examples `idx`, augmented with generator g."""
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Any]:
+        """Model inputs and targets (a tensor, or what the task's loss takes) for the training examples
+        `idx`, augmented with generator g."""
 
-    def loss(self, out: Tensor, target: Tensor) -> Tensor: ...
+    def loss(self, out: Tensor, target: Any) -> Tensor: ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics; must include 'loss'."""
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    history: list[dict[str, float]]
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
@@ -147,16 +141,18 @@ def fit(
     quiet: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     resolved: dict[str, Any] | None = None,
-) -> RunResult:
-    """Train `model` on `task` for cfg.epochs, resuming from out_dir/checkpoint.pt if it exists.
+    precision: str = "fp32",
+) -> list[dict[str, float]]:
+    """Train `model` on `task` for cfg.epochs, resuming from out_dir/checkpoint.pt if it exists; returns
+    the history (one row per epoch, as in metrics.csv).
 
     run_config is written to config.json and must equal the stored one on resume; resolved (facts
     of this session that never change the numbers, e.g. data storage) is recorded but not compared;
-    meta (classes, normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else.
+    meta (classes, normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else;
+    precision is what the caller resolved cfg.precision to on this device (hw.pick_precision), once per run.
     """
     out_dir = Path(out_dir)
     device = device or torch.device("cpu")
-    precision = hw.pick_precision(cfg.precision, device)
     channels_last = cfg.channels_last
     main = dist.is_main()  # the one process that writes
     ckpt_path = out_dir / CHECKPOINT
@@ -225,7 +221,7 @@ def fit(
                 scaler.update()
                 sched.step()
                 loss_sum += loss.detach()
-                if out.ndim == 2 and y.ndim == 1:  # classification-shaped: count train accuracy
+                if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # classification-shaped: count train accuracy
                     correct += (out.detach().argmax(1) == y).sum()
                     scored += len(y)
                 if step % 10 == 0 or step == steps - 1:  # .item() syncs: not every step
@@ -269,7 +265,7 @@ def fit(
         bar.close()
         if writer:
             writer.close()
-    return RunResult(out_dir, history)
+    return history
 
 
 def _check_world_size(out_dir: Path, stored: int) -> None:

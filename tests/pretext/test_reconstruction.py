@@ -7,6 +7,7 @@ from pretextlab.errors import UserError
 from pretextlab.models import BACKBONES, make_backbone
 from pretextlab.pretext import make_task
 from pretextlab.pretext.reconstruction import (
+    Hidden,
     Reconstruction,
     ReconstructionNet,
     ReconstructionOptions,
@@ -29,9 +30,9 @@ def test_batch_hides_the_masked_pixels_and_keeps_the_clean_image_as_target(split
     x = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
     task = Reconstruction(splits_of(x), ReconstructionOptions(patch=2, pad=0, flip=False))
     inp, target = task.batch(torch.tensor([1, 4, 7]), torch.Generator().manual_seed(0))
-    clean, m = target[:, :3], target[:, 3:].bool()
-    assert inp.shape == clean.shape == (3, 3, 8, 8) and target.shape == (3, 4, 8, 8)
-    assert torch.allclose(clean * task.s.std.view(1, -1, 1, 1) + task.s.mean.view(1, -1, 1, 1),
+    clean, m = target.image, target.mask.bool()
+    assert inp.shape == clean.shape == (3, 3, 8, 8) and target.mask.shape == (3, 1, 8, 8)
+    assert torch.allclose(clean * task.splits.std.view(1, -1, 1, 1) + task.splits.mean.view(1, -1, 1, 1),
                           x[[1, 4, 7]].float() / 255, atol=1e-5)
     assert torch.equal(inp, torch.where(m, 0.0, clean))
 
@@ -40,7 +41,7 @@ def test_masked_mse_scores_hidden_pixels_only():
     clean = torch.zeros(2, 3, 4, 4)
     m = torch.zeros(2, 1, 4, 4)
     m[0, :, :2, :2] = 1  # 4 hidden pixels x 3 channels
-    target = torch.cat([clean, m], 1)
+    target = Hidden(clean, m)
     out = torch.zeros(2, 3, 4, 4)
     out[0, :, :2, :2] = 2.0  # error 2 on every hidden value
     out[1] = 100.0  # visible everywhere: must not count
@@ -68,8 +69,8 @@ def test_a_side_the_patch_does_not_divide_is_masked_to_the_border(splits_of):
     task = Reconstruction(splits_of(x), ReconstructionOptions(pad=0, flip=False, hidden=8))
     assert task.patch == 3 and task.cells == 10
     inp, target = task.batch(torch.arange(8), torch.Generator().manual_seed(0))
-    assert inp.shape == (8, 1, 28, 28) and target.shape == (8, 2, 28, 28)
-    m = target[:, 1:].bool()
+    assert inp.shape == target.image.shape == target.mask.shape == (8, 1, 28, 28)
+    m = target.mask.bool()
     assert torch.equal(m[:, :, :27, :27], m[:, :, ::3, ::3].repeat_interleave(3, 2).repeat_interleave(3, 3)[:, :, :27, :27])
     assert m[:, :, 27:].any() and 0.45 < m.float().mean() < 0.75  # the border cells are masked too
     torch.manual_seed(0)

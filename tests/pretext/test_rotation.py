@@ -39,7 +39,7 @@ def test_training_batch_is_normalised_rotations_of_augmented_images(splits_of):
     task = Rotation(splits_of(x), RotationOptions(all_rotations=True, flip=False, pad=0))
     inp, k = task.batch(torch.tensor([3, 5]), torch.Generator().manual_seed(0))
     assert inp.shape == (8, 3, 8, 8) and inp.dtype == torch.float32 and k.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    pixels = inp * task.s.std.view(1, -1, 1, 1) + task.s.mean.view(1, -1, 1, 1)
+    pixels = inp * task.splits.std.view(1, -1, 1, 1) + task.splits.mean.view(1, -1, 1, 1)
     assert torch.allclose(_unrotate(pixels, k), x[[3, 5]].repeat(4, 1, 1, 1).float() / 255, atol=1e-5)
 
 
@@ -61,7 +61,7 @@ def test_train_accuracy_counts_every_rotated_copy(tmp_path, splits_of):
         model.head.weight.zero_()
         model.head.bias.copy_(torch.tensor([1e6, 0, 0, 0]))
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-12, weight_decay=0, precision="fp32")
-    history = fit(model, task, cfg, tmp_path, {"kind": "test"}, quiet=True).history
+    history = fit(model, task, cfg, tmp_path, {"kind": "test"}, quiet=True)
     assert history[0]["train_accuracy"] == 0.25
     assert history[0]["val_accuracy"] == 0.25
 

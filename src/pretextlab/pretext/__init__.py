@@ -17,9 +17,10 @@ from typing import Any, Callable
 import torch
 
 from .. import dist, hw
-from ..data import DataConfig, Dataset, data_settings, make_splits, open_data
+from ..data import DataConfig, Dataset, data_facts, data_settings, make_splits, open_data
 from ..errors import UserError
 from ..io import save_json, save_torch, sha256_file
+from ..layout import BACKBONE, SAMPLES, SUMMARY
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
 from ..runs import finished_summary, summarize
@@ -70,7 +71,7 @@ def pretrain(
     settings = {"pretext": task_name, "backbone": backbone, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
-    if done is not None and (out_dir / "backbone.safetensors").exists():
+    if done is not None and (out_dir / BACKBONE).exists():
         return done
     if done is not None:  # a kept study (`pretextlab export`) has the results, not the weights: re-make them
         log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", out_dir)
@@ -81,13 +82,14 @@ def pretrain(
     torch.manual_seed(cfg.seed)  # --seed decides the initial weights
     net = make_backbone(backbone, ds.channels)
     model = task.make_model(net)
-    run_config = {"kind": "pretrain", **settings, "options": dataclasses.asdict(task.o), "dataset": ds.name,
+    run_config = {"kind": "pretrain", **settings, "options": dataclasses.asdict(task.options), "dataset": ds.name,
                   "n_pool": len(splits.x_pool), "n_val": len(splits.x_val)}
     meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, {"storage": ds.storage})
+    history = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, data_facts(ds),
+                  precision)
     if not dist.is_main():  # the hand-over and diagnostics are cheap next to training: rank 0 does them
         return dist.from_main(None)
 
@@ -96,19 +98,19 @@ def pretrain(
     recalibrate_bn(trained, splits.x_pool, splits.mean, splits.std)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(out_dir / "backbone.safetensors"))
-    save_torch(task.samples(model), out_dir / "samples.pt")
+    save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(out_dir / BACKBONE))
+    save_torch(task.samples(model), out_dir / SAMPLES)
 
     # Diagnostic: k-NN accuracy of frozen features, pretrained vs randomly initialised (same seed).
     knn, n = knn_diagnostic(trained, backbone, ds, data, splits, cfg.seed, knn_images, dev)
-    summary = summarize(result.history)
+    summary = summarize(history)
     summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
-                    "options": dataclasses.asdict(task.o), "knn_accuracy": knn, "knn_images": n,
-                    "wall_time_s": result.history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
-                    "backbone_sha256": sha256_file(out_dir / "backbone.safetensors")})
+                    "options": dataclasses.asdict(task.options), "knn_accuracy": knn, "knn_images": n,
+                    "wall_time_s": history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+                    "backbone_sha256": sha256_file(out_dir / BACKBONE)})
     if done is not None:  # fine-tuning runs finished before started from this one
         summary["earlier_backbone_sha256"] = done.get("backbone_sha256")
-    save_json(summary, out_dir / "summary.json")
+    save_json(summary, out_dir / SUMMARY)
     return dist.from_main(summary)  # the other ranks get it once the files are complete
 
 

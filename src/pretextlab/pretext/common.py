@@ -1,13 +1,36 @@
-"""What the pretext tasks share: held-out loss and accuracy combined over ranks, and images as the
-report stores them."""
+"""What the pretext tasks share: the interface every task meets, held-out loss and accuracy combined
+over ranks, and images as the report stores them."""
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import dist
+from ..data import Splits
+from ..train import Task
+
+
+class PretextTask(Task, Protocol):
+    """A label-free objective: what `pretrain` and the report need on top of the loop's `Task`.
+
+    A task is built as `Task(splits, options, precision)`, draws its inputs from `splits.x_pool`
+    (labels are never read) and scores held-out inputs made from `splits.x_val`.
+    """
+
+    name: str  # as in pretext.TASKS and the study's pretrain-<name> folder
+    chance: float | None  # held-out accuracy of guessing (None: not a classification), drawn beside its curve
+    splits: Splits
+    options: Any  # the task's options dataclass; stored in config.json and summary.json
+
+    def make_model(self, backbone: nn.Module) -> nn.Module:
+        """The backbone with this task's head on it; the backbone stays reachable as `.backbone`."""
+
+    def samples(self, model: nn.Module, k: int = 8) -> dict[str, Any]:
+        """A few held-out inputs with targets and predictions, as uint8 images, for the report's figure."""
 
 
 def loss_and_accuracy(logits: Tensor, labels: Tensor) -> dict[str, float]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..data import Splits, crop_at
+from ..data import Splits, crop_at, random_flip
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
 
@@ -113,12 +113,12 @@ class ContextPrediction:
     chance = 1 / 8
 
     def __init__(self, splits: Splits, options: ContextOptions | None = None, precision: str = "fp32"):
-        self.s, self.precision = splits, precision
+        self.splits, self.precision = splits, precision
         self.n_train = len(splits.x_pool)
         self.image_size = splits.x_pool.shape[-1]
-        self.o = (options or ContextOptions()).resolved(self.image_size)
-        self.canvas = int(round(self.image_size * self.o.scale))
-        if geometry_margin(self.image_size, self.o) < self.o.jitter:
+        self.options = (options or ContextOptions()).resolved(self.image_size)
+        self.canvas = int(round(self.image_size * self.options.scale))
+        if geometry_margin(self.image_size, self.options) < self.options.jitter:
             raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
@@ -126,11 +126,10 @@ class ContextPrediction:
 
     def pairs(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
-        o = self.o
+        o = self.options
         x = x.float().div_(255)
         if o.flip and train:
-            flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            x = random_flip(x, g)
         if self.canvas != self.image_size:
             x = F.interpolate(x, size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
         p1, p2, label = sample_positions(len(x), self.canvas, o, g)
@@ -143,12 +142,12 @@ class ContextPrediction:
         return both[: len(x)], both[len(x):], label.to(x.device)
 
     def normalise(self, patches: Tensor) -> Tensor:
-        mean, std = self.s.mean.view(1, -1, 1, 1), self.s.std.view(1, -1, 1, 1)
-        centre = patches.mean((2, 3), keepdim=True) if self.o.patch_norm else mean
+        mean, std = self.splits.mean.view(1, -1, 1, 1), self.splits.std.view(1, -1, 1, 1)
+        centre = patches.mean((2, 3), keepdim=True) if self.options.patch_norm else mean
         return (patches - centre) / std
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        first, second, label = self.pairs(self.s.x_pool[idx.to(self.s.x_pool.device)], g)
+        first, second, label = self.pairs(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
         return self.normalise(torch.cat([first, second])), label
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
@@ -174,13 +173,13 @@ class ContextPrediction:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out loss and accuracy; under torchrun over every rank's part of the validation images."""
-        return loss_and_accuracy(*self.predict(model, self.s.x_val, shard=True))
+        return loss_and_accuracy(*self.predict(model, self.splits.x_val, shard=True))
 
     @torch.no_grad()
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out patch pairs (as uint8) with true and predicted positions, for the report."""
         g = torch.Generator().manual_seed(1)
-        x = self.s.x_val[torch.linspace(0, len(self.s.x_val) - 1, k).long()]  # spread: data is often class-sorted
+        x = self.splits.x_val[torch.linspace(0, len(self.splits.x_val) - 1, k).long()]  # spread: data is often class-sorted
         first, second, label = self.pairs(x, g, train=False)
         with evaluating(model):
             pred = model(self.normalise(torch.cat([first, second]))).argmax(1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -59,9 +60,16 @@ def random_mask(b: int, cells: int, ratio: float, patch: int, g: torch.Generator
     return hidden.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
 
 
-def masked_mse(out: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over the hidden pixels; target holds the clean image's channels, then the mask."""
-    x, m = target[:, :-1], target[:, -1:]
+class Hidden(NamedTuple):
+    """A reconstruction target: the clean (normalised) image and where it was hidden (1.0 = hidden)."""
+
+    image: Tensor
+    mask: Tensor  # (B, 1, H, W), in the image's dtype
+
+
+def masked_mse(out: Tensor, target: Hidden) -> Tensor:
+    """Mean squared error over the hidden pixels."""
+    x, m = target
     return ((out.float() - x) ** 2 * m).sum() / (m.sum() * x.shape[1]).clamp_min(1)
 
 
@@ -83,40 +91,40 @@ class ReconstructionNet(nn.Module):
 
 
 class Reconstruction:
-    """The pretext task as the training loop sees it: masked images in, clean image plus mask as target."""
+    """The pretext task as the training loop sees it: masked images in, the clean image and its mask as target."""
 
     name = "reconstruction"
     chance = None  # not a classification
 
     def __init__(self, splits: Splits, options: ReconstructionOptions | None = None, precision: str = "fp32"):
-        self.s, self.o, self.precision = splits, options or ReconstructionOptions(), precision
+        self.splits, self.options, self.precision = splits, options or ReconstructionOptions(), precision
         self.n_train = len(splits.x_pool)
         self.image_size = size = splits.x_pool.shape[-1]
-        self.patch = self.o.patch or max(2, size // 8)
+        self.patch = self.options.patch or max(2, size // 8)
         if self.patch >= size or splits.x_pool.shape[-2] != size:
             raise ValueError(f"patch {self.patch} must be smaller than the {size} px side of square images "
                              f"(e.g. {max(2, size // 8)})")
         # A side the patch does not divide (28 px Fashion-MNIST, 3 px patches): the grid overhangs and
         # its last row and column of patches are cut at the border.
         self.cells = math.ceil(size / self.patch)
-        self.pad = self.o.pad if self.o.pad >= 0 else max(1, size // 8)
+        self.pad = self.options.pad if self.options.pad >= 0 else max(1, size // 8)
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
-        return ReconstructionNet(backbone, self.s.x_pool.shape[1], self.image_size, self.o.hidden)
+        return ReconstructionNet(backbone, self.splits.x_pool.shape[1], self.image_size, self.options.hidden)
 
-    def masked(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor]:
-        """uint8 images -> (normalised images with hidden patches at 0, target = clean image + mask channel)."""
+    def masked(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Hidden]:
+        """uint8 images -> (normalised images with hidden patches at 0, the clean image and its mask)."""
         if train:
-            x = augment(x, g, self.pad, self.o.flip)
-        x = normalize(x, self.s.mean, self.s.std)
+            x = augment(x, g, self.pad, self.options.flip)
+        x = normalize(x, self.splits.mean, self.splits.std)
         size = self.image_size
-        m = random_mask(len(x), self.cells, self.o.mask_ratio, self.patch, g)[..., :size, :size].to(x.device)
-        return x.masked_fill(m, 0.0), torch.cat([x, m.to(x.dtype)], 1)
+        m = random_mask(len(x), self.cells, self.options.mask_ratio, self.patch, g)[..., :size, :size].to(x.device)
+        return x.masked_fill(m, 0.0), Hidden(x, m.to(x.dtype))
 
-    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self.masked(self.s.x_pool[idx.to(self.s.x_pool.device)], g)
+    def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Hidden]:
+        return self.masked(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
 
-    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+    def loss(self, out: Tensor, target: Hidden) -> Tensor:
         return masked_mse(out, target)
 
     def evaluate(self, model: nn.Module, seed: int = 0, batch_size: int = 500) -> dict[str, float]:
@@ -125,32 +133,32 @@ class Reconstruction:
         scores its part of every chunk; every rank draws the whole chunk's masks, from one seeded stream,
         so the numbers do not depend on the number of ranks."""
         g = torch.Generator().manual_seed(seed)
-        std = self.s.std.view(1, -1, 1, 1)
+        std = self.splits.std.view(1, -1, 1, 1)
         se = se01 = hidden = 0.0
         with evaluating(model):
-            for chunk in self.s.x_val.split(batch_size):
+            for chunk in self.splits.x_val.split(batch_size):
                 inp, target = self.masked(chunk, g, train=False)
                 part = dist.shard_slice(len(chunk))
                 if part.start == part.stop:
                     continue
-                inp, target = inp[part], target[part]
-                diff = (model(inp).float() - target[:, :-1]) * target[:, -1:]
+                inp, clean, m = inp[part], target.image[part], target.mask[part]
+                diff = (model(inp).float() - clean) * m
                 se += float((diff**2).sum())
                 se01 += float(((diff * std) ** 2).sum())
-                hidden += float(target[:, -1:].sum()) * diff.shape[1]
-        totals = torch.tensor([se, se01, hidden], dtype=torch.float64, device=self.s.x_val.device)
+                hidden += float(m.sum()) * diff.shape[1]
+        totals = torch.tensor([se, se01, hidden], dtype=torch.float64, device=self.splits.x_val.device)
         se, se01, hidden = dist.all_sum(totals).tolist()
         return {"loss": se / hidden, "psnr": psnr(se01 / hidden)}
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out images: original, masked input, and the reconstruction (hidden patches
         predicted, visible ones pasted from the input, as MAE shows them), with each image's PSNR."""
-        x = spread_subset(self.s.x_val, k)
+        x = spread_subset(self.splits.x_val, k)
         inp, target = self.masked(x, torch.Generator().manual_seed(1), train=False)
         with evaluating(model):
             pred = model(inp).float()
-        clean, m = target[:, :-1], target[:, -1:].bool()
-        mean, std = self.s.mean.view(1, -1, 1, 1), self.s.std.view(1, -1, 1, 1)
+        clean, m = target.image, target.mask.bool()
+        mean, std = self.splits.mean.view(1, -1, 1, 1), self.splits.std.view(1, -1, 1, 1)
         recon = torch.where(m, pred, clean) * std + mean
         mse = ((recon - (clean * std + mean)) ** 2).sum((1, 2, 3)) / (m.sum((1, 2, 3)) * clean.shape[1])
         return {"first": to_uint8(inp * std + mean), "original": x.cpu(), "reconstruction": to_uint8(recon),

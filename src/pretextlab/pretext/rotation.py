@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits, augment, normalize
-from ..models import evaluating
+from ..models import Classifier, evaluating
 from ..probe import spread_subset
 from .common import loss_and_accuracy
 
@@ -65,19 +65,19 @@ class Rotation:
         h, w = splits.x_pool.shape[-2:]
         if h != w:
             raise ValueError(f"rotation needs square images, got {h}x{w}; pass --image-size to resize them")
-        self.s, self.o, self.precision = splits, options or RotationOptions(), precision
+        self.splits, self.options, self.precision = splits, options or RotationOptions(), precision
         self.n_train = len(splits.x_pool)
-        self.pad = self.o.pad if self.o.pad >= 0 else max(1, h // 8)
+        self.pad = self.options.pad if self.options.pad >= 0 else max(1, h // 8)
         if self.pad >= h:
             raise ValueError(f"pad {self.pad} is not smaller than the {h} px images; use e.g. {h // 8}")
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
-        return RotationNet(backbone)
+        return Classifier(backbone, 4)  # a linear head: the features must carry the answer
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = augment(self.s.x_pool[idx.to(self.s.x_pool.device)], g, self.pad, self.o.flip)
-        x, k = rotations(x, self.o.all_rotations, g)
-        return normalize(x, self.s.mean, self.s.std), k
+        x = augment(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g, self.pad, self.options.flip)
+        x, k = rotations(x, self.options.all_rotations, g)
+        return normalize(x, self.splits.mean, self.splits.std), k
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
@@ -86,31 +86,19 @@ class Rotation:
         """Logits and labels for all four rotations of every image x (un-augmented): no sampling noise."""
         rotated = [rotations(chunk, True) for chunk in x.split(batch_size)]
         with evaluating(model):
-            logits = torch.cat([model(normalize(r, self.s.mean, self.s.std)).float() for r, _ in rotated])
+            logits = torch.cat([model(normalize(r, self.splits.mean, self.splits.std)).float() for r, _ in rotated])
         return logits, torch.cat([k for _, k in rotated])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out loss and accuracy over all four rotations; under torchrun each rank scores its share
         of the validation images (no sampling, so the numbers do not depend on the number of ranks)."""
-        return loss_and_accuracy(*self.predict(model, self.s.x_val[dist.shard_slice(len(self.s.x_val))]))
+        return loss_and_accuracy(*self.predict(model, self.splits.x_val[dist.shard_slice(len(self.splits.x_val))]))
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out images, each in another rotation, with true and predicted angles (for the report)."""
-        x = spread_subset(self.s.x_val, k)
+        x = spread_subset(self.splits.x_val, k)
         angle = torch.arange(len(x)) % 4
         shown = rotate(x, angle)
         with evaluating(model):
-            pred = model(normalize(shown, self.s.mean, self.s.std)).argmax(1)
+            pred = model(normalize(shown, self.splits.mean, self.splits.std)).argmax(1)
         return {"first": shown.cpu(), "true": angle, "pred": pred.cpu(), "positions": ANGLES}
-
-
-class RotationNet(nn.Module):
-    """Backbone features -> 4 rotation logits (a linear head: the features must carry the answer)."""
-
-    def __init__(self, backbone: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.out_dim, 4)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))

@@ -166,25 +166,25 @@ class SimCLR:
     name = "simclr"
 
     def __init__(self, splits: Splits, options: SimCLROptions | None = None, precision: str = "fp32"):
-        self.s, self.o, self.precision = splits, options or SimCLROptions(), precision
+        self.splits, self.options, self.precision = splits, options or SimCLROptions(), precision
         self.n_train = len(splits.x_pool)
-        self.eval_batch = min(self.o.eval_batch, len(splits.x_val))
+        self.eval_batch = min(self.options.eval_batch, len(splits.x_val))
         if self.eval_batch < 2:
             raise ValueError("simclr needs at least 2 validation images; raise --val-fraction")
         self.chance = 1 / (2 * self.eval_batch - 1)
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
-        return SimCLRNet(backbone, self.o.proj_dim, self.o.temperature)
+        return SimCLRNet(backbone, self.options.proj_dim, self.options.temperature)
 
     def views(self, x: Tensor, g: torch.Generator) -> Tensor:
         """uint8 images (B) -> their two views (2B), float in [0, 1] before normalisation."""
-        return simclr_augment(torch.cat([x, x]), self.o, g)
+        return simclr_augment(torch.cat([x, x]), self.options, g)
 
     def normalise(self, v: Tensor) -> Tensor:
-        return (v - self.s.mean.view(1, -1, 1, 1)) / self.s.std.view(1, -1, 1, 1)
+        return (v - self.splits.mean.view(1, -1, 1, 1)) / self.splits.std.view(1, -1, 1, 1)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = self.s.x_pool[idx.to(self.s.x_pool.device)]
+        x = self.splits.x_pool[idx.to(self.splits.x_pool.device)]
         return self.normalise(self.views(x, g)), positives(len(x), x.device)
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
@@ -199,7 +199,7 @@ class SimCLR:
         b = self.eval_batch
         losses, hits = [], []
         with evaluating(model):
-            for i, chunk in enumerate(self.s.x_val[: len(self.s.x_val) // b * b].split(b)):
+            for i, chunk in enumerate(self.splits.x_val[: len(self.splits.x_val) // b * b].split(b)):
                 views = self.views(chunk, g)
                 if i % dist.world_size() != dist.rank():
                     continue
@@ -207,14 +207,14 @@ class SimCLR:
                 target = positives(b, logits.device)
                 losses.append(F.cross_entropy(logits, target))
                 hits.append((logits.argmax(1) == target).float().mean())
-        none = torch.zeros((), device=self.s.x_val.device)  # a rank with no batch adds nothing
+        none = torch.zeros((), device=self.splits.x_val.device)  # a rank with no batch adds nothing
         loss, _ = dist.mean(torch.stack(losses).mean() if losses else none, len(losses))
         accuracy, _ = dist.mean(torch.stack(hits).mean() if hits else none, len(hits))
         return {"loss": loss, "accuracy": accuracy}
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """View pairs of a few held-out images, and which image each first view finds nearest among all 2k views."""
-        x = spread_subset(self.s.x_val, k)
+        x = spread_subset(self.splits.x_val, k)
         k = len(x)
         v = self.views(x, torch.Generator().manual_seed(1))
         with evaluating(model):
