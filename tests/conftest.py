@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pretextlab.data import Dataset, ImageSet, Splits, channel_stats
+from pretextlab.data import Splits, channel_stats
+from pretextlab.sources import Dataset, ImageSet
 
 # Class k is a solid, clearly distinct colour (plus a little noise): separable at a glance, and
 # still separable after random crops and flips.

@@ -14,17 +14,8 @@ from conftest import COLOURS, GRAYS, SORTED_CLASSES
 from PIL import Image
 
 from pretextlab import data as data_mod
-from pretextlab.data import (
-    augment,
-    channel_stats,
-    label_fraction,
-    load_dataset,
-    make_splits,
-    normalize,
-    random_crop,
-    random_flip,
-    stratified_split,
-)
+from pretextlab.augment import augment, normalize, random_crop, random_flip
+from pretextlab.data import channel_stats, label_fraction, load_dataset, make_splits, stratified_split
 from pretextlab.errors import UserError
 
 # ----------------------------------------------------------------------------------------------
@@ -162,7 +153,7 @@ def test_cache_reused_and_invalidated(make_image_folder, cache_dir, monkeypatch)
         raise AssertionError("decoded again instead of reading the cache")
 
     with monkeypatch.context() as m:
-        m.setattr(data_mod, "_folder_dataset", no_decoding)
+        m.setattr(data_mod, "folder_dataset", no_decoding)
         second = load_dataset(str(root), cache_dir=cache_dir)
     assert second.cache_file == first.cache_file
     assert second.classes == first.classes

@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 
-from .data import TORCHVISION_SOURCES, check_fraction
+from .data import check_fraction
 from .errors import UserError
 from .models import BACKBONES, check_backbone
+from .sources import TORCHVISION_SOURCES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does self-supervised pretraining help my classifier, by how much, at which label budget?")
@@ -227,8 +228,8 @@ def study(
 @app.command()
 def report(study_dir: Path = typer.Argument(..., help="a study folder, or a single run folder")) -> None:
     """(Re-)write a study's report.md, report.html, figures and summary.json; for a run, its curves.png."""
-    from .figures import run_figure
     from .report import write_report
+    from .report.figures import run_figure
 
     if not (study_dir / "study.json").is_file() and (study_dir / "metrics.csv").is_file():
         typer.echo(f"curves: {run_figure(study_dir)}")

@@ -13,27 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import dist, hw
-from .data import (
-    DataConfig,
-    Dataset,
-    ImageSet,
-    Splits,
-    augment,
-    data_facts,
-    data_settings,
-    load_dataset,
-    make_splits,
-    normalize,
-    open_data,
-    rows,
-    stratified_split,
-)
+from .augment import augment, normalize
+from .data import DataConfig, Splits, data_facts, data_settings, load_dataset, make_splits, open_data, stratified_split
 from .errors import UserError
 from .io import save_json, save_torch, sha256_file
 from .layout import EXAMPLES, INDICES, SUMMARY
 from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
 from .runs import finished_summary, summarize
+from .sources import Dataset, ImageSet, rows
 from .train import TrainConfig, fit, train_settings
 
 N_EXAMPLES = 8  # validation images shown with predictions in the report
@@ -199,7 +187,7 @@ def predict_files(checkpoint: str, files: list[str]) -> list[tuple[str, str, flo
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from .data import _resize_pil
+    from .sources import resize_pil
 
     model, meta = load_classifier(checkpoint)
     size, mode = meta["image_size"], "L" if meta["channels"] == 1 else "RGB"
@@ -208,7 +196,7 @@ def predict_files(checkpoint: str, files: list[str]) -> list[tuple[str, str, flo
         try:
             with Image.open(f) as im:
                 im = im.convert(mode)
-                arrays.append(np.asarray(_resize_pil(im, size) if im.size != (size, size) else im))
+                arrays.append(np.asarray(resize_pil(im, size) if im.size != (size, size) else im))
         except FileNotFoundError:
             raise UserError(f"{f}: no such file; pass image paths") from None
         except (UnidentifiedImageError, OSError, ValueError):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import normalize
+from .augment import normalize
 from .models import evaluating
 
 PROTOCOLS = ("linear", "knn")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import dist, hw
-from .data import DataConfig, Dataset, check_fraction, label_fraction, make_splits, open_data
+from .data import DataConfig, check_fraction, label_fraction, make_splits, open_data
 from .errors import UserError
 from .finetune import train_classifier
 from .io import load_json, save_json, sha256_file
@@ -46,6 +46,7 @@ from .layout import (
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .probe import evaluate_frozen, frozen_features, probe_settings
 from .runs import json_roundtrip, settings_diff
+from .sources import Dataset
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)

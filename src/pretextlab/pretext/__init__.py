@@ -17,13 +17,14 @@ from typing import Any, Callable
 import torch
 
 from .. import dist, hw
-from ..data import DataConfig, Dataset, data_facts, data_settings, make_splits, open_data
+from ..data import DataConfig, data_facts, data_settings, make_splits, open_data
 from ..errors import UserError
 from ..io import save_json, save_torch, sha256_file
 from ..layout import BACKBONE, SAMPLES, SUMMARY
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
 from ..runs import finished_summary, summarize
+from ..sources import Dataset
 from ..train import TrainConfig, fit, train_settings
 from .context import ContextOptions, ContextPrediction
 from .reconstruction import Reconstruction, ReconstructionOptions

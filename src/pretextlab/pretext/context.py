@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..data import Splits, crop_at, random_flip
+from ..augment import crop_at, random_flip
+from ..data import Splits
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
 

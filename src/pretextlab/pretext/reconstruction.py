@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import dist
-from ..data import Splits, augment, normalize
+from ..augment import augment, normalize
+from ..data import Splits
 from ..models import evaluating, feature_map
 from ..probe import spread_subset
 from .common import to_uint8

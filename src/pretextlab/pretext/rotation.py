@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..data import Splits, augment, normalize
+from ..augment import augment, normalize
+from ..data import Splits
 from ..models import Classifier, evaluating
 from ..probe import spread_subset
 from .common import loss_and_accuracy

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..data import Splits, random_flip
+from ..augment import random_flip
+from ..data import Splits
 from ..models import evaluating
 from ..probe import spread_subset
 from .common import to_uint8
