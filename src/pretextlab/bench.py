@@ -7,7 +7,7 @@ One process, one run, several measurements side by side, so that their ratios me
 3. pretextlab's real training step: `train.fit` on real `data.make_splits` output, i.e. batch
    cutting, augmentation, normalisation and logging included (validation excluded, as fit times it
    separately);
-4. the tutorial way: `ImageFolder` + per-sample PIL transforms + `DataLoader(num_workers=2)`;
+4. the tutorial way (naive.py): `ImageFolder` + per-sample PIL transforms + `DataLoader(num_workers=2)`;
 5. the same model-vs-pipeline comparison for the context-prediction pretext step, and evaluation
    (`finetune.predict_logits` vs a DataLoader loop).
 
@@ -24,30 +24,30 @@ model, ...), so that load from other processes on a shared machine falls on all 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import hw
-from .data import DataConfig, Dataset, Splits, load_dataset, make_splits
+from . import hw, naive
+from .data import DataConfig, Splits, load_dataset, make_splits
 from .errors import UserError
 from .finetune import Classification, predict_logits
 from .io import save_json
 from .models import Classifier, count_flops, make_backbone
+from .naive import write_synthetic_folder
 from .pretext.context import ContextNet, ContextOptions, ContextPrediction
+from .sources import Dataset
 from .train import TrainConfig, fit, make_optimizer
 
 CPU = torch.device("cpu")
@@ -167,7 +167,7 @@ def run_bench(
             root = write_synthetic_folder(tmp_dir / "synthetic", per_class=plan.synthetic_per_class)
             ds = load_dataset(str(root), cache_dir=tmp_dir / "cache")  # keep the user's cache clean
         else:
-            root = _image_folder(Path(data).expanduser())
+            root = naive.check_image_folder(Path(data).expanduser())
             ds = load_dataset(str(root))  # decoded once, then cached: re-runs start fast
         splits = make_splits(ds, 1.0, seed=0)
         result["data"] = {"source": data or "synthetic", "classes": len(ds.classes), "images": len(ds.train),
@@ -176,7 +176,8 @@ def run_bench(
         peaks, notes = _peak_gflops(plan)
         result["peak_gflops"] = peaks
         peak = peaks["bf16"] if precision == "bf16" and peaks["bf16"] else peaks["fp32"]
-        setup = _Setup(plan, bs, precision, ds, splits, _naive_sets(root, ds, splits), tmp_dir, peak * 1e9)
+        naive_sets = naive.image_folder_sets(root, ds, splits)
+        setup = _Setup(plan, bs, precision, ds, splits, naive_sets, tmp_dir, peak * 1e9)
         result["batch_prep_ms"] = _batch_prep_ms(setup)
         result["backbones"] = {name: _bench_backbone(name, setup) for name in backbones}
 
@@ -205,7 +206,7 @@ class _Setup:
     precision: str
     ds: Dataset
     splits: Splits
-    naive: "_NaiveSets"
+    naive: naive.NaiveSets
     tmp: Path
     peak_flops: float  # FLOP/s of the precision `auto` picks: the MFU denominator
 
@@ -259,7 +260,7 @@ def _bench_backbone(name: str, s: _Setup) -> dict[str, Any]:
     pipeline = _fit_path(pipe_model, lambda sp: _classification(sp, s), "train", steps, s, f"{name}-classify")
     # 4. the tutorial way, same model, optimizer and loss, NCHW float32
     naive_model = _classifier(name, s)
-    naive_step = _naive_train_step(naive_model, s.naive.train_batches(bs))
+    naive_step = naive.train_step(naive_model, s.naive.train_batches(bs))
     _warm_up(naive_step, plan.warmup)
     rates = _interleaved({"model": lambda: _timed(model_step, steps), "pipeline": pipeline,
                           "naive": lambda: _timed(naive_step, steps)}, plan.rounds)
@@ -378,22 +379,6 @@ def _subset(splits: Splits, part: str, n: int, n_val: int) -> tuple[Splits, int]
     return sub, math.ceil(n / len(take))
 
 
-def _naive_train_step(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]]) -> Callable[[], int]:
-    """The tutorial loop body: next DataLoader batch, forward, loss, backward, step (fp32, NCHW)."""
-    cfg = TrainConfig()
-    opt = make_optimizer(model.train(), cfg)
-
-    def step() -> int:
-        x, y = next(batches)
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return len(y)
-
-    return step
-
-
 def _eval_rates(model: nn.Module, naive_model: nn.Module, s: _Setup) -> tuple[float, float, int]:
     """Images/s of one evaluation pass each way, over the same number of validation images.
 
@@ -412,18 +397,9 @@ def _eval_rates(model: nn.Module, naive_model: nn.Module, s: _Setup) -> tuple[fl
     naive_model.eval()
     with torch.no_grad():
         naive_model(torch.randn(s.bs, *x_val.shape[1:]))  # kernel warm-up, as for the pipeline
-        naive_eval_img_s, _ = _measure(lambda: _naive_eval_pass(naive_model, s.naive.eval_loader(n, s.bs)), 0, 1)
+        naive_eval_img_s, _ = _measure(lambda: naive.eval_pass(naive_model, s.naive.eval_loader(n, s.bs)), 0, 1)
     naive_model.train()
     return eval_img_s, naive_eval_img_s, n
-
-
-def _naive_eval_pass(model: nn.Module, loader) -> int:
-    """The tutorial evaluation loop (accuracy accumulated batch by batch); returns the images seen."""
-    seen = correct = 0
-    for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        seen += len(y)
-    return seen
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,82 +425,6 @@ def _batch_prep_ms(s: _Setup) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The naive baseline's data: torchvision ImageFolder, per-sample PIL transforms, DataLoader
-
-
-@dataclass
-class _NaiveSets:
-    train: Any  # torchvision ImageFolder with the training transform
-    val: Any  # the same images with the evaluation transform
-    val_indices: list[int]
-
-    def train_batches(self, bs: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled batches forever; each new epoch starts new workers, as a tutorial's loop does."""
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(self.train, batch_size=bs, shuffle=True, num_workers=2)
-        return itertools.chain.from_iterable(itertools.repeat(loader))
-
-    def eval_loader(self, n: int, bs: int):
-        from torch.utils.data import DataLoader, Subset
-
-        return DataLoader(Subset(self.val, self.val_indices[:n]), batch_size=bs, shuffle=False, num_workers=2)
-
-
-def _image_folder(root: Path) -> Path:
-    """`root` if the naive baseline can read it with ImageFolder (directly or its train/), else a UserError."""
-    folder = root / "train" if (root / "train").is_dir() else root
-    if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
-        raise UserError(f"--data {root}: bench needs an image folder (one sub-folder per class, or a root with "
-                        "train/) so the naive baseline can read it with torchvision's ImageFolder")
-    return root
-
-
-def _naive_sets(root: Path, ds: Dataset, splits: Splits) -> _NaiveSets:
-    """ImageFolder datasets of the same folder, with the textbook CIFAR transforms."""
-    from PIL import Image
-    from torchvision import datasets
-    from torchvision import transforms as T
-
-    folder = root / "train" if (root / "train").is_dir() else root
-    size = ds.image_size
-    train = datasets.ImageFolder(str(folder))
-    with Image.open(train.samples[0][0]) as im:
-        resize = [T.Resize(size), T.CenterCrop(size)] if im.size != (size, size) else []
-    gray = [T.Grayscale(1)] if ds.channels == 1 else []
-    norm = [T.ToTensor(), T.Normalize(splits.mean.tolist(), splits.std.tolist())]
-    train.transform = T.Compose(gray + resize + [T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()]
-                                + norm)
-    val = datasets.ImageFolder(str(folder), transform=T.Compose(gray + resize + norm))
-    val_indices = [i for i in splits.indices["val"] if i < len(val)]
-    return _NaiveSets(train, val, val_indices)
-
-
-def write_synthetic_folder(root: Path, classes: int = 10, per_class: int = 300, size: int = 32,
-                           seed: int = 0) -> Path:
-    """An ImageFolder of JPEGs: random, but each class has its own colour and stripe orientation.
-
-    Real JPEGs on disk, so the naive baseline pays the decoding it would pay on real data.
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for k in range(classes):
-        d = root / f"class_{k:02d}"
-        d.mkdir(parents=True, exist_ok=True)
-        colour = rng.uniform(50, 205, 3).astype(np.float32)
-        angle, period = np.pi * k / classes, 4 + k % 5
-        phase = rng.uniform(0, 2 * np.pi, (per_class, 1, 1))
-        stripes = 40 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + phase)
-        noise = rng.normal(0, 25, (per_class, size, size, 3))
-        images = np.clip(colour + stripes[..., None] + noise, 0, 255).astype(np.uint8)
-        for i, im in enumerate(images):
-            Image.fromarray(im).save(d / f"{i:05d}.jpg", quality=90)
-    return root
-
-
-# ----------------------------------------------------------------------------------------------
 # Report
 
 
@@ -534,8 +434,8 @@ def format_report(r: dict[str, Any]) -> str:
     bf16 = f"{peaks['bf16']:.0f}" if peaks["bf16"] else "n/a"
     d = r["data"]
     lines = [
-        f"pretextlab bench{' (quick)' if r['quick'] else ''}: {r['machine']['cpu']} ({r['machine']['cpu_capability']}), "
-        f"{r['threads']} threads, {r['precision']}, batch {r['batch_size']}",
+        f"pretextlab bench{' (quick)' if r['quick'] else ''}: {r['machine']['cpu']} "
+        f"({r['machine']['cpu_capability']}), {r['threads']} threads, {r['precision']}, batch {r['batch_size']}",
         f"data: {d['source']} ({d['images']} images, {d['classes']} classes, {d['image_size']} px)",
         f"peak matmul GFLOP/s: fp32 {peaks['fp32']:.0f}, bf16 {bf16}",
         f"batch preparation per batch: classification {r['batch_prep_ms']['classification']:.1f} ms, "
@@ -547,7 +447,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{'pairs/s':>11}{'pairs/s':>10}",
     ]
     for name, b in r["backbones"].items():
-        lines.append(f"{name:<12}{b['gflops_per_image_fwd']:>10.3f}{b['model_img_s']:>10.0f}{b['pipeline_img_s']:>10.0f}"
+        lines.append(f"{name:<12}{b['gflops_per_image_fwd']:>10.3f}{b['model_img_s']:>10.0f}"
+                     f"{b['pipeline_img_s']:>10.0f}"
                      f"{b['naive_img_s']:>10.0f}{b['eval_img_s']:>10.0f}{b['naive_eval_img_s']:>12.0f}"
                      f"{b['pretext_model_pairs_s']:>11.0f}{b['pretext_pipeline_pairs_s']:>10.0f}")
     lines += ["", f"{'ratios':<12}{'overhead':>10}{'vs naive':>10}{'MFU':>8}{'MFU pipe':>10}{'ctx overhead':>14}"
