@@ -270,10 +270,10 @@ def train_a_little():
 def pretrain_and_finetune(tmp_path, tiny_dataset, tiny_data_config, tiny_train_config):
     """pretrain_and_finetune(task, options) -> pretraining summary, after checking that the run wrote
     backbone.safetensors that fine-tuning loads, and samples the report can draw."""
-    from pretextlab.figures import samples_figure
     from pretextlab.finetune import train_classifier
     from pretextlab.io import load_json
     from pretextlab.pretext import pretrain
+    from pretextlab.report.figures import samples_figure
 
     def run(task: str, options: dict | None = None, dataset: Dataset | None = None) -> dict:
         ds = dataset or tiny_dataset

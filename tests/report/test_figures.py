@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pretextlab.figures import early_features, filter_mosaic, run_figure
 from pretextlab.models import make_backbone
+from pretextlab.report.backbone import early_features, filter_mosaic
+from pretextlab.report.figures import run_figure
 
 torch.set_num_threads(1)
 

@@ -1,12 +1,8 @@
-"""A study's numbers: reading its run folders, the rules (plateau, time to 95%), statistics over seeds.
+"""A study's numbers: per-run statistics, aggregates over seeds and paired comparisons, i.e. summary.json.
 
-`load_study(study_dir)` only reads (it never trains) a study folder: study.json,
-pretrain-<task>/ and f<fraction>-<arm>-s<seed>/ run folders, and the frozen-backbone probes in
-pretrain-<task>/probes.json and random-init/probes.json. `summarize_study` turns it into the numbers behind the report, which `report.write_report` saves
-as summary.json (schema below) and renders as text; `figures` draws them.
-
-A study still in progress renders too: missing and unfinished runs are listed, curves show what
-exists, and tables and conclusions use finished runs only (a partial curve has no "best" yet).
+`summarize_study(load_study(study_dir))` holds every number the report shows; `write_report` saves it as
+summary.json (schema below), the tables and conclusions render it as text and the figures draw it. Tables
+and conclusions use finished runs only (a partial curve has no "best" yet).
 
 summary.json schema. Fractions are keys formatted with :g ("1", "0.5", "0.1"); over seeds,
 "mean" is the mean, "std" the sample standard deviation and "ci95" the 95% Student t interval of
@@ -72,249 +68,30 @@ train_loss_mean, epochs, wall_time_s, images_per_s.
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
+from ..layout import SCRATCH, pretrain_dir
+from ..runs import summarize
+from ..stats import RULE as CI_RULE
+from ..stats import describe, paired_difference
+from .results import PROBE_PROTOCOLS, PROTOCOLS, PretextRun, Run, Study, column, load_samples
+from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE, plateau_epoch, time_to_fraction_of_best
 
-from .errors import UserError
-from .io import load_json
-from .layout import RANDOM_INIT_DIR, RUN_NAME, probe_key, run_name
-from .probe import PROTOCOLS as PROBE_PROTOCOLS
-from .runs import read_csv, summarize
-from .stats import RULE as CI_RULE
-from .stats import describe, paired_difference
-
-log = logging.getLogger(__name__)
-
-EQUAL_WITHIN = 0.005  # metric differences at most this large are reported as "about equal"
-PLATEAU_TOL = 0.01
-FRACTION_OF_BEST = 0.95
 METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
          "accuracy": "accuracy", "loss": "loss"}
-PLATEAU_RULE = (f"the plateau epoch is the first epoch e such that no later epoch's validation macro-F1 "
-                f"exceeds the value at e by more than {PLATEAU_TOL} (absolute)")
-T95_RULE = (f"time to {FRACTION_OF_BEST:.0%} is the first epoch whose validation macro-F1 reaches "
-            f"{FRACTION_OF_BEST} x the run's own best, with the cumulative training wall time at that epoch")
 QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
               "test_f1_macro",
               "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",
               "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs", "wall_time_s", "images_per_s")
-PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 EVAL_METRICS = ("f1_macro", "accuracy")
 
 
-# ----------------------------------------------------------------------------------------------
-# The rules, pure so they can be tested on hand-made curves
-
-
-def plateau_epoch(values: Sequence[float], tol: float = PLATEAU_TOL) -> int:
-    """First epoch (1-based) after which the curve never rises more than `tol` above its value there.
-
-    Why this rule: "the best epoch" is noisy and often the last one of a decaying learning rate;
-    this one asks when further training stopped buying a meaningful gain.
-    """
-    if not values:
-        raise ValueError("plateau_epoch needs at least one value")
-    for i, v in enumerate(values):
-        if max(values[i:]) - v <= tol + 1e-12:  # 1e-12: 0.515 - 0.505 is 0.01 in decimal, not in binary
-            return i + 1
-    return len(values)  # unreachable: the last epoch always qualifies
-
-
-def time_to_fraction_of_best(values: Sequence[float], times: Sequence[float],
-                             frac: float = FRACTION_OF_BEST) -> tuple[int, float]:
-    """First epoch (1-based) whose value reaches frac x max(values), and the wall time at that epoch.
-
-    For non-negative metrics that grow (macro-F1, accuracy); measures speed against the run's own
-    best, so it says how fast a run got near where it ended up, not how good that was.
-    """
-    if not values or len(values) != len(times):
-        raise ValueError("time_to_fraction_of_best needs equally long, non-empty values and times")
-    threshold = frac * max(values)
-    i = next(i for i, v in enumerate(values) if v >= threshold)
-    return i + 1, float(times[i])
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading a study
-
-
-@dataclass
-class Run:
-    """A fine-tuning run folder: its per-epoch metrics and, once finished, its summary."""
-
-    name: str
-    path: Path
-    fraction: float
-    arm: str
-    seed: int
-    history: list[dict[str, float]]
-    summary: dict[str, Any] | None
-    planned_epochs: int | None = None  # from the run's config.json
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-
-@dataclass
-class PretextRun:
-    """A pretrain-<task> folder: pretext curves and, once finished, its summary."""
-
-    task: str
-    path: Path
-    history: list[dict[str, float]]
-    summary: dict[str, Any] | None
-    planned_epochs: int | None = None
-
-    @property
-    def status(self) -> str:
-        return "finished" if self.summary is not None else "in progress"
-
-
-@dataclass
-class Study:
-    path: Path
-    config: dict[str, Any]
-    runs: list[Run]
-    pretexts: dict[str, PretextRun]
-    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> probes.json "results"
-    missing: list[str] = field(default_factory=list)  # expected runs without a finished epoch
-    missing_probes: list[str] = field(default_factory=list)  # expected probe entries not in probes.json
-    problems: list[str] = field(default_factory=list)  # files that exist but could not be read
-
-    @property
-    def fractions(self) -> list[float]:
-        """Largest first, from study.json and the folders found."""
-        return sorted({float(f) for f in self.config.get("fractions", [])} | {r.fraction for r in self.runs},
-                      reverse=True)
-
-    @property
-    def arms(self) -> list[str]:
-        """scratch first, then the pretext arms in study order."""
-        found = {r.arm for r in self.runs}
-        order = ["scratch", *self.config.get("pretexts", []), *sorted(found)]
-        return list(dict.fromkeys(a for a in order if a in found or a in self.expected_arms))
-
-    @property
-    def expected_arms(self) -> list[str]:
-        return ["scratch", *self.config.get("pretexts", [])] if self.config else []
-
-    def finished(self, fraction: float | None = None, arm: str | None = None) -> list[Run]:
-        return [r for r in self.runs if r.finished and (fraction is None or r.fraction == fraction)
-                and (arm is None or r.arm == arm)]
-
-
 def fraction_key(fraction: float) -> str:
+    """A label fraction as summary.json's keys write it ("1", "0.5", "0.1")."""
     return f"{fraction:g}"
-
-
-def load_study(study_dir: Path) -> Study:
-    """Every run the study planned or holds; unreadable or absent ones become notes, not errors."""
-    study_dir = Path(study_dir)
-    if not study_dir.is_dir():
-        raise UserError(f"{study_dir} is not a folder; pass a study folder (holding study.json and run folders)")
-    problems: list[str] = []
-    config: dict[str, Any] = {}
-    if (study_dir / "study.json").exists():
-        try:
-            config = load_json(study_dir / "study.json")
-        except (OSError, ValueError) as e:
-            problems.append(f"study.json could not be read ({e})")
-    else:
-        problems.append("study.json is missing: fractions, arms and seeds are taken from the folders found")
-
-    expected = [run_name(float(f), arm, int(s)) for f in config.get("fractions", [])
-                for arm in ["scratch", *config.get("pretexts", [])] for s in config.get("seeds", [])]
-    on_disk = [p.name for p in sorted(study_dir.iterdir()) if p.is_dir() and RUN_NAME.match(p.name)]
-    runs, missing = [], []
-    for name in dict.fromkeys([*expected, *on_disk]):
-        m = RUN_NAME.match(name)
-        history, summary = _read_run_files(study_dir / name, problems)
-        if not history:
-            missing.append(name)
-            continue
-        planned = (read_json(study_dir / name / "config.json").get("train") or {}).get("epochs")
-        runs.append(Run(name, study_dir / name, float(m["fraction"]), m["arm"], int(m["seed"]), history, summary,
-                        planned))
-
-    tasks = [*config.get("pretexts", []),
-             *(p.name.removeprefix("pretrain-") for p in sorted(study_dir.glob("pretrain-*")) if p.is_dir())]
-    pretexts = {}
-    for task in dict.fromkeys(tasks):
-        history, summary = _read_run_files(study_dir / f"pretrain-{task}", problems)
-        if history:
-            path = study_dir / f"pretrain-{task}"
-            planned = (read_json(path / "config.json").get("train") or {}).get("epochs")
-            pretexts[task] = PretextRun(task, path, history, summary, planned)
-        else:
-            missing.append(f"pretrain-{task}")
-    probes, missing_probes = _read_probes(study_dir, config, list(dict.fromkeys(tasks)), problems)
-    return Study(study_dir, config, runs, pretexts, probes, missing, missing_probes, problems)
-
-
-def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
-                 problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Each method's probes.json results (scratch: the random-init folder), and the planned entries
-    not there yet (planned: study.json lists the linear or k-NN protocol)."""
-    probes = {}
-    for method, folder in (("scratch", RANDOM_INIT_DIR), *((t, f"pretrain-{t}") for t in tasks)):
-        path = study_dir / folder / "probes.json"
-        if path.exists():
-            try:
-                probes[method] = load_json(path)["results"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                problems.append(f"{folder}/probes.json could not be read ({e})")
-    planned = set(config.get("protocols", [])) & set(PROBE_PROTOCOLS)
-    missing = [f"{method} {probe_key(float(f), int(s))}" for method in ("scratch", *config.get("pretexts", []))
-               for s in config.get("seeds", []) for f in config.get("fractions", []) if planned
-               and probe_key(float(f), int(s)) not in probes.get(method, {})]
-    return probes, missing
-
-
-def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
-    history: list[dict[str, float]] = []
-    summary = None
-    try:
-        if (path / "metrics.csv").exists():
-            history = read_csv(path / "metrics.csv")
-        if (path / "summary.json").exists():
-            summary = load_json(path / "summary.json")
-    except (OSError, ValueError) as e:
-        problems.append(f"{path.name}: could not read its files ({e})")
-    return history, summary
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return load_json(path)
-    except (OSError, ValueError):
-        return {}
-
-
-def load_samples(path: Path) -> dict[str, Any] | None:
-    f = path / "samples.pt"
-    if not f.exists():
-        return None
-    try:
-        return torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torch.load failure can be any of several types; the report just skips it
-        log.warning("could not read %s: %s", f, e)
-        return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Numbers
-
-
-def column(history: list[dict[str, float]], key: str) -> list[float]:
-    return [row[key] for row in history if key in row]
 
 
 def run_stats(run: Run) -> dict[str, Any]:
@@ -372,6 +149,7 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
             "n_seeds": [len(scratch), len(pretrained)], "paired_n": paired["n"]}
 
 
+
 def summarize_study(study: Study) -> dict[str, Any]:
     """Everything summary.json holds; the markdown and HTML are rendered from it."""
     cfg = study.config
@@ -385,17 +163,17 @@ def summarize_study(study: Study) -> dict[str, Any]:
                  for f, arms in by_seed.items()}
     comparison = {}
     for f, arms in by_seed.items():
-        pretrained = [arm for arm in arms if arm != "scratch"]
-        if "scratch" in arms and pretrained:
-            comparison[f] = {arm: {k: compare(arms["scratch"][k], v) for k, v in arms[arm].items()
-                                   if k in arms["scratch"]} for arm in pretrained}
+        pretrained = [arm for arm in arms if arm != SCRATCH]
+        if SCRATCH in arms and pretrained:
+            comparison[f] = {arm: {k: compare(arms[SCRATCH][k], v) for k, v in arms[arm].items()
+                                   if k in arms[SCRATCH]} for arm in pretrained}
     return {
         "study": study.path.resolve().name,
         "dataset": cfg.get("dataset"),
         "status": {"finished": [r.name for r in study.runs if r.finished],
                    "in_progress": [{"run": r.name, "epochs": len(r.history), "planned_epochs": r.planned_epochs}
                                    for r in study.runs if not r.finished]
-                   + [{"run": f"pretrain-{t}", "epochs": len(p.history), "planned_epochs": p.planned_epochs}
+                   + [{"run": pretrain_dir(t), "epochs": len(p.history), "planned_epochs": p.planned_epochs}
                       for t, p in study.pretexts.items()
                       if p.summary is None],
                    "missing": study.missing, "missing_probes": study.missing_probes},
@@ -443,12 +221,12 @@ def evaluation_summary(values: dict[str, Any], methods: list[str]) -> dict[str, 
             cells.setdefault(protocol, {})[f] = {
                 m: {k: {**describe(list(v.values())), "by_seed": {str(s): v[s] for s in sorted(v)}}
                     for k, v in by_method[m].items()} for m in order}
-            base = by_method.get("scratch", {})
+            base = by_method.get(SCRATCH, {})
             diffs = {m: {k: paired_difference(base[k], v) for k, v in by_method[m].items()
-                         if set(base.get(k, {})) & set(v)} for m in order if m != "scratch"}
+                         if set(base.get(k, {})) & set(v)} for m in order if m != SCRATCH}
             if any(diffs.values()):
                 vs.setdefault(protocol, {})[f] = {m: d for m, d in diffs.items() if d}
-    return {"protocols": {p: PROTOCOLS[p] for p in cells}, "metrics": list(EVAL_METRICS), "baseline": "scratch",
+    return {"protocols": {p: PROTOCOLS[p] for p in cells}, "metrics": list(EVAL_METRICS), "baseline": SCRATCH,
             "rule": CI_RULE, "cells": cells, "vs_baseline": vs}
 
 
@@ -457,7 +235,13 @@ def baseline_name(protocol: str) -> str:
     return "scratch" if protocol == "finetune" else "random init"
 
 
+def labels_at(summary: dict[str, Any], fraction: float) -> int | None:
+    """How many labelled images a fraction's finished runs trained on (None before one has finished)."""
+    return next((s["n_train"] for s in summary["runs"].values() if s["fraction"] == fraction and s["n_train"]), None)
+
+
 def pretext_stats(run: PretextRun) -> dict[str, Any]:
+    """summary.json's entry of a pretext run; chance is the sample's number of positions if the run did not say."""
     s = run.summary or {}
     chance = s.get("chance")
     if chance is None:
@@ -478,7 +262,8 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
     if "earlier_backbone_sha256" not in summary:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
-    head = f"`pretrain-{task}` was pretrained again when the study resumed without its weights; the re-made backbone is"
+    head = (f"`{pretrain_dir(task)}` was pretrained again when the study resumed without its weights; the re-made "
+            "backbone is")
     if old == new:
         return f"{head} bit-identical to the earlier one, so every run of this arm started from the same weights."
     earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
@@ -486,3 +271,14 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
             else "of unknown likeness: the earlier one's SHA-256 was not kept")
     return (f"{head} {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one, the "
             "runs still to come start from the re-made one.")
+
+
+def finite(obj: Any) -> Any:
+    """NaN/inf (a column a run did not log) as null: summary.json stays strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

@@ -1,0 +1,31 @@
+"""The study report: the homework's questions answered from the numbers the runs wrote.
+
+`write_report(study_dir)` reads a study folder (it never trains) and writes report.md (figures linked as
+figures/NAME.png), report.html (the same text, self-contained), figures/*.png and summary.json, the numbers
+behind the report. A study still in progress renders too: missing and unfinished runs are listed, curves
+show what exists, and tables and conclusions use finished runs only.
+
+The package reads what the runs wrote and never imports the training side (study, train, finetune,
+pretext), so a report renders anywhere the files are. Its modules, one concern each:
+
+    results      reading a study folder (Study, Run, PretextRun, load_study)
+    rules        the pure rules on curves (plateau, time to 95%, about equal)
+    summary      per-run numbers, aggregates over seeds, paired comparisons: summary.json
+    formatting   numbers as text
+    conclusions  the generated sentences
+    tables       the tables
+    figures      the figures drawn from curves and numbers
+    backbone     the figures that run a network (filters, feature maps)
+    render       report.md as a Doc, report.html from it with Python-Markdown
+    sections     the report's sections in reading order
+    write        write_report
+"""
+
+from __future__ import annotations
+
+from .figures import run_figure
+from .results import load_study
+from .summary import summarize_study
+from .write import write_report
+
+__all__ = ["load_study", "run_figure", "summarize_study", "write_report"]

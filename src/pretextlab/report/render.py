@@ -1,0 +1,85 @@
+"""The report as one markdown text, and report.html made from that text, so the two cannot drift apart.
+
+report.md links its figures as figures/NAME.png, so report.md and figures/ can be copied together into
+docs/ and render on GitHub; report.html is the same text through Python-Markdown with the figures
+inlined as base64 data: URIs, a single file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_text
+from pathlib import Path
+from typing import Iterable
+from xml.etree.ElementTree import Element
+
+import markdown
+from markdown.treeprocessors import Treeprocessor
+
+from ..layout import FIGURES
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+       "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;"
+       "text-align:left}th{background:#f3f3f3}img{max-width:100%}em{color:#555}"
+       "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}")
+
+
+class Doc:
+    """The report's markdown, block by block, and the figures it shows (what figures/ keeps)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.figures: list[str] = []
+
+    def heading(self, level: int, text: str) -> None:
+        self.blocks.append("#" * level + " " + text)
+
+    def para(self, text: str) -> None:
+        self.blocks.append(text)
+
+    def bullets(self, items: Iterable[str]) -> None:
+        self.blocks.append("\n".join(f"- {item}" for item in items))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        def cell(s: str) -> str:
+            return str(s).replace("|", "\\|")
+
+        self.blocks.append("\n".join(["| " + " | ".join(map(cell, header)) + " |",
+                                      "|" + "|".join(["---"] * len(header)) + "|",
+                                      *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]))
+
+    def figure(self, name: str, caption: str) -> None:
+        """figures/NAME with its caption below it (as the image's alt text too)."""
+        self.figures.append(name)
+        self.blocks.append(f"![{caption}]({FIGURES}/{name})\n\n*{caption}*")
+
+    def code(self, text: str) -> None:
+        self.blocks.append(f"```\n{text}\n```")
+
+    def markdown(self) -> str:
+        return "\n\n".join(self.blocks) + "\n"
+
+
+class _InlineFigures(Treeprocessor):
+    """Every <img> of figures/NAME gets the PNG itself as a data: URI, so report.html needs no folder beside it."""
+
+    def __init__(self, md: markdown.Markdown, fig_dir: Path) -> None:
+        super().__init__(md)
+        self.fig_dir = fig_dir
+
+    def run(self, root: Element) -> None:
+        prefix = f"{FIGURES}/"
+        for img in root.iter("img"):
+            src = img.get("src", "")
+            if src.startswith(prefix):
+                data = base64.b64encode((self.fig_dir / src.removeprefix(prefix)).read_bytes()).decode()
+                img.set("src", f"data:image/png;base64,{data}")
+
+
+def html(markdown_text: str, fig_dir: Path, title: str) -> str:
+    """report.html: report.md's text rendered by Python-Markdown (tables, fenced code), figures inlined."""
+    md = markdown.Markdown(extensions=["tables", "fenced_code"], output_format="html")
+    md.treeprocessors.register(_InlineFigures(md, fig_dir), "inline_figures", 5)  # after "inline" made the <img>s
+    body = md.convert(markdown_text)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html_text.escape(title)}"
+            f"</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")

@@ -1,0 +1,299 @@
+"""The report's sections, in reading order: each writes its text and tables into the Doc and draws its figures.
+
+`build` answers the study's question first (does pretraining help, at which label budget), then shows the
+evidence (every protocol, the curves, per-fraction tables, predictions, confusion matrices, what the
+pretext task taught the backbone) and ends with the setup the numbers came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..augment import normalize
+from ..layout import CHECKPOINT, EXAMPLES, PROBES, SAMPLES, SCRATCH, STUDY, SUMMARY, parse_run_name, pretrain_dir
+from ..layout import METRICS as METRICS_CSV
+from ..models import random_backbone
+from ..stats import TWO_SEEDS
+from .backbone import early_features, feature_maps_figure, filters_figure, load_pretext_backbone
+from .conclusions import evaluation_conclusions, fraction_conclusions, overall_conclusions
+from .figures import (
+    SAMPLE_CAPTIONS,
+    confusion_figure,
+    examples_figure,
+    fraction_figure,
+    loss_figure,
+    metrics_figure,
+    pretext_figure,
+    samples_figure,
+)
+from .formatting import duration, fraction_title
+from .render import Doc
+from .results import PretextRun, Study, class_names, load_samples, read_examples
+from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE
+from .summary import NAMES, fraction_key
+from .tables import answer_table, evaluation_table, fraction_table, pretext_table, setup_table, stage_table
+
+
+def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
+    """The whole report of a study; its figures are drawn into fig_dir on the way."""
+    doc = Doc()
+    _intro(doc, study, summary)
+    images_of = read_examples(study)  # before _status, which lists the files that could not be read
+    _status(doc, study, summary)
+    _answer(doc, study, summary)
+    _evaluation(doc, study, summary, fig_dir)
+    _curves(doc, study, summary, fig_dir)
+    _results(doc, study, summary)
+    _examples(doc, study, images_of, fig_dir)
+    _confusion(doc, study, fig_dir)
+    _pretext(doc, study, summary, images_of, fig_dir)
+    _setup(doc, study, summary)
+    return doc
+
+
+def _intro(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    doc.heading(1, f"Does pretraining help? Study `{summary['study']}`")
+    cfg, ds = study.config, study.config.get("dataset") or {}
+    doc.para(f"Dataset **{ds.get('name', (cfg.get('data') or {}).get('source', 'unknown'))}**, backbone "
+             f"**{cfg.get('backbone', '?')}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
+             f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
+             f"pretext tasks {', '.join(a for a in study.arms if a != SCRATCH) or 'none'}. Each fraction is "
+             "fine-tuned from scratch and from the pretrained backbone with the same recipe"
+             + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
+                if study.probes else "."))
+
+
+def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    st = summary["status"]
+    if not st["in_progress"] and not st["missing"] and not st["missing_probes"] and not study.problems:
+        doc.para(f"All runs finished ({len(st['finished'])} fine-tuning, {len(study.pretexts)} pretext).")
+        return
+    doc.para("**This study is incomplete**; the report shows what exists.")
+    items = []
+    if st["missing"]:
+        items.append("Missing (no finished epoch): " + ", ".join(f"`{n}`" for n in st["missing"]))
+    if st["in_progress"]:
+        items.append("In progress (curves only): " + ", ".join(
+            f"`{r['run']}` (epoch {r['epochs']}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
+            for r in st["in_progress"]))
+    if st["missing_probes"]:
+        items.append("Probes not run yet: " + ", ".join(f"`{n}`" for n in st["missing_probes"]))
+    items += [f"Note: {p}" for p in study.problems]
+    doc.bullets(items)
+
+
+def _answer(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    doc.heading(2, "Answer")
+    doc.bullets(overall_conclusions(summary, [a for a in study.arms if a != SCRATCH], study.fractions))
+    doc.table(*answer_table(study, summary))
+
+
+def _evaluation(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+    ev = summary["evaluation"]
+    doc.heading(2, "Every method under every evaluation protocol")
+    if not ev["cells"]:
+        doc.para("No finished fine-tuning run or probe yet.")
+        return
+    doc.para("Three ways to read out a backbone at each label fraction, all on the validation split and all "
+             "with the labelled subset of that fraction and seed: **fine-tune** (the whole network trained; the "
+             "baseline is training from scratch; numbers are the end-of-training metrics, no epoch picked on the "
+             "validation split), **linear probe** (frozen backbone, BatchNorm statistics re-estimated on whole "
+             "images; L2-regularised logistic regression fit by L-BFGS on cached features) and **k-NN** (k = 200, "
+             "cosine similarity, temperature 0.07, Wu et al. 2018; the labelled subset is the memory bank). For "
+             "the probes the baseline is the frozen random initialisation each seed's scratch run starts from. "
+             "Pretrained backbones are pretrained once (first seed); seeds vary the label subset and the "
+             f"initialisation, so intervals describe those, not pretraining. Rule: {ev['rule']}.")
+    if max(c["n"] for by_f in ev["cells"].values() for cs in by_f.values() for m in cs.values()
+           for c in m.values()) < 2:
+        doc.para("Every cell comes from a single seed, so no confidence interval can be computed and no difference "
+                 "is called significant; run the study with several seeds (e.g. --seeds 0,1,2) for intervals.")
+    if any(c["n"] == 2 and c["ci95"] is not None for by_f in ev["vs_baseline"].values() for ms in by_f.values()
+           for m in ms.values() for c in m.values()):
+        doc.para(f"Caution: some intervals below rest on two seeds (each conclusion gives its number of seeds); "
+                 f"{TWO_SEEDS}.")
+    if not study.probes:
+        doc.para(f"No probe results ({PROBES}) in this study yet: it predates the probe stages or has not reached "
+                 "them. Re-running the study command adds them; finished runs are reused.")
+    doc.bullets(evaluation_conclusions(ev))
+    methods = study.arms
+    for metric in ev["metrics"]:
+        doc.para(f"Validation {NAMES[metric]}: mean ± std [95% CI] over seeds; differences are paired by seed.")
+        doc.table(*evaluation_table(ev, metric, methods))
+    fraction_figure(ev, methods, fig_dir / "f1_vs_fraction.png")
+    doc.figure("f1_vs_fraction.png", "Validation macro-F1 vs label fraction (log scale), one panel per protocol; "
+                                     "error bars are 95% t confidence intervals over seeds (none with one seed)")
+
+
+def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+    doc.heading(2, "Fine-tuning curves")
+    if not study.runs:
+        doc.para("No fine-tuning run has finished an epoch yet.")
+        return
+    loss_figure(study, summary, fig_dir / "loss.png")
+    doc.figure("loss.png", "Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, "
+                           "one panel per label fraction")
+    eps = (study.config.get("train") or {}).get("label_smoothing")
+    doc.para("The training loss is the mean over an epoch's augmented batches"
+             + (f" and includes label smoothing ({eps})" if eps else "")
+             + "; the validation loss is plain cross-entropy after the epoch, so their levels differ by "
+               "construction and the loss gap in the tables is a relative measure. With several seeds, lines are "
+               "means and bands span min to max.")
+    metrics_figure(study, summary, fig_dir / "val_metrics.png")
+    doc.figure("val_metrics.png", "Validation macro-F1, precision, recall and accuracy per epoch "
+                                  "(rows: metric, columns: label fraction)")
+
+
+def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    doc.heading(2, "Results per label fraction")
+    doc.para(f"Best = highest value over the epochs (lowest for the loss), with its epoch. Rules: {T95_RULE}; "
+             f"{PLATEAU_RULE}. Gaps are taken at the last epoch. With several seeds cells show mean ± sample std "
+             f"over seeds (n per arm in the header) and differences are differences of the means. Differences "
+             f"within {EQUAL_WITHIN} are called about equal. Only finished runs count.")
+    for f in study.fractions:
+        doc.heading(3, fraction_title(summary, f))
+        header, rows = fraction_table(summary, f, study.arms)
+        if rows:
+            doc.table(header, rows)
+        cmp = summary["comparison"].get(fraction_key(f), {})
+        waiting = [n for n in [*study.missing, *(r.name for r in study.runs if not r.finished)]
+                   if (key := parse_run_name(n)) and key.fraction == f]
+        notes = [s for a in study.arms if a in cmp for s in fraction_conclusions(cmp[a], a)]
+        if waiting:
+            notes.append(f"Waiting for {', '.join(waiting)} (missing or still training).")
+        if not cmp:
+            notes.append("No comparison yet: it needs finished scratch and pretrained runs.")
+        doc.bullets(notes)
+
+
+def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Path) -> None:
+    doc.heading(2, "Predictions on validation examples")
+    classes = class_names(study)
+    drawn = False
+    for f in study.fractions:
+        images, examples = _examples_for(study, images_of, f)
+        if images is None or not examples:
+            continue
+        name = f"examples_f{f:g}.png"
+        examples_figure(images, examples, classes, fig_dir / name)
+        doc.figure(name, f"Fraction {f:g}: validation images (the same in every run) with the true label and each "
+                         "arm's prediction and confidence (green right, red wrong)")
+        drawn = True
+    if not drawn:
+        doc.para(f"No finished run has example predictions ({EXAMPLES} and {SUMMARY}) yet.")
+
+
+def _examples_for(study: Study, images_of: dict[str, Tensor],
+                  fraction: float) -> tuple[Tensor | None, dict[str, list[dict[str, Any]]]]:
+    """examples.pt of the fraction, and each arm's predictions on them (its lowest finished seed)."""
+    images, examples = None, {}
+    for arm in study.arms:
+        runs = sorted(study.finished(fraction, arm), key=lambda r: r.seed)
+        if runs and runs[0].summary.get("examples"):
+            examples[f"{arm} s{runs[0].seed}" if len({r.seed for r in study.runs}) > 1 else arm] = \
+                runs[0].summary["examples"]
+        if images is None:
+            images = next((images_of[r.name] for r in runs if r.name in images_of), None)
+    return images, examples
+
+
+def _confusion(doc: Doc, study: Study, fig_dir: Path) -> None:
+    finished_fractions = sorted({r.fraction for r in study.runs if r.finished and r.summary.get("confusion_val")})
+    doc.heading(2, "Confusion matrices at the smallest label fraction")
+    if not finished_fractions:
+        doc.para("No finished run has a confusion matrix yet.")
+        return
+    f = finished_fractions[0]
+    matrices = {}
+    for arm in study.arms:
+        ms = [np.array(r.summary["confusion_val"], dtype=float) for r in study.finished(f, arm)
+              if r.summary.get("confusion_val")]
+        if ms:
+            matrices[arm] = sum(ms)
+    name = f"confusion_f{f:g}.png"
+    confusion_figure(matrices, class_names(study), f"fraction {f:g}", fig_dir / name)
+    doc.figure(name, f"Validation confusion matrices at fraction {f:g}, each row normalised to 1 (rows: true "
+                     "class, columns: predicted)" + (", summed over seeds" if len(study.finished(f)) > len(matrices)
+                                                     else ""))
+
+
+def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[str, Tensor], fig_dir: Path) -> None:
+    doc.heading(2, "What the pretext task taught the backbone")
+    if not study.pretexts:
+        doc.para("No pretext run has finished an epoch yet.")
+        return
+    ps = summary["pretext"]
+    doc.table(*pretext_table(summary))
+    for task in ps:
+        if ps[task].get("remade"):
+            doc.para(ps[task]["remade"])
+
+    for task, run in study.pretexts.items():
+        doc.heading(3, f"Pretext: {task}")
+        pretext_figure(run, ps[task]["chance"], fig_dir / f"pretext_{task}.png")
+        doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and accuracy, train (dashed) and held-out images "
+                                          "(solid), with the chance level")
+        samples = load_samples(run.path)
+        if samples is not None and len(samples.get("first", [])):
+            samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
+            doc.figure(f"pretext_samples_{task}.png",
+                       f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
+        else:
+            doc.para(f"No pretext samples ({SAMPLES}) in `{pretrain_dir(task)}/`.")
+        _backbone_views(doc, run, images_of, fig_dir)
+
+
+def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig_dir: Path) -> None:
+    """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
+    task, folder = run.task, pretrain_dir(run.task)
+    if not (run.path / CHECKPOINT).exists():
+        doc.para(f"No checkpoint in `{folder}/`, so no filters or feature maps.")
+        return
+    try:
+        pretrained, meta, source = load_pretext_backbone(run)
+    except Exception as e:  # an unreadable or mismatched checkpoint is noted, not fatal
+        doc.para(f"Could not load the backbone of `{folder}/` ({type(e).__name__}: {e}).")
+        return
+    doc.para(f"Pretrained weights: `{folder}/{source}`; the reference is the same architecture freshly "
+             "initialised with seed 0. Feature maps are computed in eval mode (running BatchNorm statistics).")
+    nets = {f"pretrained ({task})": pretrained, "random init (seed 0)": random_backbone(meta["backbone"],
+                                                                                       meta["channels"])}
+    filters_figure(nets, fig_dir / f"filters_{task}.png")
+    doc.figure(f"filters_{task}.png", "First convolution's filters, each min-max scaled on its own"
+               + (" (RGB)" if meta["channels"] == 3 else " (mean over input channels)"))
+    if not images_of:
+        doc.para(f"No example image ({EXAMPLES}) yet, so no feature maps.")
+        return
+    image = next(iter(images_of.values()))[0]
+    x = normalize(image[None], torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
+    maps = {label: early_features(net, x) for label, net in nets.items()}
+    feature_maps_figure(image, maps, fig_dir / f"feature_maps_{task}.png")
+    doc.figure(f"feature_maps_{task}.png", "Feature maps of one validation image (first 16 channels, each "
+                                           "min-max scaled) after the first conv stage and the first block")
+
+
+def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
+    cfg = study.config
+    doc.heading(2, "Setup")
+    doc.table(*setup_table(study, summary))
+    machine = cfg.get("machine") or {}
+    if machine:
+        doc.para("Machine and library versions:")
+        doc.table(["item", "value"], [[k, "none" if v is None else str(v)] for k, v in machine.items()])
+    for m in cfg.get("earlier_machines") or []:
+        doc.para("Parts of the study ran earlier on another machine or setup: "
+                 + ", ".join(f"{k} {v}" for k, v in m.items() if k in ("cpu", "cpu_capability", "threads", "torch",
+                                                                      "cuda")))
+    doc.para(f"Run time per stage (stage time from {STUDY}, including evaluation and start-up; training time "
+             f"and images/s from each run's {METRICS_CSV}):")
+    doc.table(*stage_table(study, summary))
+    total = sum(summary["stage_times_s"].values())
+    if total:
+        doc.para(f"Total: {duration(total)}.")
+    doc.para(f"Full configuration ({STUDY}):")
+    doc.code(json.dumps(cfg, indent=2, default=str) if cfg else f"(no {STUDY})")

@@ -1,0 +1,191 @@
+"""The report's tables, as (header, rows) of text cells built from summary.json and the study's folders.
+
+With several seeds a cell is mean ± std over seeds (evaluation cells add the 95% interval) and a
+difference is pretrained minus scratch, paired by seed; "–" marks what a study has not produced yet.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..layout import CONFIG, SCRATCH, pretrain_dir
+from .formatting import duration, interval, mean_std, number
+from .results import PROTOCOLS, Study, class_names, column, read_json
+from .rules import FRACTION_OF_BEST
+from .summary import fraction_key, labels_at
+
+Table = tuple[list[str], list[list[str]]]
+
+TABLE_ROWS = (  # label, quantity, epoch quantity (shown in brackets), kind
+    ("best val macro-F1 (epoch)", "f1_macro", "f1_macro_epoch", "metric"),
+    ("best val macro precision (epoch)", "precision_macro", "precision_macro_epoch", "metric"),
+    ("best val macro recall (epoch)", "recall_macro", "recall_macro_epoch", "metric"),
+    ("best val accuracy (epoch)", "accuracy", "accuracy_epoch", "metric"),
+    ("lowest val loss (epoch)", "loss", "loss_epoch", "metric"),
+    ("final val macro-F1", "final_f1_macro", None, "metric"),
+    ("test macro-F1", "test_f1_macro", None, "metric"),
+    ("test accuracy", "test_accuracy", None, "metric"),
+    (f"epochs to {FRACTION_OF_BEST:.0%} of best macro-F1", "time_to_95_epoch", None, "epoch"),
+    (f"wall time to {FRACTION_OF_BEST:.0%} of best macro-F1 (s)", "time_to_95_wall_time_s", None, "seconds"),
+    ("plateau epoch", "plateau_epoch", None, "epoch"),
+    ("train − val accuracy, last epoch", "gap_accuracy", None, "metric"),
+    ("val − train loss, last epoch", "gap_loss", None, "metric"),
+    ("train loss after epoch 1", "train_loss_first_epoch", None, "metric"),
+    ("mean train loss over epochs", "train_loss_mean", None, "metric"),
+    ("epochs", "epochs", None, "epoch"),
+    ("wall time (s)", "wall_time_s", None, "seconds"),
+    ("mean images/s", "images_per_s", None, "rate"),
+)
+
+
+def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) -> Table:
+    """Rows = quantities; columns = arms, then pretrained minus scratch for each pretext arm."""
+    f = fraction_key(fraction)
+    agg, cmp = summary["aggregate"].get(f, {}), summary["comparison"].get(f, {})
+    arms = [a for a in arms if a in agg]
+    diff_arms = [a for a in arms if a in cmp]
+    header = ["quantity", *(f"{a} (n={agg[a]['f1_macro']['n']})" for a in arms),
+              *(f"{a} − scratch" for a in diff_arms)]
+    rows = []
+    for label, q, q_epoch, kind in TABLE_ROWS:
+        if not any(q in agg[a] for a in arms):
+            continue
+        row = [label]
+        for a in arms:
+            cell = mean_std(agg[a].get(q), kind)
+            if q_epoch and q_epoch in agg[a]:
+                cell += f" (ep {mean_std(agg[a][q_epoch], 'epoch')})"
+            row.append(cell)
+        for a in diff_arms:
+            c = cmp[a].get(q)
+            cell = number(c["pretrained_minus_scratch"], kind, sign=True) if c else "–"
+            if c and q_epoch and q_epoch in cmp[a]:
+                cell += f" (ep {number(cmp[a][q_epoch]['pretrained_minus_scratch'], 'epoch', sign=True)})"
+            row.append(cell)
+        rows.append(row)
+    return header, rows
+
+
+def _evaluation_cell(c: dict[str, Any] | None) -> str:
+    """mean ± std [95% CI] over seeds; just the value for one seed."""
+    if c is None:
+        return "–"
+    if c["ci95"] is None:
+        return number(c["mean"], "metric")
+    return f"{number(c['mean'], 'metric')} ± {number(c['std'], 'metric')} {interval(c['ci95'])}"
+
+
+def _difference_cell(d: dict[str, Any] | None) -> str:
+    """Paired difference with its interval and verdict, or why there is no verdict."""
+    if d is None:
+        return "–"
+    if d["ci95"] is None:
+        return f"{number(d['difference'], 'metric', True)} (1 seed: no CI)"
+    verdict = "**significant**" if d["significant"] else "not significant"
+    return f"{number(d['difference'], 'metric', True)} {interval(d['ci95'], True)} {verdict}"
+
+
+def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]) -> Table:
+    """Rows = protocol x fraction; columns = methods, then each pretext minus the baseline."""
+    cells, vs = evaluation["cells"], evaluation["vs_baseline"]
+    present = {m for by_f in cells.values() for c in by_f.values() for m in c}
+    methods = [m for m in methods if m in present]
+    pretexts = [m for m in methods if m != SCRATCH]
+    header = ["protocol", "fraction", *("scratch / random init" if m == SCRATCH else m for m in methods),
+              *(f"{m} − baseline" for m in pretexts)]
+    rows = []
+    for protocol, by_f in cells.items():
+        for f, c in by_f.items():
+            d = vs.get(protocol, {}).get(f, {})
+            rows.append([PROTOCOLS[protocol], f, *(_evaluation_cell(c.get(m, {}).get(metric)) for m in methods),
+                         *(_difference_cell(d.get(m, {}).get(metric)) for m in pretexts)])
+    return header, rows
+
+
+def answer_table(study: Study, summary: dict[str, Any]) -> Table:
+    """Rows = fractions; columns = labelled images, each arm's best validation macro-F1, pretrained minus scratch."""
+    pretext_arms = [a for a in study.arms if a != SCRATCH]
+    header = ["fraction", "labelled images", *(f"{a} best val macro-F1" for a in study.arms),
+              *(f"{a} − scratch" for a in pretext_arms)]
+    rows = []
+    for f in study.fractions:
+        fk = fraction_key(f)
+        agg, cmp = summary["aggregate"].get(fk, {}), summary["comparison"].get(fk, {})
+        rows.append([f"{f:g}", str(labels_at(summary, f) or "–"),
+                     *(mean_std(agg.get(a, {}).get("f1_macro"), "metric") for a in study.arms),
+                     *(number(cmp[a]["f1_macro"]["pretrained_minus_scratch"], "metric", True) if a in cmp else "–"
+                       for a in pretext_arms)])
+    return header, rows
+
+
+def pretext_table(summary: dict[str, Any]) -> Table:
+    """Rows = the pretext runs' quantities (chance, best held-out metrics, last epoch, k-NN, speed); columns = tasks."""
+    ps = summary["pretext"]
+    tasks = list(ps)
+    extras = sorted({k for t in tasks for k in ps[t]["best"] if k not in ("loss", "accuracy")})
+    rows = [["status", *(ps[t]["status"] for t in tasks)],
+            ["epochs", *(str(ps[t]["epochs"]) for t in tasks)],
+            ["chance accuracy", *(number(ps[t]["chance"], "metric") for t in tasks)]]
+    for k in ("accuracy", *extras):
+        rows.append([f"best held-out {k} (epoch)", *(
+            f"{number(ps[t]['best'][k]['value'], 'metric')} (ep {ps[t]['best'][k]['epoch']})" if k in ps[t]["best"]
+            else "–" for t in tasks)])
+    for col in ("train_accuracy", "val_accuracy", "train_loss", "val_loss"):
+        rows.append([f"last-epoch {col.replace('_', ' ')}", *(number(ps[t]["last"].get(col), "metric") for t in tasks)])
+    for key in sorted({k for t in tasks for k in ps[t]["knn_accuracy"]}):
+        rows.append([f"k-NN accuracy of frozen features, {key} backbone",
+                     *(number(ps[t]["knn_accuracy"].get(key), "metric") for t in tasks)])
+    rows.append(["wall time (s)", *(number(ps[t]["wall_time_s"], "seconds") for t in tasks)])
+    rows.append(["mean images/s", *(number(ps[t]["images_per_s"], "rate") for t in tasks)])
+    return ["quantity", *tasks], rows
+
+
+def setup_table(study: Study, summary: dict[str, Any]) -> Table:
+    """The data, splits, label budgets, seeds and recipe the study ran with."""
+    cfg = study.config
+    data, ds = cfg.get("data") or {}, cfg.get("dataset") or {}
+    finished = [r.summary for r in study.runs if r.finished]
+    pre_cfg = next((read_json(p.path / CONFIG) for p in study.pretexts.values()), {})
+    n_train = {s["fraction"]: s["n_train"] for s in summary["runs"].values() if s["n_train"]}
+    n_val = ds.get("n_val") or pre_cfg.get("n_val") or next((s.get("n_val") for s in finished), None)
+    n_pool = ds.get("n_pool") or pre_cfg.get("n_pool")
+    classes = class_names(study)
+    rows = [
+        ["data source", str(data.get("source", "–"))],
+        ["dataset", str(ds.get("name", "–"))],
+        ["classes", f"{len(classes)}: {', '.join(classes)}" if classes else "–"],
+        ["image size, channels", f"{ds.get('image_size', '–')}, {ds.get('channels', '–')}"],
+        ["training pool (what pretext tasks see, without labels)", str(n_pool or "–")],
+        ["validation images", f"{n_val or '–'} (val_fraction {data.get('val_fraction', '–')}, "
+                              f"split_seed {data.get('split_seed', '–')})"],
+        ["labelled images per fraction", ", ".join(f"{f:g}: {n}" for f, n in sorted(n_train.items(), reverse=True))
+         or "–"],
+        ["seeds", ", ".join(map(str, cfg.get("seeds", []))) or "–"],
+        ["preset, backbone", f"{cfg.get('preset', '–')}, {cfg.get('backbone', '–')}"],
+    ]
+    rows += [[k.replace("_", " "), str(ds[k])] for k in ("n_train_total", "n_test", "skipped_files") if k in ds]
+    if cfg.get("epochs_per_fraction"):
+        rows.append(["fine-tuning epochs per fraction",
+                     ", ".join(f"{f}: {e}" for f, e in cfg["epochs_per_fraction"].items())])
+    if cfg.get("budget_rule"):
+        rows.append(["budget rule", str(cfg["budget_rule"])])
+    if cfg.get("pretrain_epochs"):
+        rows.append(["pretraining epochs per pretext task",
+                     ", ".join(f"{t}: {e}" for t, e in cfg["pretrain_epochs"].items())])
+    return ["item", "value"], rows
+
+
+def stage_table(study: Study, summary: dict[str, Any]) -> Table:
+    """Each stage's time from study.json beside its training time and images/s from its metrics.csv."""
+    times = summary["stage_times_s"]
+    runs = {r.name: r.history for r in study.runs} | {pretrain_dir(t): p.history for t, p in study.pretexts.items()}
+    rows = []
+    for stage in dict.fromkeys([*times, *runs]):
+        h = runs.get(stage, [])
+        ips = column(h, "images_per_s")
+        rows.append([stage, number(times.get(stage), "seconds"),
+                     duration(times[stage]) if stage in times else "–", str(len(h) or "–"),
+                     number(h[-1].get("wall_time_s") if h else None, "seconds"),
+                     number(statistics.fmean(ips) if ips else None, "rate")])
+    return ["stage", "stage time (s)", "stage time", "epochs", "training time (s)", "mean images/s"], rows

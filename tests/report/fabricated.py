@@ -1,0 +1,128 @@
+"""Fabricated tiny studies, as the study command leaves them, for the report's tests.
+
+A module and not tests/report/conftest.py: a second conftest module would shadow tests/conftest.py, which
+other test modules import by name (`from conftest import ...`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from pretextlab.models import Classifier, make_backbone
+from pretextlab.runs import summarize
+
+CLASSES = ["cat", "dog", "ship"]
+# Validation macro-F1 per epoch of each fabricated run: (fraction, arm, seed) -> curve.
+CURVES = {
+    (1.0, "scratch", 0): [0.3012, 0.4123, 0.4701, 0.4912],
+    (1.0, "context", 0): [0.4521, 0.5534, 0.5873, 0.5861],
+    (0.1, "scratch", 0): [0.2034, 0.2611, 0.3017, 0.3102],
+    (0.1, "context", 0): [0.3345, 0.4158, 0.4406, 0.4437],
+}
+# The figures the report of the CURVES study shows.
+FIGURES = ["f1_vs_fraction.png", "loss.png", "val_metrics.png", "examples_f1.png", "examples_f0.1.png",
+           "confusion_f0.1.png", "pretext_context.png", "pretext_samples_context.png", "filters_context.png",
+           "feature_maps_context.png"]
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _meta(kind: str) -> dict:
+    return {"kind": kind, "backbone": "fast", "channels": 3, "image_size": 16, "classes": CLASSES,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+@lru_cache(maxsize=1)
+def classifier_state() -> dict:
+    """The weights of every fabricated checkpoint (a fresh fast classifier, seed 0), made once."""
+    torch.manual_seed(0)
+    return Classifier(make_backbone("fast", 3), len(CLASSES)).state_dict()
+
+
+def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict) -> dict:
+    """A finished fine-tuning run folder as finetune.train_classifier leaves it; returns its summary."""
+    d = study / f"f{fraction:g}-{arm}-s{seed}"
+    head_start = 0.3 if arm != "scratch" else 0.0  # pretrained: lower training loss
+    rows = [{"epoch": e, "train_loss": 2.0 - head_start - 0.3 * e, "train_accuracy": v + 0.05, "val_f1_macro": v,
+             "val_precision_macro": v + 0.011, "val_recall_macro": v - 0.012, "val_accuracy": v + 0.013,
+             "val_loss": 1.6 - v, "lr": 0.1, "images_per_s": 900.0 + 10 * e, "epoch_time_s": 2.0,
+             "wall_time_s": 2.0 * e} for e, v in enumerate(f1, 1)]
+    _write_csv(rows, d / "metrics.csv")
+    g = torch.Generator().manual_seed(7)
+    labels = [i % 3 for i in range(8)]
+    summary = {**summarize(rows), "run": d.name, "backbone": "fast", "init": None, "fraction": fraction,
+               "seed": seed, "n_train": int(300 * fraction), "n_val": 30, "classes": CLASSES,
+               "final": {"f1_macro": f1[-1], "precision_macro": f1[-1], "recall_macro": f1[-1],
+                         "accuracy": f1[-1], "loss": 1.0, "n": 30},
+               "confusion_val": ([[8, 1, 1], [2, 7, 1], [0, 3, 7]] if arm == "scratch"
+                                 else [[9, 1, 0], [1, 9, 0], [0, 1, 9]]),
+               "examples": [{"val_index": 4 * i, "label": y, "pred": y if i % 3 else (y + 1) % 3,
+                             "confidence": 0.5 + 0.05 * i} for i, y in enumerate(labels)],
+               "wall_time_s": rows[-1]["wall_time_s"]}
+    (d / "summary.json").write_text(json.dumps(summary))
+    (d / "config.json").write_text(json.dumps({"kind": "finetune", "backbone": "fast"}))
+    (d / "indices.json").write_text(json.dumps({"train": [], "val": []}))
+    torch.save(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), d / "examples.pt")
+    torch.save({"model": state, "meta": _meta("classifier")}, d / "checkpoint.pt")
+    return summary
+
+
+def write_pretext_run(study: Path, state: dict) -> None:
+    d = study / "pretrain-context"
+    rows = [{"epoch": e, "train_loss": 2.0 - 0.2 * e, "train_accuracy": 0.15 + 0.1 * e, "val_loss": 2.05 - 0.2 * e,
+             "val_accuracy": 0.14 + 0.1 * e, "val_knn_accuracy": 0.3 + 0.05 * e, "lr": 0.1, "images_per_s": 1500.0,
+             "epoch_time_s": 3.0, "wall_time_s": 3.0 * e} for e in range(1, 5)]
+    _write_csv(rows, d / "metrics.csv")
+    (d / "summary.json").write_text(json.dumps({"pretext": "context", "chance": 0.125, **summarize(rows),
+                                                "wall_time_s": 12.0}))
+    backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    torch.save({"model": {**backbone, "pair_head.weight": torch.zeros(8, 384)}, "meta": _meta("pretext")},
+               d / "checkpoint.pt")
+    g = torch.Generator().manual_seed(3)
+    torch.save({"first": torch.randint(0, 256, (6, 3, 6, 6), dtype=torch.uint8, generator=g),
+                "second": torch.randint(0, 256, (6, 3, 6, 6), dtype=torch.uint8, generator=g),
+                "true": torch.tensor([0, 1, 2, 3, 4, 5]), "pred": torch.tensor([0, 1, 5, 3, 7, 5]),
+                "positions": ["top-left", "top", "top-right", "left", "right", "bottom-left", "bottom",
+                              "bottom-right"]}, d / "samples.pt")
+
+
+def make_study(root: Path, curves: dict = CURVES, seeds: list[int] = [0]) -> Path:
+    """A finished study folder at root: every run of `curves`, the context pretext run, study.json."""
+    state = classifier_state()
+    root.mkdir(parents=True, exist_ok=True)
+    fractions = sorted({f for f, _, _ in curves}, reverse=True)
+    machine = {"python": "3.11.7", "torch": torch.__version__, "cpu": "test CPU", "cores": 2, "threads": 1,
+               "cuda": None}
+    stage_times = {"pretrain-context": 14.5, **{f"f{f:g}-{a}-s{s}": 9.0 for f, a, s in curves}}
+    (root / "study.json").write_text(json.dumps({
+        "data": {"source": "synthetic", "val_fraction": 0.1, "split_seed": 0}, "fractions": fractions,
+        "seeds": seeds, "pretexts": ["context"], "preset": "fast", "backbone": "fast", "train": {"epochs": 4,
+        "label_smoothing": 0.1}, "pretrain": {"epochs": 4}, "budget_rule": "text", "machine": machine,
+        "dataset": {"name": "synthetic", "classes": CLASSES, "n_pool": 300, "n_val": 30, "image_size": 16,
+                    "channels": 3},
+        "stage_times_s": stage_times}))
+    for (f, arm, seed), curve in curves.items():
+        write_finetune_run(root, f, arm, seed, curve, state)
+    write_pretext_run(root, state)
+    return root
+
+
+def write_probes(root: Path, folder: str, f1: dict[tuple[float, int], float]) -> None:
+    """A probes.json as study.run_probes leaves it; k-NN gets the linear numbers minus 0.05."""
+    results = {f"f{f:g}-s{s}": {"fraction": f, "seed": s, "n_train": int(300 * f),
+                                "linear": {"f1_macro": v, "accuracy": v + 0.01},
+                                "knn": {"f1_macro": v - 0.05, "accuracy": v - 0.04}, "time_s": 0.1}
+               for (f, s), v in f1.items()}
+    (root / folder).mkdir(exist_ok=True)
+    (root / folder / "probes.json").write_text(json.dumps({"settings": {}, "results": results}))
