@@ -204,7 +204,7 @@ def test_settings_diff_follows_a_moved_study_folder(tmp_path):
     run = tmp_path / "b" / "f1-rotation-s0"  # the run's folder, now in study b
     own = {**old, "init": str(tmp_path / "b" / "pretrain-rotation" / "backbone.safetensors")}
     assert settings_diff(old, own, run) == []  # study b's own backbone, named under the old --out
-    assert settings_diff(old, {**own, "train": {"epochs": 5}}, run) == ["train"]
+    assert settings_diff(old, {**own, "train": {"epochs": 5}}, run) == ["train.epochs"]
     for other in (tmp_path / "c" / "pretrain-rotation" / "backbone.safetensors",  # another study's backbone
                   tmp_path / "b" / "pretrain-simclr" / "backbone.safetensors",  # another task's
                   tmp_path / "runs" / "x" / "backbone.safetensors"):

@@ -24,11 +24,15 @@ STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
              f"folder, or {' | '.join(TORCHVISION_SOURCES)} (downloaded)")
 BACKBONE_HELP = " | ".join(BACKBONES)
+PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on CUDA; bf16 on a CPU only where measured faster)"
 
 
 def _numbers(text: str, name: str, kind: type = float) -> tuple:
     try:
-        return tuple(kind(t) for t in text.split(",") if t.strip())
+        items = [t.strip() for t in text.split(",")]
+        if "" in items:
+            raise ValueError(text)
+        return tuple(kind(t) for t in items)
     except ValueError:
         example = "integers, e.g. 0,1,2" if kind is int else "numbers, e.g. 1.0,0.5,0.1"
         raise UserError(f"{name} '{text}' is not a comma-separated list of {example}") from None
@@ -63,7 +67,7 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="resize images to this square size (default: from the data)"),
     pad: int = typer.Option(-1, help="random-crop translation in px (-1: image size / 8)"),
     flip: bool = typer.Option(True, help="random horizontal flips"),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto measures what is faster)"),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
     storage: str = typer.Option("auto", help=STORAGE_HELP),
@@ -203,6 +207,7 @@ def study(
     split_seed: int = typer.Option(0),
     image_size: Optional[int] = typer.Option(None),
     device: str = typer.Option("auto"),
+    precision: str = typer.Option("auto", help=PRECISION_HELP + "; decided once per study and kept on resume"),
     cache_dir: Optional[str] = typer.Option(None),
     storage: str = typer.Option("auto", help=STORAGE_HELP),
     out: Path = typer.Option(Path("studies/study"), help="study folder (re-run to resume)"),
@@ -220,7 +225,7 @@ def study(
     dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
                       cache_dir=cache_dir, storage=storage)
     folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
-                       _names(pretext), backbone, device, quiet)
+                       _names(pretext), backbone, device, quiet, precision)
     if is_main():  # one process writes the report
         typer.echo(f"report: {write_report(folder)}")
 
@@ -242,13 +247,14 @@ def report(study_dir: Path = typer.Argument(..., help="a study folder, or a sing
 @app.command()
 def export(
     study_dir: Path = typer.Argument(..., help="a study folder (the --out of `pretextlab study`)"),
-    dest: Path = typer.Argument(..., help="where to copy its report and results, e.g. docs/my-study"),
+    dest: Path = typer.Argument(..., help="where to copy its report and results, e.g. docs/my-study (new or empty)"),
+    force: bool = typer.Option(False, help="export into a folder that is not empty, overwriting common files"),
 ) -> None:
     """Copy a study's report and results without weights, checkpoints or TensorBoard logs (small enough to
     commit). Given as --out (wherever it is copied to), `pretextlab study` resumes it, re-making the backbones."""
     from .study import export_study
 
-    files, size = export_study(study_dir, dest)
+    files, size = export_study(study_dir, dest, force)
     _echo(f"exported {files} files ({size / 2**20:.1f} MiB) to {dest}")
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import dist, hw, shards
 from .errors import UserError
-from .io import file_lock, save_torch
+from .io import file_lock, load_torch, save_torch
 from .sources import (
     SOURCE_HELP,
     TORCHVISION_SOURCES,
@@ -40,7 +40,7 @@ from .sources import (
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: plain tensors and values (1 pickled the Dataset object)
 STORAGES = ("auto", "memory", "stream")
 
 
@@ -136,9 +136,7 @@ def _cached(cache_dir: Path, name: str, key: str, storage: str, build: Callable[
     with file_lock(cache_dir / f".{name}-{digest}.lock"):  # one process decodes, the others wait, then read
         if storage != "stream" and file.exists():
             try:
-                d = torch.load(file, weights_only=False)
-                d.cache_file = str(file)
-                return d
+                return _read_cache(file)
             except Exception:  # a damaged cache is rebuilt, never trusted
                 log.warning("cache %s is unreadable; rebuilding it", file)
         if storage != "memory" and shards.is_complete(folder):
@@ -159,9 +157,20 @@ def _streams(storage: str, nbytes: int) -> bool:
     return storage == "stream" or storage == "auto" and nbytes > shards.stream_threshold()
 
 
+def _read_cache(file: Path) -> Dataset:
+    """A cached dataset: plain tensors and values only (read with weights_only), so a replaced cache
+    file cannot run code."""
+    d = load_torch(file)
+    parts = {k: ImageSet(d[k]["images"], d[k]["labels"]) if d[k] is not None else None for k in ("train", "test")}
+    return Dataset(d["name"], list(d["classes"]), parts["train"], parts["test"], int(d["skipped"]), str(file))
+
+
 def _save_cache(dataset: Dataset, file: Path) -> None:
+    plain = {"name": dataset.name, "classes": list(dataset.classes), "skipped": dataset.skipped,
+             **{k: {"images": p.images, "labels": p.labels} if p is not None else None
+                for k, p in (("train", dataset.train), ("test", dataset.test))}}
     try:
-        save_torch(dataset, file)
+        save_torch(plain, file)
         dataset.cache_file = str(file)
     except OSError as e:
         log.warning("could not write the cache %s (%s); continuing without it", file, e)
@@ -273,6 +282,9 @@ class Splits:
 def make_splits(ds: Dataset, fraction: float = 1.0, seed: int = 0, val_fraction: float = 0.1,
                 split_seed: int = 0) -> Splits:
     """Validation split (fixed by split_seed, shared by all runs) then a label fraction (by seed)."""
+    if len(ds.classes) < 2:
+        raise UserError(f"{ds.name} has {len(ds.classes)} class ({', '.join(ds.classes)}); a classifier needs at "
+                        "least two: give a folder with one sub-folder per class")
     tr, va = stratified_split(ds.train.labels, val_fraction, split_seed)
     sub = tr[label_fraction(ds.train.labels[tr], fraction, seed, ds.classes)]
     pool = rows(ds.train.images, tr)

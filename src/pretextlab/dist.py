@@ -88,8 +88,11 @@ def rank() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0: the one process that writes config, metrics, TensorBoard, checkpoints and reports."""
-    return rank() == 0
+    """Rank 0: the one process that writes config, metrics, TensorBoard, checkpoints and reports.
+    Before the job is joined, torchrun's RANK says which process this will be."""
+    if td.is_available() and td.is_initialized():
+        return td.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def barrier() -> None:

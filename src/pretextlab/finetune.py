@@ -16,11 +16,11 @@ from . import dist, hw
 from .augment import augment, normalize
 from .data import DataConfig, Splits, data_facts, data_settings, load_dataset, make_splits, open_data, stratified_split
 from .errors import UserError
-from .io import save_json, save_torch, sha256_file
+from .io import load_torch, save_json, save_torch, sha256_file
 from .layout import EXAMPLES, INDICES, SUMMARY
 from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
-from .runs import finished_summary, summarize
+from .runs import finished_summary, run_precision, summarize, writer_lock
 from .sources import Dataset, ImageSet, rows
 from .train import TrainConfig, fit, train_settings
 
@@ -80,9 +80,18 @@ def train_classifier(
     device: str = "auto",
     quiet: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or just return) the run in out_dir and return its summary."""
-    out_dir = Path(out_dir)
+    """Train (or resume, or just return) the run in out_dir and return its summary; precision is the
+    caller's decision for `--precision auto` (a study decides once for all its runs)."""
+    with writer_lock(out_dir):
+        return _train_classifier(data, cfg, backbone, Path(out_dir), init, dataset, device, quiet, on_epoch_end,
+                                 precision)
+
+
+def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir: Path, init: str | None,
+                      dataset: Dataset | None, device: str, quiet: bool,
+                      on_epoch_end: Callable[[int, dict], None] | None, decided: str | None) -> dict[str, Any]:
     settings = {"backbone": backbone, "init": str(init) if init else None, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
@@ -97,7 +106,7 @@ def train_classifier(
     model = Classifier(make_backbone(backbone, ds.channels), len(ds.classes))
     if init:
         load_backbone_weights(model.backbone, read_weights(init), init, cfg.transfer_stages)
-    precision = hw.pick_precision(cfg.precision, dev)
+    precision = run_precision(cfg.precision, dev, out_dir, decided)
     task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
     meta = {"kind": "classifier", "backbone": backbone, "classes": ds.classes, "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
@@ -145,8 +154,10 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"--checkpoint {path}: no such file; pass a run's checkpoint.pt")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path)
         meta = state["meta"]
+    except UserError:
+        raise
     except Exception:
         raise UserError(f"{path} is not a pretextlab checkpoint; pass a run's checkpoint.pt") from None
     if meta.get("kind") != "classifier":
@@ -199,6 +210,9 @@ def predict_files(checkpoint: str, files: list[str]) -> list[tuple[str, str, flo
                 arrays.append(np.asarray(resize_pil(im, size) if im.size != (size, size) else im))
         except FileNotFoundError:
             raise UserError(f"{f}: no such file; pass image paths") from None
+        except Image.DecompressionBombError:
+            raise UserError(f"{f} declares more pixels than Pillow decodes safely (a decompression bomb?); "
+                            "pass an ordinary image") from None
         except (UnidentifiedImageError, OSError, ValueError):
             raise UserError(f"{f} is not a readable image; pass JPEG, PNG or another format Pillow reads") from None
     x = torch.as_tensor(np.stack(arrays))

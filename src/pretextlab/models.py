@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
+from .io import load_torch
 
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -195,7 +196,9 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path)
+    except UserError:
+        raise
     except Exception:
         raise UserError(f"{path} is not a readable checkpoint; pass a checkpoint.pt or .safetensors file") from None
     if isinstance(state, dict) and "model" in state:

@@ -1,8 +1,8 @@
-"""A run folder: the settings it was made with, its per-epoch CSV and its summary.
+"""A run folder: the settings it was made with, its per-epoch CSV, its summary and its one writer.
 
 A run is finished when its summary.json exists; one with other settings is never resumed or
-reused, since mixing them would silently change its numbers. Training (train.fit) writes these
-files; studies and the report read them.
+reused, since mixing them would silently change its numbers. One process writes a folder at a
+time (writer_lock). Training (train.fit) writes these files; studies and the report read them.
 """
 
 from __future__ import annotations
@@ -10,12 +10,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from . import dist, hw
 from .errors import UserError
-from .io import load_json, save_text
-from .layout import CONFIG, SUMMARY
+from .io import load_json, save_json, save_text
+from .layout import CHECKPOINT, CONFIG, SUMMARY
 
 
 def json_roundtrip(obj: Any) -> Any:
@@ -38,7 +45,7 @@ def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
 
 
 def settings_diff(stored: dict[str, Any], new: dict[str, Any], here: Path) -> list[str]:
-    """The keys whose values differ; `here` is the folder the stored settings belong to (a run, or the
+    """The keys whose values differ, dotted where nested (train.lr); `here` is the folder the stored settings belong to (a run, or the
     pretrained backbone's folder for its probes).
 
     A study's runs start from its own pretrain-<task>/backbone.safetensors and record that path under
@@ -51,8 +58,17 @@ def settings_diff(stored: dict[str, Any], new: dict[str, Any], here: Path) -> li
         return (isinstance(old, str) and isinstance(cur, str) and Path(old).parts[-2:] == Path(cur).parts[-2:]
                 and Path(cur).resolve().parents[1] == Path(here).resolve().parent)
 
-    return sorted(k for k in set(stored) | set(new)
-                  if stored.get(k) != new.get(k) and not (k == "init" and moved(stored.get(k), new.get(k))))
+    def diff(old: dict, cur: dict, prefix: str) -> list[str]:
+        keys = []
+        for k in sorted(set(old) | set(cur)):
+            a, b = old.get(k), cur.get(k)
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys += diff(a, b, f"{prefix}{k}.")
+            elif a != b and not (prefix == "" and k == "init" and moved(a, b)):
+                keys.append(f"{prefix}{k}")
+        return keys
+
+    return diff(stored, new, "")
 
 
 def check_resumable(out_dir: Path, config: dict, ckpt_path: Path) -> None:
@@ -95,3 +111,67 @@ def read_csv(path: Path) -> list[dict[str, float]]:
     """metrics.csv back as floats; a cell a row left empty is absent from that row."""
     with open(path) as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def run_precision(requested: str, device: torch.device, out_dir: Path, decided: str | None = None) -> str:
+    """The precision a run trains in, decided once and held to: an explicit --precision, else the one
+    its caller decided for it (a study decides once for all its runs), else the one its config.json
+    records (a resumed run never re-measures), else hw.pick_precision's measurement.
+
+    Why: `auto` times matmuls, and under load the answer can flip between processes; a run resumed
+    in another precision would silently mix two numerics in one curve.
+    """
+    config = Path(out_dir) / CONFIG
+    stored = load_json(config).get("resolved", {}).get("precision") if (Path(out_dir) / CHECKPOINT).exists() \
+        and config.exists() else None
+    if requested != "auto":
+        choice = requested
+    else:
+        choice = decided or stored or hw.pick_precision("auto", device)
+    if stored and choice != stored:
+        raise UserError(f"{out_dir} was trained in {stored} and this command would resume it in {choice}; "
+                        f"resume it with --precision {stored}, or use another --out to start afresh")
+    return choice
+
+
+LOCK = ".lock"  # held by the one process that writes a folder
+OWNER = ".lock.owner"  # who holds it: {"pid", "host"}, for the refusal message
+
+
+@contextmanager
+def writer_lock(folder: Path) -> Iterator[None]:
+    """Make `folder` (a run or a study) and hold it exclusively for the with-block: a second process
+    on the same folder is refused in one line naming the holder, instead of interleaving its files.
+    Temporary files that an interrupted write left behind are removed once the lock is held; a folder
+    made here and left empty (the command was refused before writing) is removed again.
+    Under torchrun only rank 0 writes, so only rank 0 locks."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if not dist.is_main():
+        yield
+        return
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file; pass a folder (a new one, or one pretextlab wrote)")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / LOCK), timeout=0)
+        lock.acquire()
+    except Timeout:
+        owner = load_json(folder / OWNER) if (folder / OWNER).exists() else {}
+        raise UserError(f"{folder} is being written by another process (pid {owner.get('pid', '?')} on "
+                        f"{owner.get('host', '?')}); wait for it to finish, or stop it, then run again") from None
+    except OSError as e:
+        raise UserError(f"cannot write to {folder} ({e.strerror}); pass an --out you can write to") from None
+    try:
+        save_json({"pid": os.getpid(), "host": socket.gethostname()}, folder / OWNER)
+        for stale in folder.glob(".*.tmp"):  # io._atomic's temp files of a killed process
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        (folder / OWNER).unlink(missing_ok=True)
+        lock.release()
+        if created and {p.name for p in folder.iterdir()} <= {LOCK}:  # refused before writing: leave no trace
+            (folder / LOCK).unlink(missing_ok=True)
+            folder.rmdir()

@@ -106,13 +106,29 @@ def torchvision_dataset(name: str, cache_dir: Path, image_size: int | None) -> D
     return Dataset(name, list(parts[0].classes), sets[0], sets[1])
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, strings, bytes, numpy arrays) and nothing else:
+    a pickle that names any other global (a function to call) is refused, so a crafted file runs no code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"holds a reference to {module}.{name}, which a CIFAR batch never does; "
+                                         "refused (it could run code): re-extract the original archive")
+        return super().find_class(module, name)
+
+
 def cifar_pickle(path: Path, image_size: int | None) -> Dataset:
     """The python pickle layout of CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test)."""
 
     def read(f: Path) -> dict:
         try:
             with open(f, "rb") as fh:
-                return pickle.load(fh, encoding="latin1")
+                return _PlainUnpickler(fh, encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            raise UserError(f"{f}: {e}") from None
         except Exception:
             raise UserError(f"{f} is not a readable CIFAR pickle; re-extract the archive") from None
 
@@ -170,7 +186,7 @@ class FolderScan:
                         im = resize_pil(im, size)
                     arrays.append(np.asarray(im))
                     labels.append(ci)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
                 pass
         empty = (0, size, size) if self.mode == "L" else (0, size, size, 3)
         x = np.stack(arrays) if arrays else np.empty(empty, np.uint8)
@@ -213,8 +229,8 @@ def scan_folder(path: Path, image_size: int | None, classes: list[str] | None = 
                 sizes.append(im.size)
                 gray &= im.mode in ("L", "1", "I", "I;16", "F")
             ok.append((f, ci))
-        except (UnidentifiedImageError, OSError, ValueError):
-            pass
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+            pass  # counted and reported as skipped
     counts = Counter(ci for _, ci in ok)
     empty = [c for ci, c in enumerate(classes) if counts[ci] == 0 and (path / c).is_dir()]
     if empty:

@@ -45,7 +45,7 @@ from .layout import (
 )
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .probe import evaluate_frozen, frozen_features, probe_settings
-from .runs import json_roundtrip, settings_diff
+from .runs import json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
 from .train import TrainConfig
 
@@ -180,6 +180,7 @@ def run_study(
     backbone: str | None = None,
     device: str = "auto",
     quiet: bool = False,
+    precision: str = "auto",
 ) -> Path:
     """Run (or resume) the whole study in out_dir; returns out_dir. The report is written apart
     (`report.write_report`): it reads only what the study wrote, so it never depends on this module."""
@@ -206,77 +207,112 @@ def run_study(
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
         make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
 
-    study_file = out_dir / STUDY
-    state = load_json(study_file) if study_file.exists() else {}
-    times: dict[str, float] = state.get("stage_times_s", {})
-    study = {
-        "data": dataclasses.asdict(data), "fractions": list(fractions), "seeds": list(seeds),
-        "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
-        "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
-        "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
-        "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
-        "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
-        "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
-        "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
-                    "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
-                    "channels": ds.channels, "skipped_files": ds.skipped},
-        "machine": hw.machine_info(), "stage_times_s": times,
-    }
-    earlier = state.get("earlier_machines", [])  # a study resumed elsewhere (e.g. from `pretextlab export`)
-    if state.get("machine") not in (None, study["machine"], *earlier):
-        earlier.append(state["machine"])
-    if earlier:
-        study["earlier_machines"] = earlier
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out_dir):  # one process writes a study; validated before anything is written
+        study_file = out_dir / STUDY
+        state = load_json(study_file) if study_file.exists() else {}
+        times: dict[str, float] = state.get("stage_times_s", {})
+        study = {
+            "data": dataclasses.asdict(data), "fractions": list(fractions), "seeds": list(seeds),
+            "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
+            "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
+            "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
+            "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
+            "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
+            "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
+            "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
+                        "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
+                        "channels": ds.channels, "skipped_files": ds.skipped},
+            "machine": hw.machine_info(), "stage_times_s": times,
+        }
+        _check_same_study(state, study, out_dir)
+        study["precision"] = _study_precision(precision, state.get("precision"), dev, out_dir)
+        earlier = state.get("earlier_machines", [])  # a study resumed elsewhere (e.g. from `pretextlab export`)
+        if state.get("machine") not in (None, study["machine"], *earlier):
+            earlier.append(state["machine"])
+        if earlier:
+            study["earlier_machines"] = earlier
+        out_dir.mkdir(parents=True, exist_ok=True)
 
-    def save() -> None:
-        if dist.is_main():
-            save_json(study, study_file)
+        def save() -> None:
+            if dist.is_main():
+                save_json(study, study_file)
 
-    def stage(name: str, fn) -> Any:
-        if name not in times:
-            log.info("study: %s", name)
-        t = time.perf_counter()
-        result = fn()
-        if name not in times:
-            times[name] = time.perf_counter() - t
-            save()
-        return result
+        def stage(name: str, fn) -> Any:
+            if name not in times:
+                log.info("study: %s", name)
+            t = time.perf_counter()
+            result = fn()
+            if name not in times:
+                times[name] = time.perf_counter() - t
+                save()
+            return result
 
-    save()
-    inits: dict[str, str] = {}
-    for task in pretexts:
-        name = pretrain_dir(task)
-        cfg = p.pretrain_config(task, seeds[0])
-        stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
-                                     dataset=ds, device=device, quiet=quiet))
-        inits[task] = str(out_dir / name / BACKBONE)
-    # the probes first: minutes, where fine-tuning takes hours
-    keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
-    for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
-        origin = {"backbone": backbone, "init": inits[task]}
-        stage(f"probe-{task}", lambda: run_probes(pretrained_backbone(backbone, ds.channels, Path(inits[task])),
-                                                  origin, out_dir / pretrain_dir(task), keys, data, ds, dev))
-    for seed in seeds:  # the baseline: each seed's random initialisation, frozen
-        origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
-        stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
-                                                          out_dir / RANDOM_INIT_DIR, [k for k in keys if k[1] == seed],
-                                                          data, ds, dev))
-    # Small fractions first, all seeds of a fraction before the next: the most telling comparison
-    # arrives early, and a study stopped part-way holds complete multi-seed comparisons so far.
-    for f in sorted(fractions):
-        for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
-            cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
-            dcfg = dataclasses.replace(data, fraction=f)
-            for arm in ("scratch", *pretexts):
-                name = run_name(f, arm, seed)
-                stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name, init=inits.get(arm),
-                                                     dataset=ds, device=device, quiet=quiet))
-    study["total_time_s"] = sum(times.values())
-    # a study resumed over several processes: the largest peak of them, not that of the last one
-    study["peak_rss_mib"] = max(state.get("peak_rss_mib", 0.0), peak_rss_mib())
-    save()
-    return out_dir
+        save()
+        inits: dict[str, str] = {}
+        for task in pretexts:
+            name = pretrain_dir(task)
+            cfg = p.pretrain_config(task, seeds[0])
+            stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
+                                         dataset=ds, device=device, quiet=quiet, precision=study["precision"]))
+            inits[task] = str(out_dir / name / BACKBONE)
+        # the probes first: minutes, where fine-tuning takes hours
+        keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
+        for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
+            origin = {"backbone": backbone, "init": inits[task]}
+            stage(f"probe-{task}", lambda: run_probes(pretrained_backbone(backbone, ds.channels, Path(inits[task])),
+                                                      origin, out_dir / pretrain_dir(task), keys, data, ds, dev))
+        for seed in seeds:  # the baseline: each seed's random initialisation, frozen
+            origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
+            stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
+                                                              out_dir / RANDOM_INIT_DIR, [k for k in keys if k[1] == seed],
+                                                              data, ds, dev))
+        # Small fractions first, all seeds of a fraction before the next: the most telling comparison
+        # arrives early, and a study stopped part-way holds complete multi-seed comparisons so far.
+        for f in sorted(fractions):
+            for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
+                cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
+                dcfg = dataclasses.replace(data, fraction=f)
+                for arm in ("scratch", *pretexts):
+                    name = run_name(f, arm, seed)
+                    stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name, init=inits.get(arm),
+                                                         dataset=ds, device=device, quiet=quiet,
+                                                         precision=study["precision"]))
+        study["total_time_s"] = sum(times.values())
+        # a study resumed over several processes: the largest peak of them, not that of the last one
+        study["peak_rss_mib"] = max(state.get("peak_rss_mib", 0.0), peak_rss_mib())
+        save()
+        return out_dir
+
+
+# What must match for a study folder to be resumed: its recipe. Fractions, seeds and pretext tasks may
+# be added to a finished study (the new runs join the old ones); a changed recipe would mix two studies.
+RECIPE = ("preset", "backbone", "pretrain", "train", "pretext_options", "budget_rule", "probes")
+
+
+def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
+    """Refuse, before anything is written, to resume a study folder with another recipe or data."""
+    if not stored:
+        return
+    old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
+    cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
+    diff = settings_diff(json_roundtrip(old), json_roundtrip(cur), out_dir)
+    if diff:
+        raise UserError(f"{out_dir} holds a study with other settings ({', '.join(diff)}); run it with its own "
+                        "settings to resume it, or use another --out")
+
+
+def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A study's data settings without storage, which never changes the numbers (as data.data_settings)."""
+    return {k: v for k, v in data.items() if k != "storage"}
+
+
+def _study_precision(requested: str, stored: str | None, device: torch.device, out_dir: Path) -> str:
+    """One precision for every run of a study, decided when it starts and recorded in study.json."""
+    choice = requested if requested != "auto" else stored or hw.pick_precision("auto", device)
+    if stored and choice != stored:
+        raise UserError(f"{out_dir} is a study in {stored}; resume it with --precision {stored} (or auto), "
+                        "or use another --out")
+    return choice
 
 
 KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, checkpoints or logs
@@ -286,7 +322,7 @@ KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report;
 FIGURE_INPUTS = (EXAMPLES, SAMPLES)
 
 
-def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
+def export_study(study_dir: Path, dest: Path, force: bool = False) -> tuple[int, int]:
     """Copy a study's report, result files and figure inputs to dest, leaving out weights, checkpoints
     and TensorBoard logs; returns (files, bytes).
 
@@ -296,19 +332,33 @@ def export_study(study_dir: Path, dest: Path) -> tuple[int, int]:
     (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json,
     so the re-made one can be told apart from the one the finished runs started from, and the report
     says so.
+
+    Only the study's own regular files are copied: a link that leads out of the study is refused, and
+    so is a DEST that already holds files (unless force), so an export never merges into another study.
     """
     study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
     if not (study_dir / STUDY).is_file():
         raise UserError(f"{study_dir} is not a study folder (no study.json); pass the --out of `pretextlab study`")
     if dest == study_dir or study_dir in dest.parents:
         raise UserError(f"{dest} is inside the study folder; export to a folder outside {study_dir}")
-    files, size = 0, 0
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest} is a file; export to a new or empty folder")
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        raise UserError(f"{dest} is not empty; export to a new or empty folder, or pass --force to overwrite "
+                        "the files it has in common with the study")
+    chosen = []
     for src in sorted(study_dir.rglob("*")):
         rel = src.relative_to(study_dir)
         kept = src.suffix in KEPT_SUFFIXES or src.name in FIGURE_INPUTS
         if not src.is_file() or not kept or TENSORBOARD in rel.parts or src.name.startswith("."):
             continue
-        out = dest / rel
+        if study_dir not in src.resolve().parents:  # checked for every file before any is copied
+            raise UserError(f"{study_dir / rel} is a link to {src.resolve()}, outside the study; export copies only "
+                            "the study's own files: remove the link")
+        chosen.append(rel)
+    files, size = 0, 0
+    for rel in chosen:
+        src, out = study_dir / rel, dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         weights = src.parent / BACKBONE
         if src.name == SUMMARY and pretrain_task(src.parent.name) and weights.is_file():

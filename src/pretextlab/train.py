@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import dist, hw
 from .errors import UserError
-from .io import save_json, save_torch
+from .io import load_torch, save_json, save_torch
 from .layout import CHECKPOINT, CONFIG, METRICS, TENSORBOARD
 from .runs import check_resumable, write_csv
 
@@ -174,7 +174,7 @@ def fit(
     history: list[dict[str, float]] = []
     start_epoch, elapsed = 0, 0.0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_torch(ckpt_path, device)
         _check_world_size(out_dir, state.get("world_size", 1))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

@@ -23,7 +23,7 @@ from ..io import save_json, save_torch, sha256_file
 from ..layout import BACKBONE, SAMPLES, SUMMARY
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
-from ..runs import finished_summary, summarize
+from ..runs import finished_summary, run_precision, summarize, writer_lock
 from ..sources import Dataset
 from ..train import TrainConfig, fit, train_settings
 from .context import ContextOptions, ContextPrediction
@@ -63,12 +63,21 @@ def pretrain(
     quiet: bool = False,
     knn_images: int = 10000,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Pretrain `backbone` without labels on the training pool; write backbone.safetensors.
 
     Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
+    precision is the caller's decision for `--precision auto` (a study decides once for all its runs).
     """
-    out_dir = Path(out_dir)
+    with writer_lock(out_dir):
+        return _pretrain(task_name, data, cfg, backbone, Path(out_dir), options, dataset, device, quiet, knn_images,
+                         on_epoch_end, precision)
+
+
+def _pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str, out_dir: Path, options: dict | None,
+              dataset: Dataset | None, device: str, quiet: bool, knn_images: int,
+              on_epoch_end: Callable[[int, dict], None] | None, decided: str | None) -> dict[str, Any]:
     settings = {"pretext": task_name, "backbone": backbone, "data": data_settings(data),
                 "train": train_settings(cfg)}
     done = finished_summary(out_dir, settings)
@@ -78,7 +87,7 @@ def pretrain(
         log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", out_dir)
     dev, ds = open_data(data, device, dataset)
     splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
-    precision = hw.pick_precision(cfg.precision, dev)
+    precision = run_precision(cfg.precision, dev, out_dir, decided)
     task = make_task(task_name, splits, options, precision)
     torch.manual_seed(cfg.seed)  # --seed decides the initial weights
     net = make_backbone(backbone, ds.channels)
