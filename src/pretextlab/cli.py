@@ -293,10 +293,11 @@ def main() -> None:
     except UserError as e:
         print(f"pretextlab: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("pretextlab: interrupted; run the same command again to resume from the last finished epoch",
-              file=sys.stderr)
-        sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130
+        if e.code == 130:
+            print("pretextlab: interrupted; run the same command again to resume from the last finished epoch",
+                  file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -103,13 +103,20 @@ def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | N
                        build=lambda: cifar_pickle(path, image_size))
     if (path / "train").is_dir():
         listing = _listing(path, recursive=True)
-        return _cached(cache_dir, path.name, f"split|{listing}|{image_size}", storage,
-                       scan=lambda: scan_split_root(path, image_size))
+        return _told(_cached(cache_dir, path.name, f"split|{listing}|{image_size}", storage,
+                             scan=lambda: scan_split_root(path, image_size)), path)
     listing = _listing(path, recursive=True)
     ds = _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", storage,
                  scan=lambda: {"train": scan_folder(path, image_size)})
     if path.name in ("train", "test"):  # ".../cifar10/train" is better named by its parent
         ds.name = f"{path.resolve().parent.name}/{path.name}"
+    return _told(ds, path)
+
+
+def _told(ds: Dataset, path: Path) -> Dataset:
+    """Say how many files of a folder were left out, every time it is loaded (from the cache too)."""
+    if ds.skipped:
+        log.warning("%s: %d unreadable or non-image file(s) skipped", path, ds.skipped)
     return ds
 
 

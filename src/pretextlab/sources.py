@@ -7,7 +7,6 @@ ever indexes the tensors. Images of mixed sizes are resized (shorter side, centr
 
 from __future__ import annotations
 
-import logging
 import pickle
 from collections import Counter
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from torch import Tensor
 
 from .errors import UserError
 from .shards import ShardedImages
-
-log = logging.getLogger(__name__)
 
 TORCHVISION_SOURCES = ("cifar10", "cifar100", "fashion-mnist", "mnist", "stl10")
 SOURCE_HELP = (
@@ -247,8 +244,6 @@ def folder_dataset(name: str, scans: dict[str, FolderScan]) -> Dataset:
     sets, skipped = {}, 0
     for part, scan in scans.items():
         x, y = scan.decode()
-        if scan.listed > len(y):
-            log.warning("skipped %d unreadable or non-image file(s) in %s", scan.listed - len(y), scan.path)
         if not len(y):
             raise UserError(f"{scan.path} holds no readable images; {SOURCE_HELP}")
         sets[part], skipped = ImageSet(torch.as_tensor(x), torch.as_tensor(y)), skipped + scan.listed - len(y)
