@@ -94,9 +94,9 @@ def test_each_rank_evaluates_only_its_share(job):
 def test_only_rank_0_wrote_one_set_of_files(job):
     expected = {
         "pretrain": {"backbone.safetensors", "checkpoint.pt", "config.json", "metrics.csv", "samples.pt",
-                     "summary.json", "tb", ".lock"},
+                     "summary.json", "tb", ".lock", "steps.csv"},
         "finetune": {"checkpoint.pt", "config.json", "examples.pt", "indices.json", "metrics.csv", "summary.json",
-                     "tb", ".lock"},
+                     "tb", ".lock", "steps.csv"},
     }
     for run, files in expected.items():
         assert {p.name for p in (job / run).iterdir()} == files, run

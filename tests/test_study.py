@@ -41,7 +41,7 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
     monkeypatch.setattr(study_mod, "train_classifier", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu", quiet=True)
-    pretrain_summary = out / "pretrain-context" / "summary.json"
+    pretrain_summary = out / "pretrain-context-s0" / "summary.json"
     first_run = out / run_name(0.5, "scratch", 0) / "summary.json"  # smallest fraction first
     assert pretrain_summary.exists() and first_run.exists()
     assert not (out / run_name(0.5, "context", 0) / "summary.json").exists()
@@ -57,7 +57,7 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
             assert s["fraction"] == f
             assert (s["init"] is None) == (arm == "scratch")
     pretrained = json.loads((out / run_name(0.5, "context", 0) / "summary.json").read_text())
-    assert pretrained["init"].endswith("pretrain-context/backbone.safetensors")
+    assert pretrained["init"].endswith("pretrain-context-s0/backbone.safetensors")
     # same labelled subset for both arms
     idx = [json.loads((out / run_name(0.5, a, 0) / "indices.json").read_text()) for a in ("scratch", "context")]
     assert idx[0] == idx[1]
@@ -65,7 +65,7 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
     assert run_name(0.5, "context", 0) in text or "0.5" in text
     assert (out / "report.html").exists() and (out / "summary.json").exists()
     study = json.loads((out / "study.json").read_text())
-    assert set(study["stage_times_s"]) >= {"pretrain-context", run_name(1.0, "context", 0)}
+    assert set(study["stage_times_s"]) >= {"pretrain-context-s0", run_name(1.0, "context", 0)}
     # a finished study run again keeps the largest peak memory of its processes
     (out / "study.json").write_text(json.dumps({**study, "peak_rss_mib": 123456.0}))
     run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu", quiet=True)
@@ -80,7 +80,7 @@ def test_study_rejects_bad_input_before_training(make_image_folder, cache_dir, t
         run_study(_data(folder, cache_dir), tmp_path / "s", preset="huge", device="cpu")
     with pytest.raises(UserError, match="unknown pretext"):
         run_study(_data(folder, cache_dir), tmp_path / "s", pretexts=("jigsaw",), preset="smoke", device="cpu")
-    assert not (tmp_path / "s" / "pretrain-context").exists()
+    assert not (tmp_path / "s" / "pretrain-context-s0").exists()
 
 
 def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir, tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
 
     interrupt = True
     monkeypatch.setattr(study_mod, "evaluate_frozen", interrupt_third)
-    kw = dict(fractions=(1.0, 0.5), seeds=(0, 1), preset="smoke", device="cpu", quiet=True)
+    kw = dict(fractions=(1.0, 0.5), seeds=(0, 1), preset="smoke", device="cpu", quiet=True, shared_pretraining=True)
     with pytest.raises(KeyboardInterrupt):
         run_study(_data(folder, cache_dir), out, **kw)
     probes_file = out / "pretrain-context" / "probes.json"
@@ -221,21 +221,77 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
         (kept / "figures" / figure).unlink()
     write_report(kept)
     assert (kept / "figures" / "examples_f1.png").exists() and (kept / "figures" / "pretext_samples_context.png").exists()
-    original = (out / "pretrain-context" / "backbone.safetensors").read_bytes()
-    kept_summary = json.loads((kept / "pretrain-context" / "summary.json").read_text())
-    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context" / "backbone.safetensors")
+    original = (out / "pretrain-context-s0" / "backbone.safetensors").read_bytes()
+    kept_summary = json.loads((kept / "pretrain-context-s0" / "summary.json").read_text())
+    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context-s0" / "backbone.safetensors")
 
     shutil.rmtree(out)  # a new machine: only the kept files, in another folder than the study's --out
     moved = tmp_path / "elsewhere" / "study"
     shutil.copytree(kept, moved)
     run_file = moved / run_name(1.0, "context", 0) / "summary.json"
     stamp = run_file.stat().st_mtime_ns
-    probes = (moved / "pretrain-context" / "probes.json").read_text()
+    probes = (moved / "pretrain-context-s0" / "probes.json").read_text()
     write_report(run_study(_data(folder, cache_dir), moved, fractions=(1.0,), preset="smoke", device="cpu", quiet=True))
     assert run_file.stat().st_mtime_ns == stamp  # the finished run was kept, not redone
-    assert (moved / "pretrain-context" / "probes.json").read_text() == probes  # and its probes
-    assert (moved / "pretrain-context" / "backbone.safetensors").read_bytes() == original
-    remade = json.loads((moved / "pretrain-context" / "summary.json").read_text())
+    assert (moved / "pretrain-context-s0" / "probes.json").read_text() == probes  # and its probes
+    assert (moved / "pretrain-context-s0" / "backbone.safetensors").read_bytes() == original
+    remade = json.loads((moved / "pretrain-context-s0" / "summary.json").read_text())
     assert remade["earlier_backbone_sha256"] == remade["backbone_sha256"] == kept_summary["backbone_sha256"]
     report = (moved / "report.md").read_text()
     assert "pretrained again" in report and "bit-identical to the earlier one" in report
+
+
+def test_each_seed_pretrains_its_own_backbone_unless_shared(make_image_folder, cache_dir, tmp_path):
+    """A seed is a whole replicate: its own pretraining (another SHA-256) that its runs and probes start
+    from; --shared-pretraining gives every seed the first seed's backbone."""
+    folder = make_image_folder(n_per_class=12, size=16)
+    test = make_image_folder("held-out", n_per_class=4, size=16, seed=5)
+    kw = dict(fractions=(1.0,), seeds=(0, 1), preset="smoke", device="cpu", quiet=True)
+    data = DataConfig(source=str(folder), val_fraction=0.25, cache_dir=str(cache_dir), test_source=str(test))
+    out = run_study(data, tmp_path / "per-seed", **kw)
+    sha = {s: json.loads((out / f"pretrain-context-s{s}" / "summary.json").read_text())["backbone_sha256"]
+           for s in (0, 1)}
+    assert sha[0] != sha[1] and json.loads((out / "study.json").read_text())["pretraining"] == "per-seed"
+    for s in (0, 1):
+        run = json.loads((out / run_name(1.0, "context", s) / "summary.json").read_text())
+        assert run["init"] == str(out / f"pretrain-context-s{s}" / "backbone.safetensors")
+        assert run["init_sha256"] == sha[s]
+        probes = json.loads((out / f"pretrain-context-s{s}" / "probes.json").read_text())["results"]
+        assert list(probes) == [f"f1-s{s}"]  # each pretraining probed for its own seed
+        # the test split: every run and probe scored on it too
+        assert run["test"]["n"] == 12 and set(probes[f"f1-s{s}"]["test"]) == {"linear", "knn"}
+    random = json.loads((out / "random-init" / "probes.json").read_text())["results"]
+    assert all("test" in entry for entry in random.values())
+
+    shared = run_study(data, tmp_path / "shared", shared_pretraining=True, **kw)
+    inits = {json.loads((shared / run_name(1.0, "context", s) / "summary.json").read_text())["init_sha256"]
+             for s in (0, 1)}
+    assert inits == {sha[0]}  # the first seed's pretraining, bit-identical to the per-seed study's seed 0
+    assert not (shared / "pretrain-context-s0").exists() and (shared / "pretrain-context").is_dir()
+    with pytest.raises(UserError, match=r"other settings \(pretraining\).*--shared-pretraining"):
+        run_study(data, shared, **kw)  # resumed without the option it was made with
+
+
+def test_a_replicate_reruns_a_finished_study_under_other_seeds(make_image_folder, cache_dir, tmp_path):
+    folder = make_image_folder(n_per_class=12, size=16)
+    original = write_report(run_study(_data(folder, cache_dir), tmp_path / "orig", fractions=(1.0,), seeds=(0,),
+                                      preset="smoke", device="cpu", quiet=True)).parent
+    kw = study_mod.replicate_settings(original)
+    assert kw["fractions"] == (1.0,) and kw["preset"] == "smoke" and not kw["shared_pretraining"]
+    rep = run_study(out_dir=tmp_path / "rep", seeds=(1,), device="cpu", quiet=True, **kw)
+    study = json.loads((rep / "study.json").read_text())
+    assert study["replicate_of"] == {"study": str(original.resolve()), "seeds": [0], "precision": study["precision"],
+                                     "pretraining": "per-seed"}
+    assert (rep / "original-summary.json").read_bytes() == (original / "summary.json").read_bytes()
+    assert (rep / run_name(1.0, "context", 1) / "summary.json").exists()
+    with pytest.raises(UserError, match="no study.json"):
+        study_mod.replicate_settings(tmp_path / "nowhere")
+
+
+def test_test_data_of_other_classes_is_refused(make_image_folder, cache_dir, tmp_path):
+    folder = make_image_folder(n_per_class=6, size=16)
+    other = make_image_folder("other", classes=("apple", "kiwi", "zebra"), n_per_class=2, size=16)
+    data = DataConfig(source=str(folder), val_fraction=0.25, cache_dir=str(cache_dir), test_source=str(other))
+    with pytest.raises(UserError, match="--test-data .* same classes"):
+        run_study(data, tmp_path / "s", fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    assert not (tmp_path / "s").exists()

@@ -11,7 +11,7 @@ import torch
 from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
 from pretextlab.runs import read_csv, settings_diff
-from pretextlab.train import TrainConfig, epoch_order, lr_factor
+from pretextlab.train import TrainConfig, epoch_order, eval_steps, lr_factor, plateaued, train_settings
 
 TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
 
@@ -209,3 +209,82 @@ def test_settings_diff_follows_a_moved_study_folder(tmp_path):
                   tmp_path / "b" / "pretrain-simclr" / "backbone.safetensors",  # another task's
                   tmp_path / "runs" / "x" / "backbone.safetensors"):
         assert settings_diff(old, {**old, "init": str(other)}, run) == ["init"], other
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine evaluation grid and the plateau schedule
+
+
+def test_eval_steps_are_evenly_spaced_and_include_every_epoch_end():
+    assert eval_steps(12, 4, 0) == [4, 8, 12]  # one per epoch
+    grid = eval_steps(40, 10, 8)
+    assert grid == sorted(set(grid)) and grid[-1] == 40
+    assert {10, 20, 30, 40} <= set(grid) and {5, 15, 25, 35} <= set(grid)
+    assert eval_steps(3, 1, 20) == [1, 2, 3]  # never more evaluations than steps
+
+
+@pytest.mark.parametrize("curve, patience, stops", [
+    ([0.1, 0.2, 0.3, 0.4], 2, False),  # still rising
+    ([0.1, 0.5, 0.5, 0.5], 2, True),  # flat for two evaluations after its best
+    ([0.1, 0.5, 0.5004, 0.5008], 2, True),  # creeping up by less than MIN_DELTA counts as flat
+    ([0.1, 0.5, 0.4, 0.6], 2, False),  # a new best resets the count
+    ([0.5, 0.4, 0.3], 2, True),  # falling: the best was the first
+])
+def test_plateau_rule_on_hand_made_curves(curve, patience, stops):
+    history = [{"val_f1_macro": v} for v in curve]
+    assert plateaued(history, ("f1_macro", "max"), patience) == stops
+    assert plateaued([{"val_loss": -v} for v in curve], ("loss", "min"), patience) == stops
+
+
+def test_fine_evaluations_log_every_interval_and_resume_exactly(tiny_dataset, tiny_train_config, tiny_data_config,
+                                                               tmp_path):
+    cfg = tiny_train_config(epochs=3, evals=7)
+    a = tmp_path / "A" / "run"
+    torch.manual_seed(3)
+    train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", a, dataset=tiny_dataset, device="cpu",
+                     quiet=True)
+    rows = read_csv(a / "metrics.csv")
+    steps = json.loads((a / "config.json").read_text())["resolved"]["steps_per_epoch"]
+    assert [int(r["step"]) for r in rows] == eval_steps(3 * steps, steps, 7) and len(rows) > 3
+    assert all("val_f1_macro" in r and "train_loss" in r for r in rows)
+    assert [r["images_seen"] for r in rows] == sorted(r["images_seen"] for r in rows)
+    b = tmp_path / "B" / "run"
+    torch.manual_seed(3)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset,
+                         device="cpu", quiet=True, on_epoch_end=_stop_after_first_epoch)
+    torch.manual_seed(999)
+    train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset, device="cpu",
+                     quiet=True)
+    assert deterministic(read_csv(b / "metrics.csv")) == deterministic(rows)
+    assert read_csv(b / "steps.csv") == read_csv(a / "steps.csv")
+
+
+def test_plateau_schedule_stops_early_at_a_constant_rate(tiny_dataset, tiny_train_config, tiny_data_config,
+                                                        tmp_path):
+    cfg = tiny_train_config(epochs=40, schedule="plateau", patience=2, warmup=0.0, lr=0.05)
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    s = train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+                         device="cpu", quiet=True)
+    rows = read_csv(out / "metrics.csv")
+    assert len(rows) < 40 and s["epochs"] == len(rows)  # stopped before the maximum budget
+    assert plateaued(rows, ("f1_macro", "max"), 2) and not plateaued(rows[:-1], ("f1_macro", "max"), 2)
+    assert {r["lr"] for r in rows} == {0.05}  # constant
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["stopped"]
+    again = train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+                             device="cpu", quiet=True)
+    assert again["epochs"] == s["epochs"]  # finished: not trained further
+
+
+def test_plateau_needs_patience_and_patience_needs_plateau():
+    with pytest.raises(UserError, match="--schedule plateau needs --patience"):
+        TrainConfig(schedule="plateau")
+    with pytest.raises(UserError, match="--schedule plateau needs --patience"):
+        TrainConfig(patience=3)
+
+
+def test_fields_added_later_stay_out_of_old_configs():
+    """Runs stored before `evals` and `patience` existed still compare equal under their default."""
+    assert "evals" not in train_settings(TrainConfig()) and "patience" not in train_settings(TrainConfig())
+    assert train_settings(TrainConfig(evals=24))["evals"] == 24

@@ -24,6 +24,14 @@ STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
              f"folder, or {' | '.join(TORCHVISION_SOURCES)} (downloaded)")
 BACKBONE_HELP = " | ".join(BACKBONES)
+PRESET_HELP = {  # what each preset runs, and about how long the default study takes on a 2-core CPU
+    "fast": "the fast CNN, 2 pretext epochs, 4 fine-tuning epochs at 100% (about 50 min on 2 cores)",
+    "homework": "MobileNetV3-Large, AdamW 1e-3, 15 epochs at a constant rate (hours on 2 cores; a GPU preset)",
+    "plateau": "the fast CNN, AdamW 1e-3 at a constant rate, each run stopped when validation macro-F1 stops "
+               "improving (8 evaluations), at most 20 epochs at 100%",
+    "gpu": "ResNet-18 (CIFAR stem), 60 pretext and 30 fine-tuning epochs, batch 512 (for a GPU)",
+    "smoke": "1 epoch of everything on tiny batches (seconds to minutes: checks a setup end to end)",
+}
 PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on CUDA; bf16 on a CPU only where measured faster)"
 
 
@@ -45,6 +53,7 @@ def _names(text: str) -> tuple[str, ...]:
 @app.command()
 def train(
     data: str = typer.Option("cifar10", help=DATA_HELP),
+    test_data: Optional[str] = typer.Option(None, help="a separate test set (same classes), scored at the end"),
     fraction: float = typer.Option(1.0, help="share of the training labels used, in (0, 1]; stratified, seeded"),
     backbone: str = typer.Option("fast", help=BACKBONE_HELP),
     epochs: int = typer.Option(15),
@@ -54,7 +63,10 @@ def train(
     momentum: float = typer.Option(0.9),
     betas: str = typer.Option("0.9,0.999", help="AdamW betas"),
     weight_decay: float = typer.Option(5e-4),
-    schedule: str = typer.Option("onecycle", help="onecycle (linear warm-up, linear decay) | cosine | constant"),
+    schedule: str = typer.Option("onecycle", help="onecycle (linear warm-up, linear decay) | cosine | constant | "
+                                                  "plateau (constant until validation macro-F1 stops improving)"),
+    patience: int = typer.Option(0, help="plateau: stop after this many evaluations without improvement"),
+    evals: int = typer.Option(0, help="validation evaluations over the run, evenly spaced in steps (0: per epoch)"),
     warmup: float = typer.Option(0.2, help="share of the steps spent warming up"),
     label_smoothing: float = typer.Option(0.1),
     backbone_lr_scale: float = typer.Option(1.0, help="backbone learning rate relative to the head's"),
@@ -85,10 +97,11 @@ def train(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, betas=b,
                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing,
                       backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone,
-                      transfer_stages=transfer_stages, seed=seed,
-                      precision=precision)
+                      transfer_stages=transfer_stages, seed=seed, precision=precision, evals=evals,
+                      patience=patience)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
-                      image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage)
+                      image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage,
+                      test_source=test_data)
     check_fraction(fraction)
     check_backbone(backbone)
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
@@ -196,36 +209,50 @@ def _key_values(items: list[str]) -> dict[str, object]:
 
 @app.command()
 def study(
-    data: str = typer.Option("cifar10", help=DATA_HELP),
+    data: Optional[str] = typer.Option(None, help=DATA_HELP + " [default: cifar10]"),
+    test_data: Optional[str] = typer.Option(None, help="a separate test set (same classes): every run and probe is "
+                                                       "scored on it at the end; nothing is chosen on it"),
     fractions: str = typer.Option("1.0,0.5,0.1", help="label fractions, comma-separated (e.g. add 0.05,0.01)"),
-    preset: str = typer.Option("fast", help="fast | homework | gpu | smoke"),
-    seeds: str = typer.Option("0", help="seeds, comma-separated: each repeats every run with a new label subset and "
-                                        "initialisation; 2 or more give 95% confidence intervals"),
-    pretext: str = typer.Option("context", help="pretext tasks, comma-separated, e.g. context,rotation"),
-    backbone: Optional[str] = typer.Option(None, help="override the preset's backbone"),
-    val_fraction: float = typer.Option(0.1),
-    split_seed: int = typer.Option(0),
-    image_size: Optional[int] = typer.Option(None),
-    device: str = typer.Option("auto"),
+    preset: str = typer.Option("fast", help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())),
+    seeds: str = typer.Option("0", help="seeds, comma-separated: each is a whole replicate (its own pretraining, "
+                                        "label subset and initialisation); 2 or more give 95% confidence intervals"),
+    pretext: str = typer.Option("context", help="pretext tasks, comma-separated: context, rotation, reconstruction, "
+                                                "simclr"),
+    shared_pretraining: bool = typer.Option(False, help="pretrain once per task (first seed) for every seed: "
+                                                        "cheaper, but intervals then leave out pretraining's variance"),
+    backbone: Optional[str] = typer.Option(None, help="override the preset's backbone: " + BACKBONE_HELP),
+    val_fraction: float = typer.Option(0.1, help="share of the training images held out for validation"),
+    split_seed: int = typer.Option(0, help="seed of the validation split (keep it to compare studies)"),
+    image_size: Optional[int] = typer.Option(None, help="resize images to this square size (default: from the data)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (auto: CUDA when visible)"),
     precision: str = typer.Option("auto", help=PRECISION_HELP + "; decided once per study and kept on resume"),
-    cache_dir: Optional[str] = typer.Option(None),
+    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
     storage: str = typer.Option("auto", help=STORAGE_HELP),
-    out: Path = typer.Option(Path("studies/study"), help="study folder (re-run to resume)"),
-    quiet: bool = typer.Option(False),
+    replicate_of: Optional[Path] = typer.Option(None, help="a finished study to run again into --out under other "
+                                                           "--seeds or --precision (its data, fractions, tasks, preset "
+                                                           "and backbone are taken from it); the report says which of "
+                                                           "its verdicts held"),
+    out: Path = typer.Option(Path("studies/study"), help="study folder (re-run the same command to resume)"),
+    quiet: bool = typer.Option(False, help="log lines instead of progress bars"),
 ) -> None:
     """Pretrain; fine-tune every fraction and seed from scratch and pretrained; probe the frozen backbones
     (linear, k-NN); write the report. Resumable."""
     from .data import DataConfig
     from .dist import is_main
     from .report import write_report
-    from .study import run_study
+    from .study import replicate_settings, run_study
 
     if backbone:
         check_backbone(backbone)
-    dcfg = DataConfig(source=data, val_fraction=val_fraction, split_seed=split_seed, image_size=image_size,
-                      cache_dir=cache_dir, storage=storage)
-    folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
-                       _names(pretext), backbone, device, quiet, precision)
+    if replicate_of is not None:
+        kw = replicate_settings(replicate_of, data)
+        folder = run_study(out_dir=out, seeds=_numbers(seeds, "--seeds", int), device=device, quiet=quiet,
+                           precision=precision, **kw)
+    else:
+        dcfg = DataConfig(source=data or "cifar10", val_fraction=val_fraction, split_seed=split_seed,
+                          image_size=image_size, cache_dir=cache_dir, storage=storage, test_source=test_data)
+        folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
+                           _names(pretext), backbone, device, quiet, precision, shared_pretraining)
     if is_main():  # one process writes the report
         typer.echo(f"report: {write_report(folder)}")
 

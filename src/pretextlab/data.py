@@ -58,6 +58,7 @@ class DataConfig:
     pad: int = -1  # crop translation in px; -1: image_size / 8 (4 px at 32x32)
     flip: bool = True
     storage: str = "auto"  # auto | memory | stream (memory-mapped shards): where images live, see shards.py
+    test_source: str | None = None  # a separate test set (same classes): scored at the end, never chosen on
 
     def crop_pad(self, image_size: int) -> int:
         return self.pad if self.pad >= 0 else max(1, image_size // 8)
@@ -328,4 +329,22 @@ def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[t
     before it builds its model."""
     hw.setup_threads()
     dev = dist.init(hw.pick_device(device))
-    return dev, dataset or load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
+    return dev, dataset or load_data(data)
+
+
+def load_data(data: DataConfig) -> Dataset:
+    """The source, with the separate test set attached when one is given (--test-data): it must have the
+    same classes and is read at the training images' size."""
+    ds = load_dataset(data.source, data.image_size, data.cache_dir, data.storage)
+    if not data.test_source:
+        return ds
+    if ds.test is not None:
+        raise UserError(f"--data {data.source} has a test/ split already; drop --test-data, or give the train/ "
+                        "folder as --data")
+    test = load_dataset(data.test_source, ds.image_size, data.cache_dir, data.storage)
+    if test.classes != ds.classes or test.channels != ds.channels:
+        raise UserError(f"--test-data {data.test_source} has classes {test.classes} ({test.channels} channels), "
+                        f"--data has {ds.classes} ({ds.channels}); give a test set of the same classes")
+    if test.test is not None:
+        raise UserError(f"--test-data {data.test_source} has train/ and test/ folders; give its test/ folder")
+    return dataclasses.replace(ds, test=test.train)

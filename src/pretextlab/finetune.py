@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import dist, hw
 from .augment import augment, normalize
-from .data import DataConfig, Splits, data_facts, data_settings, load_dataset, make_splits, open_data, stratified_split
+from .data import DataConfig, Splits, data_facts, data_settings, load_data, make_splits, open_data, stratified_split
 from .errors import UserError
 from .io import load_torch, save_json, save_torch, sha256_file
 from .layout import EXAMPLES, INDICES, SUMMARY
@@ -49,6 +49,8 @@ def predict_part(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: Tens
 
 class Classification:
     """Supervised task: augmented, normalised batches of the labelled subset; cross-entropy loss."""
+
+    monitor = ("f1_macro", "max")  # what the plateau schedule watches
 
     def __init__(self, splits: Splits, pad: int, flip: bool, label_smoothing: float, precision: str = "fp32"):
         self.splits, self.pad, self.flip, self.smoothing, self.precision = splits, pad, flip, label_smoothing, precision
@@ -174,8 +176,9 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     hw.setup_threads()
     model, meta = load_classifier(checkpoint)
     d = meta["data"]
-    ds = load_dataset(source or d["source"], meta["image_size"], cache_dir or d.get("cache_dir"),
-                      d.get("storage", "auto"))
+    ds = load_data(DataConfig(source=source or d["source"], image_size=meta["image_size"],
+                              cache_dir=cache_dir or d.get("cache_dir"), storage=d.get("storage", "auto"),
+                              test_source=None if source else d.get("test_source")))
     if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
         raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
                         f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")

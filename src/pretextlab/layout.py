@@ -1,8 +1,9 @@
 """Every folder and file name of a run and of a study, spelled once: writers and readers both ask here.
 
-A study folder holds study.json, the report, one pretrain-<task>/ folder per pretext task (its
-backbone and its frozen-backbone probes), random-init/ (the probes of the scratch runs' start) and
-one f<fraction>-<arm>-s<seed>/ run folder per fine-tuning run.
+A study folder holds study.json, the report, one pretrain-<task>-s<seed>/ folder per pretext task
+and seed (its backbone and its frozen-backbone probes; pretrain-<task>/ when one pretraining is
+shared by every seed), random-init/ (the probes of the scratch runs' start) and one
+f<fraction>-<arm>-s<seed>/ run folder per fine-tuning run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import NamedTuple
 
 # files of a run folder
 CONFIG = "config.json"
-METRICS = "metrics.csv"
+METRICS = "metrics.csv"  # one row per validation evaluation
+STEPS = "steps.csv"  # the training loss every few optimizer steps
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.safetensors"  # a pretext run's backbone weights, what fine-tuning starts from
@@ -41,14 +43,26 @@ class RunKey(NamedTuple):
     seed: int
 
 
-def pretrain_dir(task: str) -> str:
-    """The folder of a study's pretraining with `task` (its backbone, samples and probes)."""
-    return f"{PRETRAIN_PREFIX}{task}"
+PRETRAIN_NAME = re.compile(rf"^{PRETRAIN_PREFIX}(?P<task>.+?)(?:-s(?P<seed>\d+))?$")
+ORIGINAL_SUMMARY = "original-summary.json"  # a replicate's copy of the summary.json of the study it repeats
+
+
+def pretrain_dir(task: str, seed: int | None = None) -> str:
+    """The folder of a study's pretraining with `task` (its backbone, samples and probes): one per seed
+    (pretrain-<task>-s<seed>), or one shared by every seed (pretrain-<task>, seed None)."""
+    return f"{PRETRAIN_PREFIX}{task}" + (f"-s{seed}" if seed is not None else "")
+
+
+def parse_pretrain_dir(folder: str) -> tuple[str, int | None] | None:
+    """(task, seed) of a pretrain folder name (seed None: shared by every seed), or None for any other name."""
+    m = PRETRAIN_NAME.match(folder)
+    return (m["task"], int(m["seed"]) if m["seed"] is not None else None) if m else None
 
 
 def pretrain_task(folder: str) -> str | None:
-    """The task of a pretrain-<task> folder name, or None for any other name."""
-    return folder[len(PRETRAIN_PREFIX):] if folder.startswith(PRETRAIN_PREFIX) else None
+    """The task of a pretrain folder name, or None for any other name."""
+    parsed = parse_pretrain_dir(folder)
+    return parsed[0] if parsed else None
 
 
 def run_name(fraction: float, arm: str, seed: int) -> str:

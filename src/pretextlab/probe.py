@@ -125,12 +125,18 @@ def probe_metrics(pred: Tensor, y: Tensor, num_classes: int) -> dict[str, float]
     return {k: float(v) for k, v in metric_collection(num_classes).to(y.device)(pred, y).items()}
 
 
-def evaluate_frozen(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tensor,
-                    num_classes: int) -> dict[str, dict[str, float]]:
-    """Both protocols on cached features, the labelled subset as training set / memory bank."""
-    linear = linear_probe(train_f, train_y, val_f, num_classes).argmax(1)
-    knn = knn_predict(train_f, train_y, val_f, num_classes)
-    return {"linear": probe_metrics(linear, val_y, num_classes), "knn": probe_metrics(knn, val_y, num_classes)}
+def evaluate_frozen(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tensor, num_classes: int,
+                    test: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
+    """Both protocols on cached features, the labelled subset as training set / memory bank; with a test
+    split (features, labels), the same fitted probe also scores it, under "test"."""
+    parts = {"val": (val_f, val_y), **({"test": test} if test is not None else {})}
+    sizes = [len(y) for _, y in parts.values()]
+    every = torch.cat([f for f, _ in parts.values()])
+    linear = linear_probe(train_f, train_y, every, num_classes).argmax(1).split(sizes)
+    knn = knn_predict(train_f, train_y, every, num_classes).split(sizes)
+    scores = {name: {"linear": probe_metrics(lin, y, num_classes), "knn": probe_metrics(nn_, y, num_classes)}
+              for (name, (_, y)), lin, nn_ in zip(parts.items(), linear, knn)}
+    return {**scores["val"], **({"test": scores["test"]} if "test" in scores else {})}
 
 
 def frozen_features(backbone: nn.Module, x_pool: Tensor, x_val: Tensor, mean: Tensor,

@@ -91,7 +91,8 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
         if k.startswith("val_"):
             vals = [r[k] for r in history]
             i = min(range(len(vals)), key=vals.__getitem__) if k.endswith("loss") else max(range(len(vals)), key=vals.__getitem__)
-            best[k[4:]] = {"value": vals[i], "epoch": int(history[i]["epoch"])}
+            best[k[4:]] = {"value": vals[i], "epoch": int(history[i]["epoch"]),
+                           **({"step": int(history[i]["step"])} if "step" in history[i] else {})}
     return {"best": best, "last": history[-1], "epochs": len(history)}
 
 

@@ -1,10 +1,10 @@
-"""The one-command experiment: pretrain once per pretext task, then evaluate every backbone at
+"""The one-command experiment: pretrain per pretext task and seed, then evaluate every backbone at
 every label fraction and seed with three protocols: full fine-tuning (from scratch and from each
 pretrained backbone, same recipe, budget, split and label subset), a linear probe and k-NN on the
 frozen backbone (pretrained, and randomly initialised as the baseline).
 
-Every fine-tuning run is repeated per seed with a new label subset and a new initialisation (the
-pretrained weights are shared: pretraining runs once, with the first seed). A study is a folder of
+Every seed is a whole replicate: its own pretraining, label subset and initialisation (or, with
+shared pretraining, one pretraining per task with the first seed for all). A study is a folder of
 runs. A run is done when its summary.json exists; probe results accumulate entry by entry in a
 probes.json per backbone folder. Re-running the same command skips what is finished, resumes an
 interrupted run from its last epoch, and re-renders the report.
@@ -32,8 +32,10 @@ from .io import load_json, save_json, sha256_file
 from .layout import (
     BACKBONE,
     EXAMPLES,
+    ORIGINAL_SUMMARY,
     PROBES,
     RANDOM_INIT_DIR,
+    REPORT_SUMMARY,
     SAMPLES,
     STUDY,
     SUMMARY,
@@ -44,7 +46,7 @@ from .layout import (
     run_name,
 )
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
-from .probe import evaluate_frozen, frozen_features, probe_settings
+from .probe import evaluate_frozen, features, frozen_features, probe_settings
 from .runs import json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
 from .train import TrainConfig
@@ -87,9 +89,21 @@ PRESETS: dict[str, Preset] = {
     "fast": Preset(
         backbone="fast",
         pretrain=TrainConfig(epochs=2, batch_size=256, lr=0.1, weight_decay=5e-4, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1),
+        finetune=TrainConfig(epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1, evals=24),
         pretext_options={"rotation": {"all_rotations": False}},
         pretrain_epochs={"simclr": 1},
+    ),
+    # Where plateaus are observable (the homework's setting): AdamW 1e-3 at a constant rate, each run
+    # stopped when validation macro-F1 has not improved for 8 of its evaluations (the same rule for every
+    # arm); epochs(f) is then the maximum budget. Pretraining as in `fast`.
+    "plateau": Preset(
+        backbone="fast",
+        pretrain=TrainConfig(epochs=2, batch_size=256, lr=0.1, weight_decay=5e-4, label_smoothing=0.0),
+        finetune=TrainConfig(epochs=20, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.01,
+                             schedule="plateau", patience=8, warmup=0.0, label_smoothing=0.0, evals=60),
+        pretext_options={"rotation": {"all_rotations": False}},
+        pretrain_epochs={"simclr": 1},
+        max_epoch_factor=3.0,
     ),
     # The homework's setting as given: MobileNetV3-Large, AdamW lr 1e-3, betas (0.9, 0.999), wd 0.01.
     "homework": Preset(
@@ -97,7 +111,7 @@ PRESETS: dict[str, Preset] = {
         pretrain=TrainConfig(epochs=15, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.01,
                              schedule="constant", warmup=0.0, label_smoothing=0.0),
         finetune=TrainConfig(epochs=15, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.01,
-                             schedule="constant", warmup=0.0, label_smoothing=0.0),
+                             schedule="constant", warmup=0.0, label_smoothing=0.0, evals=30),
         max_epoch_factor=1.0,
     ),
     # For a GPU (or several, with torchrun): ResNet-18 with the CIFAR stem, a longer schedule, batch 512
@@ -105,7 +119,7 @@ PRESETS: dict[str, Preset] = {
     "gpu": Preset(
         backbone="resnet18",
         pretrain=TrainConfig(epochs=60, batch_size=512, lr=0.2, weight_decay=5e-4, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=30, batch_size=512, lr=0.4, weight_decay=5e-4, label_smoothing=0.1),
+        finetune=TrainConfig(epochs=30, batch_size=512, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, evals=30),
     ),
     # Seconds, for tests and for checking a setup end to end.
     "smoke": Preset(
@@ -153,10 +167,13 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
     splits = make_splits(ds, 1.0, 0, data.val_fraction, data.split_seed).to(device)  # pool in split order
     pool_y = splits.y_train  # fraction 1.0: the labelled set is the whole pool, in pool order
     pool_f, val_f = frozen_features(net.to(device), splits.x_pool, splits.x_val, splits.mean, splits.std)
+    test = None  # the test split, when the source has one, scored by the same fitted probes
+    if splits.test is not None:
+        test = (features(net, splits.test.images, splits.mean, splits.std), splits.test.labels.to(device))
     for f, seed in todo:
         t0 = time.perf_counter()
         idx = label_fraction(pool_y.cpu(), f, seed, ds.classes).to(device)
-        result = evaluate_frozen(pool_f[idx], pool_y[idx], val_f, splits.y_val, len(ds.classes))
+        result = evaluate_frozen(pool_f[idx], pool_y[idx], val_f, splits.y_val, len(ds.classes), test)
         store["results"][probe_key(f, seed)] = {"fraction": f, "seed": seed, "n_train": len(idx), **result,
                                                 "time_s": time.perf_counter() - t0}
         save_json(store, path)
@@ -181,9 +198,19 @@ def run_study(
     device: str = "auto",
     quiet: bool = False,
     precision: str = "auto",
+    shared_pretraining: bool = False,
+    replicate_of: Path | None = None,
 ) -> Path:
     """Run (or resume) the whole study in out_dir; returns out_dir. The report is written apart
-    (`report.write_report`): it reads only what the study wrote, so it never depends on this module."""
+    (`report.write_report`): it reads only what the study wrote, so it never depends on this module.
+
+    Each seed is a whole replicate of the pipeline: its own pretraining (weights, order, augmentation),
+    label subset and initialisation, so that intervals over seeds include the pretraining's variance.
+    shared_pretraining pretrains once per task, with the first seed, for every seed: cheaper, but its
+    intervals then cover label subsets and initialisations only (the report says so in its headline).
+    replicate_of: the finished study this one repeats (see replicate_settings); its summary.json is kept
+    beside this one's, so the report can say which of its verdicts held.
+    """
     from .pretext import TASKS, pretrain
 
     if preset not in PRESETS:
@@ -217,6 +244,7 @@ def run_study(
             "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
             "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
             "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
+            "pretraining": "shared" if shared_pretraining else "per-seed",
             "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
             "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
             "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
@@ -224,6 +252,11 @@ def run_study(
                         "channels": ds.channels, "skipped_files": ds.skipped},
             "machine": hw.machine_info(), "stage_times_s": times,
         }
+        if replicate_of is not None:
+            original = load_json(Path(replicate_of) / STUDY)
+            study["replicate_of"] = {"study": str(Path(replicate_of).resolve()), "seeds": original.get("seeds"),
+                                     "precision": original.get("precision"), "pretraining": original.get(
+                                         "pretraining", "shared")}
         _check_same_study(state, study, out_dir)
         study["precision"] = _study_precision(precision, state.get("precision"), dev, out_dir)
         earlier = state.get("earlier_machines", [])  # a study resumed elsewhere (e.g. from `pretextlab export`)
@@ -248,19 +281,30 @@ def run_study(
             return result
 
         save()
-        inits: dict[str, str] = {}
+        if replicate_of is not None and not (out_dir / ORIGINAL_SUMMARY).exists():
+            shutil.copyfile(Path(replicate_of) / REPORT_SUMMARY, out_dir / ORIGINAL_SUMMARY)
+        # pretraining: one per task and seed (the seed's replicate), or one per task shared by all seeds
+        owners = {s: (None if shared_pretraining else s) for s in seeds}  # seed -> the seed it pretrained with
+        inits: dict[tuple[str, int], str] = {}
         for task in pretexts:
-            name = pretrain_dir(task)
-            cfg = p.pretrain_config(task, seeds[0])
-            stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
-                                         dataset=ds, device=device, quiet=quiet, precision=study["precision"]))
-            inits[task] = str(out_dir / name / BACKBONE)
+            for pre_seed in dict.fromkeys(owners.values()):
+                name = pretrain_dir(task, pre_seed)
+                cfg = p.pretrain_config(task, seeds[0] if pre_seed is None else pre_seed)
+                stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
+                                             dataset=ds, device=device, quiet=quiet, precision=study["precision"]))
+        for task in pretexts:
+            for seed, pre_seed in owners.items():
+                inits[(task, seed)] = str(out_dir / pretrain_dir(task, pre_seed) / BACKBONE)
         # the probes first: minutes, where fine-tuning takes hours
         keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
         for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
-            origin = {"backbone": backbone, "init": inits[task]}
-            stage(f"probe-{task}", lambda: run_probes(pretrained_backbone(backbone, ds.channels, Path(inits[task])),
-                                                      origin, out_dir / pretrain_dir(task), keys, data, ds, dev))
+            for pre_seed in dict.fromkeys(owners.values()):
+                folder = out_dir / pretrain_dir(task, pre_seed)
+                own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
+                origin = {"backbone": backbone, "init": str(folder / BACKBONE)}
+                stage(f"probe-{folder.name.removeprefix('pretrain-')}",
+                      lambda: run_probes(pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder,
+                                         own, data, ds, dev))
         for seed in seeds:  # the baseline: each seed's random initialisation, frozen
             origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
             stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
@@ -274,7 +318,8 @@ def run_study(
                 dcfg = dataclasses.replace(data, fraction=f)
                 for arm in ("scratch", *pretexts):
                     name = run_name(f, arm, seed)
-                    stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name, init=inits.get(arm),
+                    stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name,
+                                                         init=inits.get((arm, seed)),
                                                          dataset=ds, device=device, quiet=quiet,
                                                          precision=study["precision"]))
         study["total_time_s"] = sum(times.values())
@@ -284,21 +329,43 @@ def run_study(
         return out_dir
 
 
+def replicate_settings(original: Path, data: str | None = None) -> dict[str, Any]:
+    """run_study's settings of a finished study, to run it again under other seeds or another precision.
+
+    The replicate takes the original's data, fractions, pretext tasks, preset, backbone and pretraining
+    mode; `data` points it at another copy of the same images (e.g. on another machine).
+    """
+    original = Path(original)
+    if not (original / STUDY).is_file():
+        raise UserError(f"--replicate-of {original}: no study.json there; pass the folder of a finished study")
+    if not (original / REPORT_SUMMARY).is_file():
+        raise UserError(f"--replicate-of {original} has no summary.json yet; run `pretextlab report {original}` first")
+    s = load_json(original / STUDY)
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    d = DataConfig(**{k: v for k, v in s["data"].items() if k in fields})
+    return {"data": dataclasses.replace(d, source=data) if data else d, "fractions": tuple(s["fractions"]),
+            "preset": s["preset"], "pretexts": tuple(s["pretexts"]), "backbone": s["backbone"],
+            "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original}
+
+
 # What must match for a study folder to be resumed: its recipe. Fractions, seeds and pretext tasks may
 # be added to a finished study (the new runs join the old ones); a changed recipe would mix two studies.
-RECIPE = ("preset", "backbone", "pretrain", "train", "pretext_options", "budget_rule", "probes")
+RECIPE = ("preset", "backbone", "pretrain", "train", "pretext_options", "budget_rule", "probes", "pretraining")
 
 
 def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
     """Refuse, before anything is written, to resume a study folder with another recipe or data."""
     if not stored:
         return
+    stored = {"pretraining": "shared", **stored}  # studies from before per-seed pretraining shared it
     old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
     cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
     diff = settings_diff(json_roundtrip(old), json_roundtrip(cur), out_dir)
     if diff:
-        raise UserError(f"{out_dir} holds a study with other settings ({', '.join(diff)}); run it with its own "
-                        "settings to resume it, or use another --out")
+        hint = " (it shares one pretraining per task: add --shared-pretraining)" if diff == ["pretraining"] \
+            and stored["pretraining"] == "shared" else ""
+        raise UserError(f"{out_dir} holds a study with other settings ({', '.join(diff)}){hint}; run it with its "
+                        "own settings to resume it, or use another --out")
 
 
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:

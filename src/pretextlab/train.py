@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from . import dist, hw
 from .errors import UserError
 from .io import load_torch, save_json, save_torch
-from .layout import CHECKPOINT, CONFIG, METRICS, TENSORBOARD
+from .layout import CHECKPOINT, CONFIG, METRICS, STEPS, TENSORBOARD
 from .runs import check_resumable, write_csv
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ class TrainConfig:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle: linear warm-up then linear decay to 0 | cosine | constant
+    # onecycle: linear warm-up then linear decay to 0 | cosine | constant | plateau: constant until the
+    # monitored validation metric stops improving for `patience` evaluations (epochs is then the maximum)
+    schedule: str = "onecycle"
     warmup: float = 0.2  # fraction of all steps spent warming up
     label_smoothing: float = 0.1
     backbone_lr_scale: float = 1.0  # < 1 keeps pretrained features from being washed out early
@@ -52,12 +54,19 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward/backward (pays off on long runs)
+    evals: int = 0  # validation evaluations per run, evenly spaced in optimizer steps (0: one per epoch)
+    patience: int = 0  # plateau schedule: stop after this many evaluations without improvement
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
             raise UserError(f"--optimizer {self.optimizer} is unknown; use sgd or adamw")
-        if self.schedule not in ("onecycle", "cosine", "constant"):
-            raise UserError(f"--schedule {self.schedule} is unknown; use onecycle, cosine or constant")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule {self.schedule} is unknown; use {', '.join(SCHEDULES)}")
+        if (self.schedule == "plateau") != (self.patience > 0):
+            raise UserError("--schedule plateau needs --patience N (evaluations without improvement before stopping), "
+                            "and --patience needs --schedule plateau")
+        if self.evals < 0:
+            raise UserError("--evals must be >= 0 (0: one evaluation per epoch)")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
         if self.transfer_stages < 0:
@@ -65,9 +74,40 @@ class TrainConfig:
         self.betas = tuple(self.betas)
 
 
+SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
+# Fields added after runs were first stored, left out of config.json at their default so that those runs
+# still compare equal (and resume) under the same settings.
+LATER_FIELDS = {"evals": 0, "patience": 0}
+MIN_DELTA = 1e-3  # plateau schedule: an evaluation improves on the best when it beats it by more than this
+LOG_EVERY = 10  # optimizer steps between training-loss points in steps.csv and TensorBoard
+
+
 def train_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The config as stored in config.json (JSON types)."""
-    return {**dataclasses.asdict(cfg), "betas": list(cfg.betas)}
+    settings = {**dataclasses.asdict(cfg), "betas": list(cfg.betas)}
+    return {k: v for k, v in settings.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+def eval_steps(total: int, steps_per_epoch: int, evals: int) -> list[int]:
+    """The global optimizer steps (1-based) after which the loop evaluates: every epoch's end and, with
+    evals > 0, `evals` evenly spaced steps. Fine spacing makes two arms' curves comparable step by step
+    whatever the epoch count; epoch ends stay among them so that an evaluation interval never spans a
+    checkpoint, and a resumed run logs exactly what an uninterrupted one does."""
+    ends = {steps_per_epoch * (e + 1) for e in range(total // steps_per_epoch)}
+    spaced = {max(1, round(total * (i + 1) / evals)) for i in range(min(evals, total))} if evals > 0 else set()
+    return sorted(ends | spaced)
+
+
+def plateaued(history: list[dict[str, float]], monitor: tuple[str, str], patience: int) -> bool:
+    """The plateau rule: the monitored validation metric has not beaten its best by more than
+    MIN_DELTA for `patience` evaluations. monitor = (metric, "max" | "min")."""
+    key, mode = f"val_{monitor[0]}", monitor[1]
+    values = [r[key] if mode == "max" else -r[key] for r in history if key in r]
+    best_at = 0
+    for i, v in enumerate(values):
+        if v > values[best_at] + MIN_DELTA:
+            best_at = i
+    return len(values) - 1 - best_at >= patience
 
 
 class Task(Protocol):
@@ -85,12 +125,18 @@ class Task(Protocol):
         """Validation metrics; must include 'loss'."""
 
 
+def monitor_of(task: Task) -> tuple[str, str]:
+    """What the plateau schedule watches: a task's `monitor` (classification: macro-F1, higher is better),
+    else its validation loss."""
+    return getattr(task, "monitor", ("loss", "min"))
+
+
 def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
     """Multiplier of the peak learning rate at `step` (0-based) of `total`."""
     w = int(total * warmup)
     if step < w:
         return (step + 1) / w
-    if schedule == "constant":
+    if schedule in ("constant", "plateau"):
         return 1.0
     p = (step - w) / max(1, total - w)
     return 1.0 - p if schedule == "onecycle" else 0.5 * (1 + math.cos(math.pi * p))
@@ -171,8 +217,9 @@ def fit(
     total = cfg.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    history: list[dict[str, float]] = []
-    start_epoch, elapsed = 0, 0.0
+    history: list[dict[str, float]] = []  # one row per evaluation, as in metrics.csv
+    losses: list[dict[str, float]] = []  # the training loss every LOG_EVERY steps, as in steps.csv
+    start_epoch, elapsed, stopped = 0, 0.0, False
     if ckpt_path.exists():
         state = load_torch(ckpt_path, device)
         _check_world_size(out_dir, state.get("world_size", 1))
@@ -182,6 +229,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
+        losses, stopped = state.get("losses", []), state.get("stopped", False)
         log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
     if main:
         save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
@@ -192,12 +240,15 @@ def fit(
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
+    evaluate_after = set(eval_steps(total, steps, cfg.evals))
     writer = SummaryWriter(str(out_dir / TENSORBOARD)) if main else None
-    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet or not main, unit="step",
+    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet or not main or stopped, unit="step",
                dynamic_ncols=True, desc=out_dir.name, leave=False)
     shown: dict[str, str] = {}  # the last validation metric, kept in the progress bar
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if stopped:  # the plateau schedule ended the run before its maximum budget
+                break
             g = epoch_generator(cfg.seed, epoch)
             order, steps, bs = epoch_order(task.n_train, batch, g)
             order, bs, g = dist.shard(order, steps, bs, g)  # this rank's slice of every batch
@@ -205,9 +256,10 @@ def fit(
             if cfg.freeze_backbone:  # a linear probe keeps the backbone's BatchNorm statistics too
                 model.backbone.eval()
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
+            train_time = 0.0
+            loss_sum = torch.zeros((), device=device)  # over the steps since the last evaluation
             correct = torch.zeros((), device=device)
-            scored = 0  # examples scored: a pretext batch may hold several inputs per image
+            scored, since = 0, 0  # examples scored (a pretext batch may hold several inputs per image), steps
             for step in range(steps):
                 x, y = task.batch(order[step * bs:(step + 1) * bs], g)  # cut, augment, normalise
                 if channels_last and x.ndim == 4:
@@ -221,46 +273,69 @@ def fit(
                 scaler.update()
                 sched.step()
                 loss_sum += loss.detach()
-                if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # classification-shaped: count train accuracy
+                since += 1
+                if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # classification-shaped: train accuracy
                     correct += (out.detach().argmax(1) == y).sum()
                     scored += len(y)
-                if step % 10 == 0 or step == steps - 1:  # .item() syncs: not every step
+                done = epoch * steps + step + 1  # optimizer steps so far
+                if done % LOG_EVERY == 0:  # .item() syncs: not every step
+                    losses.append({"step": done, "train_loss": loss.item()})
+                    if writer:
+                        writer.add_scalar("train_loss_step", losses[-1]["train_loss"], done)
+                if step % 10 == 0 or step == steps - 1:
                     bar.set_postfix(loss=f"{loss.item():.3f}", **shown, refresh=False)
                 bar.update(1)
-            train_time = time.perf_counter() - t0
-            scored = torch.tensor(float(scored), device=device)
-            loss_sum, correct, scored = dist.all_sum(torch.stack([loss_sum, correct, scored]))  # over all ranks
-            seen = steps * bs * dist.world_size()  # examples drawn this epoch, all ranks
-            dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
-            metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
-            elapsed += time.perf_counter() - t0
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum.item() / (steps * dist.world_size()),
-                **({"train_accuracy": correct.item() / scored.item()} if scored else {}),
-                **{f"val_{k}": v for k, v in metrics.items()},
-                "lr": opt.param_groups[-1]["lr"],
-                "images_per_s": seen / train_time,
-                "epoch_time_s": time.perf_counter() - t0,
-                "wall_time_s": elapsed,
-            }
-            history.append(row)
-            shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
-            if main:  # log
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, epoch + 1)
-                writer.flush()
-                write_csv(history, out_dir / METRICS)
+                if done not in evaluate_after:
+                    continue
+
+                # evaluate: validation metrics and the training loss since the last evaluation
+                interval = time.perf_counter() - t0
+                train_time += interval
+                counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
+                dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
+                metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
+                elapsed += time.perf_counter() - t0
+                row = {
+                    "epoch": epoch + 1 if (step + 1) == steps else round(done / steps, 4),
+                    "step": done,
+                    "images_seen": done * bs * dist.world_size(),
+                    "train_loss": counts[0].item() / (since * dist.world_size()),
+                    **({"train_accuracy": counts[1].item() / counts[2].item()} if counts[2] else {}),
+                    **{f"val_{k}": v for k, v in metrics.items()},
+                    "lr": opt.param_groups[-1]["lr"],
+                    "images_per_s": since * bs * dist.world_size() / interval,
+                    "epoch_time_s": time.perf_counter() - t0,  # since the last evaluation: training and evaluation
+                    "wall_time_s": elapsed,
+                }
+                history.append(row)
+                shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
+                stopped = cfg.schedule == "plateau" and plateaued(history, monitor_of(task), cfg.patience)
+                if main:  # log
+                    for k, v in row.items():
+                        if k not in ("epoch", "step"):
+                            writer.add_scalar(k, v, done)
+                    writer.flush()
+                    write_csv(history, out_dir / METRICS)
+                    write_csv(losses, out_dir / STEPS)
+                    msg = f"{out_dir.name} step {done}/{total} (epoch {row['epoch']:g}) " + " ".join(
+                        f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
+                    (log.info if quiet else bar.write)(msg)
+                model.train()
+                if cfg.freeze_backbone:
+                    model.backbone.eval()
+                loss_sum, correct, scored, since, t0 = loss_sum * 0, correct * 0, 0, 0, time.perf_counter()
+                if stopped:
+                    log.info("%s: validation %s has not improved for %d evaluations: stopping at step %d",
+                             out_dir.name, monitor_of(task)[0], cfg.patience, done)
+                    break
+            if main:  # a checkpoint at every epoch's end (and where the plateau schedule stopped)
                 save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                             "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "history": history,
-                            "world_size": dist.world_size(), "config": config, "meta": meta or {}}, ckpt_path)
-                msg = f"{out_dir.name} epoch {epoch + 1}/{cfg.epochs} " + " ".join(
-                    f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
-                (log.info if quiet else bar.write)(msg)
-            if on_epoch_end:
-                on_epoch_end(epoch, row)
+                            "losses": losses, "stopped": stopped, "world_size": dist.world_size(), "config": config,
+                            "meta": meta or {}}, ckpt_path)
+            if on_epoch_end and history:
+                on_epoch_end(epoch, history[-1])
     finally:
         bar.close()
         if writer:
