@@ -23,7 +23,9 @@ STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-
                 "(auto streams above PRETEXTLAB_STREAM_GB, default a quarter of RAM)")
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
              f"folder, or {' | '.join(TORCHVISION_SOURCES)} (downloaded)")
-BACKBONE_HELP = " | ".join(BACKBONES)
+BACKBONE_HELP = (" | ".join(BACKBONES) + " | timm:<name> | torchvision:<name> | path/to/file.py:<name> "
+                 "(add @cifar to adapt a strided stem to 32 px images)")
+USER_BACKBONE_HELP = "only for a model trained with your own file: name it again (path/to/file.py:<name>)"
 PRESET_HELP = {  # what each preset runs, and about how long the default study takes on a 2-core CPU
     "fast": "the fast CNN, 2 pretext epochs, 4 fine-tuning epochs at 100% (about 50 min on 2 cores)",
     "homework": "MobileNetV3-Large, AdamW 1e-3, 15 epochs at a constant rate (hours on 2 cores; a GPU preset)",
@@ -117,13 +119,14 @@ def evaluate(
     checkpoint: Path = typer.Option(..., help="a run's checkpoint.pt"),
     data: Optional[str] = typer.Option(None, help="data source (default: the one it was trained on)"),
     split: str = typer.Option("val", help="val (the run's held-out split) | test"),
-    cache_dir: Optional[str] = typer.Option(None),
+    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Macro-F1, precision, recall, accuracy and loss of a trained classifier on a split."""
     from .finetune import evaluate_checkpoint
 
-    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir)
+    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir, backbone)
     if json_out:
         typer.echo(json.dumps(m))
     else:
@@ -134,11 +137,12 @@ def evaluate(
 def predict(
     images: list[str] = typer.Argument(..., help="image files"),
     checkpoint: Path = typer.Option(..., help="a run's checkpoint.pt"),
+    backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
 ) -> None:
     """Class and confidence for each image."""
     from .finetune import predict_files
 
-    for f, c, p in predict_files(str(checkpoint), images):
+    for f, c, p in predict_files(str(checkpoint), images, backbone):
         typer.echo(f"{f}\t{c}\t{p:.3f}")
 
 
@@ -146,7 +150,7 @@ def predict(
 def pretrain(
     data: str = typer.Option("cifar10", help=DATA_HELP),
     pretext: str = typer.Option("context", help="pretext task: context | rotation | reconstruction | simclr"),
-    backbone: str = typer.Option("fast"),
+    backbone: str = typer.Option("fast", help=BACKBONE_HELP),
     epochs: int = typer.Option(8),
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(0.1),

@@ -4,6 +4,7 @@ and prediction. Metrics come from torchmetrics with macro averaging spelled out.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from . import dist, hw
 from .augment import augment, normalize
+from .backbones import backbone_facts, file_sha256, is_user_file
 from .data import DataConfig, Splits, data_facts, data_settings, load_data, make_splits, open_data, stratified_split
 from .errors import UserError
 from .io import load_torch, save_json, save_torch, sha256_file
@@ -23,6 +25,8 @@ from .models import Classifier, evaluating, load_backbone_weights, make_backbone
 from .runs import finished_summary, run_precision, summarize, writer_lock
 from .sources import Dataset, ImageSet, rows
 from .train import TrainConfig, fit, train_settings
+
+log = logging.getLogger(__name__)
 
 N_EXAMPLES = 8  # validation images shown with predictions in the report
 
@@ -110,7 +114,8 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
         load_backbone_weights(model.backbone, read_weights(init), init, cfg.transfer_stages)
     precision = run_precision(cfg.precision, dev, out_dir, decided)
     task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
-    meta = {"kind": "classifier", "backbone": backbone, "classes": ds.classes, "channels": ds.channels,
+    meta = {"kind": "classifier", "backbone": backbone, **backbone_facts(backbone), "classes": ds.classes,
+            "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
             "data": dataclasses.asdict(data)}
     run_config = {"kind": "finetune", **settings, "dataset": ds.name, "classes": ds.classes,
@@ -151,7 +156,9 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
 # Checkpoints: evaluate and predict need nothing but the checkpoint (and the data for evaluate).
 
 
-def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+def load_classifier(path: str | Path, backbone: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """A trained classifier rebuilt from its checkpoint alone. A backbone from the user's own file is built
+    only from the file the user names again (`backbone`): a checkpoint's contents never decide what runs."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--checkpoint {path}: no such file; pass a run's checkpoint.pt")
@@ -165,16 +172,34 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     if meta.get("kind") != "classifier":
         raise UserError(f"{path} is a {meta.get('kind', 'unknown')} checkpoint, not a classifier; "
                         "fine-tune it first with `pretextlab train --init`")
-    model = Classifier(make_backbone(meta["backbone"], meta["channels"]), len(meta["classes"]))
-    model.load_state_dict(state["model"])
+    model = Classifier(make_backbone(_user_backbone(meta, backbone, path), meta["channels"]), len(meta["classes"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise UserError(f"{path} holds weights that do not fit {meta['backbone']} as built now; pass the backbone "
+                        "it was trained with") from None
     return model.eval(), meta
 
 
+def _user_backbone(meta: dict[str, Any], given: str | None, path: Path) -> str:
+    """The spec to build: the checkpoint's, unless it is a user's file, which must be named again."""
+    spec = meta["backbone"]
+    if not is_user_file(spec):
+        return spec
+    if given is None:
+        raise UserError(f"{path} was trained with your own module {spec}; pass --backbone {spec} (or its new path) "
+                        "to build it: pretextlab never runs code a checkpoint names")
+    if meta.get("backbone_sha256") not in (None, file_sha256(given)):
+        log.warning("%s has changed since %s was trained (SHA-256 %s... then); the weights may not fit it",
+                    given.rsplit(":", 1)[0], path, meta["backbone_sha256"][:12])
+    return given
+
+
 def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
-                        cache_dir: str | None = None) -> dict[str, float]:
+                        cache_dir: str | None = None, backbone: str | None = None) -> dict[str, float]:
     """Metrics of a saved classifier on the val split it was trained with, or the source's test split."""
     hw.setup_threads()
-    model, meta = load_classifier(checkpoint)
+    model, meta = load_classifier(checkpoint, backbone)
     d = meta["data"]
     ds = load_data(DataConfig(source=source or d["source"], image_size=meta["image_size"],
                               cache_dir=cache_dir or d.get("cache_dir"), storage=d.get("storage", "auto"),
@@ -196,14 +221,14 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     return classification_metrics(logits, part.labels, len(ds.classes))
 
 
-def predict_files(checkpoint: str, files: list[str]) -> list[tuple[str, str, float]]:
+def predict_files(checkpoint: str, files: list[str], backbone: str | None = None) -> list[tuple[str, str, float]]:
     """(file, class, confidence) per image, resized the way the training data was."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from .sources import resize_pil
 
-    model, meta = load_classifier(checkpoint)
+    model, meta = load_classifier(checkpoint, backbone)
     size, mode = meta["image_size"], "L" if meta["channels"] == 1 else "RGB"
     arrays = []
     for f in files:

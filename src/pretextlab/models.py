@@ -98,14 +98,22 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
 
 
 def check_backbone(name: str) -> None:
-    """Refuse an unknown backbone name before any work starts."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    """Refuse an unknown backbone spec before any work starts (built-in names, timm:, torchvision:, a file)."""
+    from .backbones import check_external, parse_spec
+
+    if parse_spec(name)[0] != "builtin":
+        check_external(name)
+    elif name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}, or timm:<name>, "
+                        "torchvision:<name>, path/to/file.py:<name>")
 
 
 def make_backbone(name: str, in_channels: int = 3) -> nn.Module:
+    """A backbone by spec (see backbones.py): a built-in name, timm:<name>, torchvision:<name> or file.py:<name>."""
+    from .backbones import make_external, parse_spec
+
     check_backbone(name)
-    return BACKBONES[name](in_channels)
+    return BACKBONES[name](in_channels) if parse_spec(name)[0] == "builtin" else make_external(name, in_channels)
 
 
 def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
@@ -113,6 +121,8 @@ def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
     pooling: what a decoder needs to reconstruct an image where the pooled vector has lost the layout."""
     from torchvision.models import ResNet
 
+    if hasattr(backbone, "feature_map"):  # timm, torchvision and user backbones (backbones.Backbone)
+        return backbone.feature_map(x)
     if isinstance(backbone, FastNet):
         return backbone.blocks(backbone.stem(x))
     if isinstance(backbone, ResNet):
@@ -151,8 +161,9 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source:
         if not 0 < stages <= len(backbone.stages):
             raise UserError(f"--transfer-stages {stages}: this backbone has {len(backbone.stages)} stages; "
                             f"use 1 to {len(backbone.stages)}, or 0 for all")
-        keep = tuple(f"{prefix}." for stage in backbone.stages[:stages] for prefix in stage)
-        state = {k: v if k.startswith(keep) else own[k] for k, v in state.items()}
+        keep = [prefix for stage in backbone.stages[:stages] for prefix in stage]
+        taken = lambda k: any(k == p or k.startswith(f"{p}.") for p in keep)  # noqa: E731
+        state = {k: v if taken(k) else own[k] for k, v in state.items()}
     backbone.load_state_dict(state)
 
 

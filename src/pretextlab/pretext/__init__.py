@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from .. import dist, hw
+from .. import dist
+from ..backbones import backbone_facts
 from ..data import DataConfig, data_facts, data_settings, make_splits, open_data
 from ..errors import UserError
 from ..io import save_json, save_torch, sha256_file
@@ -94,7 +95,8 @@ def _pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str,
     model = task.make_model(net)
     run_config = {"kind": "pretrain", **settings, "options": dataclasses.asdict(task.options), "dataset": ds.name,
                   "n_pool": len(splits.x_pool), "n_val": len(splits.x_val)}
-    meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, "channels": ds.channels,
+    meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, **backbone_facts(backbone),
+            "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -81,10 +81,10 @@ class ReconstructionNet(nn.Module):
         super().__init__()
         self.backbone, self.image_size = backbone, image_size
         with evaluating(backbone):  # the map's size decides how many pixels each cell must paint
-            cells = feature_map(backbone, torch.zeros(1, channels, image_size, image_size)).shape[-1]
+            width, _, cells = feature_map(backbone, torch.zeros(1, channels, image_size, image_size)).shape[1:]
         stride = math.ceil(image_size / cells)  # ceil-mode pooling can leave a partial last cell: cropped below
-        self.decoder = nn.Sequential(
-            nn.Conv2d(backbone.out_dim, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.GELU(),
+        self.decoder = nn.Sequential(  # the map's width: a pooled vector can be wider (a head after pooling)
+            nn.Conv2d(width, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.GELU(),
             nn.Conv2d(hidden, channels * stride * stride, 1), nn.PixelShuffle(stride))
 
     def forward(self, x: Tensor) -> Tensor:
