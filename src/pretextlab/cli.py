@@ -236,6 +236,10 @@ def study(
                                                            "--seeds or --precision (its data, fractions, tasks, preset "
                                                            "and backbone are taken from it); the report says which of "
                                                            "its verdicts held"),
+    epochs: Optional[int] = typer.Option(None, help="fine-tuning epochs at 100% labels (smaller fractions follow "
+                                                    "the preset's budget rule); overrides the preset"),
+    pretrain_epochs: Optional[int] = typer.Option(None, help="pretraining epochs of every task; overrides the preset"),
+    dry_run: bool = typer.Option(False, help="print the plan and its estimated time on this machine, then exit"),
     out: Path = typer.Option(Path("studies/study"), help="study folder (re-run the same command to resume)"),
     quiet: bool = typer.Option(False, help="log lines instead of progress bars"),
 ) -> None:
@@ -251,13 +255,14 @@ def study(
     if replicate_of is not None:
         kw = replicate_settings(replicate_of, data)
         folder = run_study(out_dir=out, seeds=_numbers(seeds, "--seeds", int), device=device, quiet=quiet,
-                           precision=precision, **kw)
+                           precision=precision, epochs=epochs, pretrain_epochs=pretrain_epochs, dry_run=dry_run, **kw)
     else:
         dcfg = DataConfig(source=data or "cifar10", val_fraction=val_fraction, split_seed=split_seed,
                           image_size=image_size, cache_dir=cache_dir, storage=storage, test_source=test_data)
         folder = run_study(dcfg, out, _numbers(fractions, "--fractions"), preset, _numbers(seeds, "--seeds", int),
-                           _names(pretext), backbone, device, quiet, precision, shared_pretraining)
-    if is_main():  # one process writes the report
+                           _names(pretext), backbone, device, quiet, precision, shared_pretraining, epochs=epochs,
+                           pretrain_epochs=pretrain_epochs, dry_run=dry_run)
+    if is_main() and not dry_run:  # one process writes the report
         typer.echo(f"report: {write_report(folder)}")
 
 

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import dist, hw
+from . import dist, hw, plan
 from .data import DataConfig, check_fraction, label_fraction, make_splits, open_data
 from .errors import UserError
 from .finetune import train_classifier
@@ -46,89 +44,12 @@ from .layout import (
     run_name,
 )
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
+from .presets import PRESETS, Preset, with_overrides
 from .probe import evaluate_frozen, features, frozen_features, probe_settings
 from .runs import json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
-from .train import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Preset:
-    """A recipe: backbone, pretext pretraining and fine-tuning settings, and the epoch budget rule."""
-
-    backbone: str
-    pretrain: TrainConfig
-    finetune: TrainConfig
-    pretext_options: dict[str, dict] = field(default_factory=dict)
-    pretrain_epochs: dict[str, int] = field(default_factory=dict)  # per pretext task, where not pretrain.epochs
-    max_epoch_factor: float = 6.0  # small fractions get at most this many times the full-data epochs
-
-    def pretrain_config(self, task: str, seed: int) -> TrainConfig:
-        return dataclasses.replace(self.pretrain, epochs=self.pretrain_epochs.get(task, self.pretrain.epochs),
-                                   seed=seed)
-
-    def epochs_for(self, fraction: float) -> int:
-        """Epochs grow as 1/sqrt(fraction), capped: small label sets get enough optimizer steps
-        (a 10% run gets 3.2x the epochs, 32% of the full run's steps) without the full run's cost."""
-        return int(math.ceil(self.finetune.epochs * min(1 / math.sqrt(fraction), self.max_epoch_factor)))
-
-    def budget_rule(self) -> str:
-        return (f"epochs(f) = ceil({self.finetune.epochs} x min(1/sqrt(f), {self.max_epoch_factor:g})): "
-                "fewer labels get more epochs but fewer optimizer steps than the full set")
-
-
-PRESETS: dict[str, Preset] = {
-    # CPU-friendly: the whole study on 2 cores in well under an hour. Two pretext epochs, not more:
-    # longer context-prediction pretraining specialised the later layers to patches and transferred
-    # worse (8 epochs: 10%-label macro-F1 0.665 vs 0.706 after 2, scratch 0.710; README, Results).
-    # The other tasks get the same compute: two whole-image backbone passes per pool image, i.e.
-    # 2 epochs of rotation (one random rotation per image; all four would be 4x the compute) and
-    # of reconstruction, 1 epoch of SimCLR (two views per image). Context's patch pairs are smaller.
-    "fast": Preset(
-        backbone="fast",
-        pretrain=TrainConfig(epochs=2, batch_size=256, lr=0.1, weight_decay=5e-4, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=4, batch_size=256, lr=0.2, weight_decay=5e-4, label_smoothing=0.1, evals=24),
-        pretext_options={"rotation": {"all_rotations": False}},
-        pretrain_epochs={"simclr": 1},
-    ),
-    # Where plateaus are observable (the homework's setting): AdamW 1e-3 at a constant rate, each run
-    # stopped when validation macro-F1 has not improved for 8 of its evaluations (the same rule for every
-    # arm); epochs(f) is then the maximum budget. Pretraining as in `fast`.
-    "plateau": Preset(
-        backbone="fast",
-        pretrain=TrainConfig(epochs=2, batch_size=256, lr=0.1, weight_decay=5e-4, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=20, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=0.01,
-                             schedule="plateau", patience=8, warmup=0.0, label_smoothing=0.0, evals=60),
-        pretext_options={"rotation": {"all_rotations": False}},
-        pretrain_epochs={"simclr": 1},
-        max_epoch_factor=3.0,
-    ),
-    # The homework's setting as given: MobileNetV3-Large, AdamW lr 1e-3, betas (0.9, 0.999), wd 0.01.
-    "homework": Preset(
-        backbone="mobilenet_v3_large",
-        pretrain=TrainConfig(epochs=15, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.01,
-                             schedule="constant", warmup=0.0, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=15, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.01,
-                             schedule="constant", warmup=0.0, label_smoothing=0.0, evals=30),
-        max_epoch_factor=1.0,
-    ),
-    # For a GPU (or several, with torchrun): ResNet-18 with the CIFAR stem, a longer schedule, batch 512
-    # with the learning rates linearly scaled from the usual 0.1 per 128 images.
-    "gpu": Preset(
-        backbone="resnet18",
-        pretrain=TrainConfig(epochs=60, batch_size=512, lr=0.2, weight_decay=5e-4, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=30, batch_size=512, lr=0.4, weight_decay=5e-4, label_smoothing=0.1, evals=30),
-    ),
-    # Seconds, for tests and for checking a setup end to end.
-    "smoke": Preset(
-        backbone="fast",
-        pretrain=TrainConfig(epochs=1, batch_size=32, lr=0.05, label_smoothing=0.0),
-        finetune=TrainConfig(epochs=1, batch_size=32, lr=0.05),
-        max_epoch_factor=2.0,
-    ),
-}
 
 
 def peak_rss_mib() -> float:
@@ -200,6 +121,9 @@ def run_study(
     precision: str = "auto",
     shared_pretraining: bool = False,
     replicate_of: Path | None = None,
+    epochs: int | None = None,
+    pretrain_epochs: int | None = None,
+    dry_run: bool = False,
 ) -> Path:
     """Run (or resume) the whole study in out_dir; returns out_dir. The report is written apart
     (`report.write_report`): it reads only what the study wrote, so it never depends on this module.
@@ -209,9 +133,11 @@ def run_study(
     shared_pretraining pretrains once per task, with the first seed, for every seed: cheaper, but its
     intervals then cover label subsets and initialisations only (the report says so in its headline).
     replicate_of: the finished study this one repeats (see replicate_settings); its summary.json is kept
-    beside this one's, so the report can say which of its verdicts held.
+    beside this one's, so the report can say which of its verdicts held. epochs and pretrain_epochs
+    override the preset's training length. dry_run prints the plan and its estimated time, and writes
+    nothing.
     """
-    from .pretext import TASKS, pretrain
+    from .pretext import TASKS
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
@@ -227,12 +153,18 @@ def run_study(
             raise UserError(f"a {what} is listed twice in {', '.join(map(str, values))}; list each once")
     if any(s < 0 for s in seeds):
         raise UserError(f"seeds must be >= 0, got {', '.join(map(str, seeds))}; use e.g. --seeds 0,1,2")
-    p = PRESETS[preset]
+    p = with_overrides(PRESETS[preset], epochs, pretrain_epochs)
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
     dev, ds = open_data(data, device, None)  # under torchrun: join the job before anything is written
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
         make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
+    if dry_run:
+        state = load_json(out_dir / STUDY) if (out_dir / STUDY).exists() else {}
+        chosen = _study_precision(precision, state.get("precision"), dev, out_dir)
+        _announce(_stages(p, data, ds, dev, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining,
+                          chosen, device, quiet, state.get("stage_times_s", {})), backbone, ds, dev, chosen, out_dir)
+        return out_dir
 
     with writer_lock(out_dir):  # one process writes a study; validated before anything is written
         study_file = out_dir / STUDY
@@ -246,6 +178,7 @@ def run_study(
             "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
             "pretraining": "shared" if shared_pretraining else "per-seed",
             "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
+            "overrides": {k: v for k, v in (("epochs", epochs), ("pretrain_epochs", pretrain_epochs)) if v is not None},
             "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
             "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
                         "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
@@ -264,69 +197,109 @@ def run_study(
             earlier.append(state["machine"])
         if earlier:
             study["earlier_machines"] = earlier
-        out_dir.mkdir(parents=True, exist_ok=True)
+        stages = _stages(p, data, ds, dev, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining,
+                         study["precision"], device, quiet, times)
+        estimate = _announce(stages, backbone, ds, dev, study["precision"], out_dir)
+        # the first estimate of a study is kept, to be set beside the actual time in the report
+        study["estimate"] = state.get("estimate") or {**estimate, "stages": len(stages)}
 
         def save() -> None:
             if dist.is_main():
                 save_json(study, study_file)
 
-        def stage(name: str, fn) -> Any:
-            if name not in times:
-                log.info("study: %s", name)
-            t = time.perf_counter()
-            result = fn()
-            if name not in times:
-                times[name] = time.perf_counter() - t
-                save()
-            return result
-
         save()
         if replicate_of is not None and not (out_dir / ORIGINAL_SUMMARY).exists():
             shutil.copyfile(Path(replicate_of) / REPORT_SUMMARY, out_dir / ORIGINAL_SUMMARY)
-        # pretraining: one per task and seed (the seed's replicate), or one per task shared by all seeds
-        owners = {s: (None if shared_pretraining else s) for s in seeds}  # seed -> the seed it pretrained with
-        inits: dict[tuple[str, int], str] = {}
-        for task in pretexts:
-            for pre_seed in dict.fromkeys(owners.values()):
-                name = pretrain_dir(task, pre_seed)
-                cfg = p.pretrain_config(task, seeds[0] if pre_seed is None else pre_seed)
-                stage(name, lambda: pretrain(task, data, cfg, backbone, out_dir / name, p.pretext_options.get(task),
-                                             dataset=ds, device=device, quiet=quiet, precision=study["precision"]))
-        for task in pretexts:
-            for seed, pre_seed in owners.items():
-                inits[(task, seed)] = str(out_dir / pretrain_dir(task, pre_seed) / BACKBONE)
-        # the probes first: minutes, where fine-tuning takes hours
-        keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
-        for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
-            for pre_seed in dict.fromkeys(owners.values()):
-                folder = out_dir / pretrain_dir(task, pre_seed)
-                own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
-                origin = {"backbone": backbone, "init": str(folder / BACKBONE)}
-                stage(f"probe-{folder.name.removeprefix('pretrain-')}",
-                      lambda: run_probes(pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder,
-                                         own, data, ds, dev))
-        for seed in seeds:  # the baseline: each seed's random initialisation, frozen
-            origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
-            stage(f"probe-random-s{seed}", lambda: run_probes(random_backbone(backbone, ds.channels, seed), origin,
-                                                              out_dir / RANDOM_INIT_DIR, [k for k in keys if k[1] == seed],
-                                                              data, ds, dev))
-        # Small fractions first, all seeds of a fraction before the next: the most telling comparison
-        # arrives early, and a study stopped part-way holds complete multi-seed comparisons so far.
-        for f in sorted(fractions):
-            for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
-                cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
-                dcfg = dataclasses.replace(data, fraction=f)
-                for arm in ("scratch", *pretexts):
-                    name = run_name(f, arm, seed)
-                    stage(name, lambda: train_classifier(dcfg, cfg, backbone, out_dir / name,
-                                                         init=inits.get((arm, seed)),
-                                                         dataset=ds, device=device, quiet=quiet,
-                                                         precision=study["precision"]))
+        from tqdm.auto import tqdm
+
+        overall = tqdm(total=len(stages), initial=sum(s.done for s in stages), desc="study", unit="stage",
+                       position=0, dynamic_ncols=True, disable=quiet or not dist.is_main())
+        for k, s in enumerate(stages):  # the plan, in order: each stage is skipped when done, resumed if begun
+            if not s.done:
+                left = plan.duration(plan.estimate_s(stages, estimate["rate"]))
+                (log.info if quiet or not dist.is_main() else overall.write)(
+                    f"study: {s.name} (stage {k + 1}/{len(stages)}; about {left} left)")
+            t = time.perf_counter()
+            s.run()
+            if not s.done:
+                times[s.name], s.done = time.perf_counter() - t, True
+                overall.update(1)
+                save()
+        overall.close()
         study["total_time_s"] = sum(times.values())
         # a study resumed over several processes: the largest peak of them, not that of the last one
         study["peak_rss_mib"] = max(state.get("peak_rss_mib", 0.0), peak_rss_mib())
         save()
         return out_dir
+
+
+def _stages(p: Preset, data: DataConfig, ds: Dataset, dev: torch.device, out_dir: Path, backbone: str,
+            fractions: tuple[float, ...], seeds: tuple[int, ...], pretexts: tuple[str, ...], shared: bool,
+            precision: str, device: str, quiet: bool, times: dict[str, float]) -> list[plan.Stage]:
+    """The study's stages in the order they run: pretrainings, probes, then fine-tuning runs, smallest
+    fraction first and all seeds of a fraction before the next, so that the most telling comparison
+    arrives early and a study stopped part-way holds complete multi-seed comparisons so far."""
+    from .pretext import pretrain
+
+    n_val = int(round(len(ds.train) * data.val_fraction))
+    n_pool, n_test = len(ds.train) - n_val, len(ds.test) if ds.test is not None else 0
+    owners = {s: (None if shared else s) for s in seeds}  # seed -> the seed its pretraining used (None: shared)
+    stages: list[plan.Stage] = []
+
+    def add(name: str, kind: str, work: float, run) -> None:
+        stages.append(plan.Stage(name, kind, work, run, done=name in times))
+
+    for task in pretexts:  # one per task and seed (the seed's replicate), or one per task shared by all seeds
+        for pre_seed in dict.fromkeys(owners.values()):
+            name = pretrain_dir(task, pre_seed)
+            cfg = p.pretrain_config(task, seeds[0] if pre_seed is None else pre_seed)
+            options = p.pretext_options.get(task)
+            add(name, "pretrain", plan.pretrain_work(task, cfg.epochs, n_pool, n_val,
+                                                     (options or {}).get("all_rotations", True)),
+                lambda task=task, name=name, cfg=cfg, options=options: pretrain(
+                    task, data, cfg, backbone, out_dir / name, options, dataset=ds, device=device, quiet=quiet,
+                    precision=precision))
+    keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
+    for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
+        for pre_seed in dict.fromkeys(owners.values()):
+            folder = out_dir / pretrain_dir(task, pre_seed)
+            own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
+            origin = {"backbone": backbone, "init": str(folder / BACKBONE)}
+            add(f"probe-{folder.name.removeprefix('pretrain-')}", "probe", plan.probe_work(n_pool, n_val, n_test,
+                                                                                         len(own)),
+                lambda folder=folder, own=own, origin=origin: run_probes(
+                    pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder, own, data, ds, dev))
+    for seed in seeds:  # the baseline: each seed's random initialisation, frozen
+        origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
+        own = [k for k in keys if k[1] == seed]
+        add(f"probe-random-s{seed}", "probe", plan.probe_work(n_pool, n_val, n_test, len(own)),
+            lambda seed=seed, origin=origin, own=own: run_probes(
+                random_backbone(backbone, ds.channels, seed), origin, out_dir / RANDOM_INIT_DIR, own, data, ds, dev))
+    for f in sorted(fractions):
+        for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
+            cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
+            dcfg = dataclasses.replace(data, fraction=f)
+            n_train = int(round(n_pool * f))
+            evaluations = max(cfg.evals, cfg.epochs) + (cfg.epochs if cfg.evals else 0)
+            for arm in ("scratch", *pretexts):
+                init = None if arm == "scratch" else str(out_dir / pretrain_dir(arm, owners[seed]) / BACKBONE)
+                name = run_name(f, arm, seed)
+                add(name, "finetune", plan.finetune_work(cfg.epochs, n_train, evaluations, n_val, n_test),
+                    lambda name=name, cfg=cfg, dcfg=dcfg, init=init: train_classifier(
+                        dcfg, cfg, backbone, out_dir / name, init=init, dataset=ds, device=device, quiet=quiet,
+                        precision=precision))
+    return stages
+
+
+def _announce(stages: list[plan.Stage], backbone: str, ds: Dataset, dev: torch.device, precision: str,
+              out_dir: Path) -> dict[str, float]:
+    """Print the plan and the time it should take here (measured now), and where to watch it."""
+    rate = plan.measure_rate(backbone, ds.channels, ds.image_size, dev, precision) if dist.is_main() else 1.0
+    if dist.is_main():
+        for line in plan.describe(stages, rate, backbone, ds.image_size, precision):
+            log.info(line)
+        log.info("curves: tensorboard --logdir %s", out_dir)
+    return {"rate": rate, "estimated_s": plan.estimate_s(stages, rate)}
 
 
 def replicate_settings(original: Path, data: str | None = None) -> dict[str, Any]:
