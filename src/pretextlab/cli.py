@@ -19,6 +19,20 @@ from .sources import TORCHVISION_SOURCES
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does self-supervised pretraining help my classifier, by how much, at which label budget?")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"pretextlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")) -> None:
+    """Does self-supervised pretraining help my classifier, by how much, at which label budget?"""
+
 STORAGE_HELP = ("auto | memory | stream: decoded images in memory, or in memory-mapped shards read per batch "
                 "(auto streams above PRETEXTLAB_STREAM_GB, default a quarter of RAM)")
 DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and test/, a cifar-10-batches-py "
@@ -34,6 +48,7 @@ PRESET_HELP = {  # what each preset runs, and about how long the default study t
     "gpu": "ResNet-18 (CIFAR stem), 60 pretext and 30 fine-tuning epochs, batch 512 (for a GPU)",
     "smoke": "1 epoch of everything on tiny batches (seconds to minutes: checks a setup end to end)",
 }
+CACHE_HELP = "where decoded datasets are cached (default ~/.cache/pretextlab)"
 PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on CUDA; bf16 on a CPU only where measured faster)"
 
 
@@ -83,7 +98,7 @@ def train(
     flip: bool = typer.Option(True, help="random horizontal flips"),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     storage: str = typer.Option("auto", help=STORAGE_HELP),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/train-<backbone>-f<fraction>-s<seed>)"),
     quiet: bool = typer.Option(False, help="log lines instead of a progress bar"),
@@ -119,7 +134,7 @@ def evaluate(
     checkpoint: Path = typer.Option(..., help="a run's checkpoint.pt"),
     data: Optional[str] = typer.Option(None, help="data source (default: the one it was trained on)"),
     split: str = typer.Option("val", help="val (the run's held-out split) | test"),
-    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
@@ -230,7 +245,7 @@ def study(
     image_size: Optional[int] = typer.Option(None, help="resize images to this square size (default: from the data)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (auto: CUDA when visible)"),
     precision: str = typer.Option("auto", help=PRECISION_HELP + "; decided once per study and kept on resume"),
-    cache_dir: Optional[str] = typer.Option(None, help="where decoded datasets are cached (default ~/.cache/pretextlab)"),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     storage: str = typer.Option("auto", help=STORAGE_HELP),
     replicate_of: Optional[Path] = typer.Option(None, help="a finished study to run again into --out under other "
                                                            "--seeds or --precision (its data, fractions, tasks, preset "
