@@ -217,9 +217,9 @@ def test_settings_diff_follows_a_moved_study_folder(tmp_path):
 
 def test_eval_steps_are_evenly_spaced_and_include_every_epoch_end():
     assert eval_steps(12, 4, 0) == [4, 8, 12]  # one per epoch
-    grid = eval_steps(40, 10, 8)
-    assert grid == sorted(set(grid)) and grid[-1] == 40
-    assert {10, 20, 30, 40} <= set(grid) and {5, 15, 25, 35} <= set(grid)
+    assert eval_steps(40, 10, 8) == [5, 10, 15, 20, 25, 30, 35, 40]  # two per epoch: at least 8
+    assert len(eval_steps(234, 18, 24)) == 26  # 13 epochs (the fast preset at 10%): two per epoch
+    assert len(eval_steps(704, 176, 24)) == 24  # 4 epochs (at 100%): six per epoch
     assert eval_steps(3, 1, 20) == [1, 2, 3]  # never more evaluations than steps
 
 

@@ -54,7 +54,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False  # torch.compile the training forward/backward (pays off on long runs)
-    evals: int = 0  # validation evaluations per run, evenly spaced in optimizer steps (0: one per epoch)
+    evals: int = 0  # at least this many validation evaluations per run, spaced evenly in each epoch (0: per epoch)
     patience: int = 0  # plateau schedule: stop after this many evaluations without improvement
 
     def __post_init__(self) -> None:
@@ -89,13 +89,15 @@ def train_settings(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def eval_steps(total: int, steps_per_epoch: int, evals: int) -> list[int]:
-    """The global optimizer steps (1-based) after which the loop evaluates: every epoch's end and, with
-    evals > 0, `evals` evenly spaced steps. Fine spacing makes two arms' curves comparable step by step
-    whatever the epoch count; epoch ends stay among them so that an evaluation interval never spans a
-    checkpoint, and a resumed run logs exactly what an uninterrupted one does."""
-    ends = {steps_per_epoch * (e + 1) for e in range(total // steps_per_epoch)}
-    spaced = {max(1, round(total * (i + 1) / evals)) for i in range(min(evals, total))} if evals > 0 else set()
-    return sorted(ends | spaced)
+    """The global optimizer steps (1-based) after which the loop evaluates: at least `evals` over the run
+    (0: one per epoch), as k evenly spaced points in every epoch, the last at its end. Fine spacing
+    makes two arms' curves comparable step by step whatever the epoch count; ending each epoch on an
+    evaluation means an interval never spans a checkpoint, so a resumed run logs exactly what an
+    uninterrupted one does, and no evaluation is spent only to align with epochs."""
+    epochs = total // steps_per_epoch
+    k = min(steps_per_epoch, max(1, math.ceil(evals / epochs))) if evals > 0 else 1
+    return sorted({e * steps_per_epoch + max(1, round(steps_per_epoch * j / k))
+                   for e in range(epochs) for j in range(1, k + 1)})
 
 
 def plateaued(history: list[dict[str, float]], monitor: tuple[str, str], patience: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,8 +51,16 @@ def classifier_state() -> dict:
     return Classifier(make_backbone("fast", 3), len(CLASSES)).state_dict()
 
 
-def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict) -> dict:
-    """A finished fine-tuning run folder as finetune.train_classifier leaves it; returns its summary."""
+def held_out_metrics(v: float) -> dict:
+    """The "test" entry of a run's summary.json (the final model on the test split): macro-F1 v."""
+    return {"accuracy": v + 0.02, "f1_macro": v, "precision_macro": v + 0.01, "recall_macro": v - 0.01, "loss": 1.1,
+            "n": 60}
+
+
+def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict,
+                       test: float | None = None, precision: str = "fp32") -> dict:
+    """A finished fine-tuning run folder as finetune.train_classifier leaves it; returns its summary.
+    test: the final model's test macro-F1 (a study with a test split)."""
     d = study / f"f{fraction:g}-{arm}-s{seed}"
     head_start = 0.3 if arm != "scratch" else 0.0  # pretrained: lower training loss
     rows = [{"epoch": e, "train_loss": 2.0 - head_start - 0.3 * e, "train_accuracy": v + 0.05, "val_f1_macro": v,
@@ -70,22 +79,27 @@ def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: li
                "examples": [{"val_index": 4 * i, "label": y, "pred": y if i % 3 else (y + 1) % 3,
                              "confidence": 0.5 + 0.05 * i} for i, y in enumerate(labels)],
                "wall_time_s": rows[-1]["wall_time_s"]}
+    if test is not None:
+        summary["test"] = held_out_metrics(test)
     (d / "summary.json").write_text(json.dumps(summary))
-    (d / "config.json").write_text(json.dumps({"kind": "finetune", "backbone": "fast"}))
+    (d / "config.json").write_text(json.dumps({"kind": "finetune", "backbone": "fast",
+                                               "resolved": {"precision": precision}}))
     (d / "indices.json").write_text(json.dumps({"train": [], "val": []}))
     torch.save(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), d / "examples.pt")
     torch.save({"model": state, "meta": _meta("classifier")}, d / "checkpoint.pt")
     return summary
 
 
-def write_pretext_run(study: Path, state: dict) -> None:
-    d = study / "pretrain-context"
+def write_pretext_run(study: Path, state: dict, folder: str = "pretrain-context", extra: dict | None = None) -> None:
+    """A finished pretraining folder; extra: more summary.json keys (backbone_sha256, ...)."""
+    d = study / folder
     rows = [{"epoch": e, "train_loss": 2.0 - 0.2 * e, "train_accuracy": 0.15 + 0.1 * e, "val_loss": 2.05 - 0.2 * e,
              "val_accuracy": 0.14 + 0.1 * e, "val_knn_accuracy": 0.3 + 0.05 * e, "lr": 0.1, "images_per_s": 1500.0,
              "epoch_time_s": 3.0, "wall_time_s": 3.0 * e} for e in range(1, 5)]
     _write_csv(rows, d / "metrics.csv")
     (d / "summary.json").write_text(json.dumps({"pretext": "context", "chance": 0.125, **summarize(rows),
-                                                "wall_time_s": 12.0}))
+                                                "wall_time_s": 12.0, **(extra or {})}))
+    (d / "config.json").write_text(json.dumps({"kind": "pretext", "resolved": {"precision": "fp32"}}))
     backbone = {k: v for k, v in state.items() if k.startswith("backbone.")}
     torch.save({"model": {**backbone, "pair_head.weight": torch.zeros(8, 384)}, "meta": _meta("pretext")},
                d / "checkpoint.pt")
@@ -97,32 +111,53 @@ def write_pretext_run(study: Path, state: dict) -> None:
                               "bottom-right"]}, d / "samples.pt")
 
 
-def make_study(root: Path, curves: dict = CURVES, seeds: list[int] = [0]) -> Path:
-    """A finished study folder at root: every run of `curves`, the context pretext run, study.json."""
+def make_study(root: Path, curves: dict = CURVES, seeds: list[int] = [0], pretraining: str | None = None,
+               test: dict | None = None, extra: dict | None = None) -> Path:
+    """A finished study folder at root: every run of `curves`, the context pretext run(s), study.json.
+
+    pretraining "per-seed": one pretrain-context-s<seed> per seed (stage times 14.5 s, 15.5 s, ...; backbone
+    SHA-256 "sha<seed>"), else one pretrain-context shared by every seed (None: a study.json from before the
+    key). test: {(fraction, arm, seed): test macro-F1} of a study with a test split. extra: more study.json keys.
+    """
     state = classifier_state()
     root.mkdir(parents=True, exist_ok=True)
     fractions = sorted({f for f, _, _ in curves}, reverse=True)
     machine = {"python": "3.11.7", "torch": torch.__version__, "cpu": "test CPU", "cores": 2, "threads": 1,
                "cuda": None}
-    stage_times = {"pretrain-context": 14.5, **{f"f{f:g}-{a}-s{s}": 9.0 for f, a, s in curves}}
+    folders = [f"pretrain-context-s{s}" for s in seeds] if pretraining == "per-seed" else ["pretrain-context"]
+    stage_times = {**{name: 14.5 + i for i, name in enumerate(folders)},
+                   **{f"f{f:g}-{a}-s{s}": 9.0 for f, a, s in curves}}
     (root / "study.json").write_text(json.dumps({
         "data": {"source": "synthetic", "val_fraction": 0.1, "split_seed": 0}, "fractions": fractions,
         "seeds": seeds, "pretexts": ["context"], "preset": "fast", "backbone": "fast", "train": {"epochs": 4,
         "label_smoothing": 0.1}, "pretrain": {"epochs": 4}, "budget_rule": "text", "machine": machine,
         "dataset": {"name": "synthetic", "classes": CLASSES, "n_pool": 300, "n_val": 30, "image_size": 16,
-                    "channels": 3},
-        "stage_times_s": stage_times}))
+                    "channels": 3, **({"n_test": 60} if test else {})},
+        "stage_times_s": stage_times, **({"pretraining": pretraining} if pretraining else {}), **(extra or {})}))
     for (f, arm, seed), curve in curves.items():
-        write_finetune_run(root, f, arm, seed, curve, state)
-    write_pretext_run(root, state)
+        write_finetune_run(root, f, arm, seed, curve, state, (test or {}).get((f, arm, seed)))
+    for i, name in enumerate(folders):
+        write_pretext_run(root, state, name, {"backbone_sha256": f"sha{seeds[i]}"} if len(folders) > 1 else None)
     return root
 
 
-def write_probes(root: Path, folder: str, f1: dict[tuple[float, int], float]) -> None:
-    """A probes.json as study.run_probes leaves it; k-NN gets the linear numbers minus 0.05."""
-    results = {f"f{f:g}-s{s}": {"fraction": f, "seed": s, "n_train": int(300 * f),
-                                "linear": {"f1_macro": v, "accuracy": v + 0.01},
-                                "knn": {"f1_macro": v - 0.05, "accuracy": v - 0.04}, "time_s": 0.1}
+def make_replicate(root: Path, original: Path, curves: dict, seeds: list[int]) -> Path:
+    """A replicate of `original` (a study whose report has been written) as `study --replicate-of` leaves
+    it: its own runs under other seeds, study.json "replicate_of", and original-summary.json."""
+    make_study(root, curves, seeds, extra={"replicate_of": {"study": str(original.resolve()), "seeds": [0, 1, 2],
+                                                            "precision": None, "pretraining": "shared"}})
+    shutil.copyfile(original / "summary.json", root / "original-summary.json")
+    return root
+
+
+def write_probes(root: Path, folder: str, f1: dict[tuple[float, int], float], test: float | None = None) -> None:
+    """A probes.json as study.run_probes leaves it; k-NN gets the linear numbers minus 0.05. test: with a
+    test split, every entry's "test" scores are its validation ones plus `test`."""
+    def scores(v: float) -> dict:
+        return {"linear": {"f1_macro": v, "accuracy": v + 0.01}, "knn": {"f1_macro": v - 0.05, "accuracy": v - 0.04}}
+
+    results = {f"f{f:g}-s{s}": {"fraction": f, "seed": s, "n_train": int(300 * f), **scores(v),
+                                **({"test": scores(v + test)} if test is not None else {}), "time_s": 0.1}
                for (f, s), v in f1.items()}
     (root / folder).mkdir(exist_ok=True)
     (root / folder / "probes.json").write_text(json.dumps({"settings": {}, "results": results}))

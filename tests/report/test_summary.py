@@ -35,3 +35,11 @@ def test_remade_note_says_which_weights_the_finished_runs_started_from(tmp_path)
     assert "not bit-identical" in note
     assert "2 finished fine-tuning run(s) of this arm started from the earlier one" in note
     assert remade_note(study(["a"]), PretextRun("context", tmp_path, [], {"backbone_sha256": "a"})) is None
+
+
+def test_remade_note_of_a_per_seed_pretraining_counts_that_seed_only(tmp_path):
+    runs = [Run(f"f1-context-s{s}", tmp_path, 1.0, "context", s, [], {"init_sha256": "a"}) for s in (0, 1)]
+    redone = PretextRun("context", tmp_path, [], {"backbone_sha256": "b", "earlier_backbone_sha256": "a"}, seed=1)
+    note = remade_note(Study(tmp_path, {}, runs, {}), redone)
+    assert note.startswith("`pretrain-context-s1` was pretrained again")
+    assert "1 finished fine-tuning run(s) of this arm with seed 1 started from the earlier one" in note

@@ -172,9 +172,11 @@ def test_evaluation_table_and_conclusions_in_the_report(probed_study: Path):
     half = T2 * 0.02 / 3 ** 0.5  # linear probe, random init: 0.30, 0.32, 0.34
     assert f"| linear probe | 0.5 | 0.3200 ± 0.0200 [{0.32 - half:.4f}, {0.32 + half:.4f}] |" in md
     assert "| k-NN | 0.1 | 0.2000 | 0.2600 | +0.0600 (1 seed: no CI) |" in md
-    assert "**linear probe, context vs random init** (macro-F1): significantly higher at fraction 0.5 (+0.1033" in md
+    assert ("**linear probe, context vs random init** (validation macro-F1): significantly higher at fraction 0.5 "
+            "(+0.1033") in md
     assert "differences at fraction 0.1 (+0.0600) come from one seed, so no confidence interval" in md
-    assert "**fine-tune, context vs scratch** (macro-F1): significantly higher at fraction 0.5 (+0.0767" in md
+    assert ("**fine-tune, context vs scratch** (validation macro-F1): significantly higher at fraction 0.5 "
+            "(+0.0767") in md
     assert "](figures/f1_vs_fraction.png)" in md
     assert "rest on two seeds" not in md  # three seeds or one: no two-seed caution
     assert (probed_study / "figures" / "f1_vs_fraction.png").stat().st_size > 10_000

@@ -11,6 +11,7 @@ pretext), so a report renders anywhere the files are. Its modules, one concern e
     results      reading a study folder (Study, Run, PretextRun, load_study)
     rules        the pure rules on curves (plateau, time to 95%, about equal)
     summary      per-run numbers, aggregates over seeds, paired comparisons: summary.json
+    replication  a replicate's verdicts on the study it repeats (original-summary.json)
     formatting   numbers as text
     conclusions  the generated sentences
     tables       the tables

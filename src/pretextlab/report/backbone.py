@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from torch import Tensor, nn
 
 from ..io import load_torch
-from ..layout import BACKBONE, CHECKPOINT, pretrain_dir
+from ..layout import BACKBONE, CHECKPOINT
 from ..models import evaluating, load_backbone_weights, make_backbone, read_weights
 from .figures import new_figure, save_png, to_display
 from .results import PretextRun
@@ -93,7 +93,7 @@ def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], s
     else:
         source, state = CHECKPOINT, {k: v for k, v in checkpoint["model"].items() if k.startswith("backbone.")}
     net = make_backbone(meta["backbone"], meta["channels"])
-    load_backbone_weights(net, state, f"{pretrain_dir(run.task)}/{source}")
+    load_backbone_weights(net, state, f"{run.folder}/{source}")
     return net.eval(), meta, source
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..layout import pretrain_dir
 from ..stats import TWO_SEEDS
 from .formatting import duration, interval, number
 from .results import PROTOCOLS
@@ -72,7 +71,40 @@ def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
     else:
         sentence += "; one seed, so no confidence interval can be computed and the difference is not tested"
     out.append(_sentence(sentence + "."))
+    if "test_f1_macro" in cmp:
+        out.append(test_sentence(cmp["test_f1_macro"], arm, seeds))
     return out
+
+
+def test_sentence(c: dict[str, Any], arm: str, seeds: str) -> str:
+    """The held-out number beside the validation ones: the final model's test macro-F1 of both arms."""
+    text = (f"On the test split (final model, end of training): macro-F1 {c['pretrained']:.4f} ({arm}) vs "
+            f"{c['scratch']:.4f} (scratch), {c['pretrained_minus_scratch']:+.4f}{seeds}")
+    if c.get("paired_ci95") is not None:
+        text += (f"; paired 95% CI {interval(c['paired_ci95'], True)}, "
+                 + ("significant" if c["significant"] else "so not significant"))
+    return text + "."
+
+
+def headline_scope(summary: dict[str, Any]) -> str:
+    """The answer's first paragraph: which number it rests on, on which split, and what its intervals over
+    seeds cover (with one shared pretraining, not pretraining's own variance)."""
+    seeds = summary["seeds"]
+    if summary["headline"]["split"] == "test":
+        text = ("The answer rests on the **test split**: test macro-F1 of each run's final model (end of training, "
+                "no epoch picked on any split), pretrained minus scratch; validation numbers (curves, best epochs) "
+                "follow in the sections below.")
+    else:
+        text = ("The answer rests on the **validation split** (there is no test split): best validation macro-F1 "
+                "over the epochs, pretrained minus scratch; the same split picked that epoch, so the numbers are "
+                "optimistic.")
+    if len(seeds) >= 2 and summary["pretraining"] == "shared":
+        text += (f" Its intervals over the {len(seeds)} seeds cover label subsets and initialisations but not "
+                 f"pretraining: one pretraining per task (seed {seeds[0]}), shared by every seed.")
+    elif len(seeds) >= 2:
+        text += (f" Each of the {len(seeds)} seeds is a whole replicate (its own pretraining, label subset and "
+                 "initialisation), so the intervals include pretraining's variance.")
+    return text
 
 
 def _sentence(text: str) -> str:
@@ -80,12 +112,13 @@ def _sentence(text: str) -> str:
 
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
-    """At which fractions the pretrained arm was ahead (best validation macro-F1), by how much, and whether
-    the paired interval over seeds supports it."""
+    """At which fractions the pretrained arm was ahead (on the headline quantity: test macro-F1, else best
+    validation macro-F1), by how much, and whether the paired interval over seeds supports it."""
     out = []
+    q, name = summary["headline"]["quantity"], summary["headline"]["text"]
     for arm in arms:
-        diffs = {float(f): c[arm]["f1_macro"]["pretrained_minus_scratch"]
-                 for f, c in summary["comparison"].items() if arm in c and "f1_macro" in c[arm]}
+        diffs = {float(f): c[arm][q]["pretrained_minus_scratch"]
+                 for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
         if not diffs:
             out.append(f"{arm}: no fraction has finished runs of both scratch and {arm} yet, so no answer.")
             continue
@@ -102,7 +135,7 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
             parts.append(f"behind at {', '.join(groups['behind'])}")
         if groups["equal"]:
             parts.append(f"made about no difference at {', '.join(groups['equal'])}")
-        text = (f"**Pretraining with {arm}** " + "; ".join(parts) + " (best validation macro-F1, pretrained minus "
+        text = (f"**Pretraining with {arm}** " + "; ".join(parts) + f" ({name}, pretrained minus "
                 f"scratch; differences within {EQUAL_WITHIN} count as no difference).")
         if pending:
             text += f" Not comparable yet at fraction {', '.join(pending)} (runs missing or unfinished)."
@@ -112,18 +145,32 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
             text += " The gain grows as the label budget shrinks."
         elif steps and all(d < -EQUAL_WITHIN for d in steps):
             text += " The gain shrinks as the label budget shrinks."
-        text += significance_note(summary, arm)
-        cost = summary["stage_times_s"].get(pretrain_dir(arm)) or (summary["pretext"].get(arm) or {}).get("wall_time_s")
-        if cost:
-            text += f" Pretraining cost {duration(cost)} once, shared by all fractions."
+        text += significance_note(summary, arm) + cost_sentence(summary, arm)
         out.append(text)
     return out
 
 
+def cost_sentence(summary: dict[str, Any], arm: str) -> str:
+    """What pretraining `arm` cost: every pretraining of it (one per seed), or the one shared by every seed."""
+    p = summary["pretext"].get(arm) or {}
+    total, n, planned = p.get("total_cost_s"), p.get("pretrainings", 0), p.get("planned_pretrainings", 0)
+    if not total:
+        return ""
+    if p.get("seed") is None:  # one pretraining, shared
+        who = "all seeds and fractions" if len(summary["seeds"]) > 1 else "all fractions"
+        return f" Pretraining cost {duration(total)} once, shared by {who}."
+    so_far = f" of {planned} so far" if planned > n else ""
+    if n == 1:
+        return f" Pretraining cost {duration(total)} (one pretraining{so_far}, seed {p['seed']})."
+    return (f" Pretraining cost {duration(total / n)} per seed on average ({n}{so_far} pretrainings, "
+            f"{duration(total)} in all).")
+
+
 def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro") -> list[str]:
     """Per protocol and pretext: where the paired 95% interval says better or worse, where it does
-    not, and where one seed leaves the difference untested."""
+    not, and where one seed leaves the difference untested (on the evaluation's split, which it names)."""
     out = []
+    split = evaluation.get("split", "validation")
     for protocol, by_f in evaluation["vs_baseline"].items():
         for method in dict.fromkeys(m for d in by_f.values() for m in d):
             groups: dict[str, list[str]] = {"higher": [], "lower": [], "not": [], "untested": []}
@@ -142,14 +189,15 @@ def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro")
                      f"no significant difference at fraction {', '.join(groups['not'])}" if groups["not"] else "",
                      f"differences at fraction {', '.join(groups['untested'])} come from one seed, so no confidence "
                      "interval can be computed and none is called significant" if groups["untested"] else ""]
-            out.append(f"**{PROTOCOLS[protocol]}, {method} vs {baseline_name(protocol)}** ({NAMES[metric]}): "
+            out.append(f"**{PROTOCOLS[protocol]}, {method} vs {baseline_name(protocol)}** ({split} {NAMES[metric]}): "
                        + "; ".join(p for p in parts if p) + ".")
     return out
 
 
 def significance_note(summary: dict[str, Any], arm: str) -> str:
-    """Which best-macro-F1 differences of `arm` the paired interval supports, or that none was tested."""
-    cmp = {f: c[arm]["f1_macro"] for f, c in summary["comparison"].items() if arm in c and "f1_macro" in c[arm]}
+    """Which headline differences of `arm` the paired interval supports, or that none was tested."""
+    q = summary["headline"]["quantity"]
+    cmp = {f: c[arm][q] for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
     verdicts = {v: [f for f, c in cmp.items() if c.get("significant") is v] for v in (True, False, None)}
     if not verdicts[True] and not verdicts[False]:
         return " One seed per arm: no confidence interval can be computed, so no difference is called significant."
@@ -161,3 +209,32 @@ def significance_note(summary: dict[str, Any], arm: str) -> str:
     two = [f for f, c in cmp.items() if c.get("significant") is not None and c.get("paired_n") == 2]
     caution = f" At fraction {', '.join(two)} the interval rests on two seeds: {TWO_SEEDS}." if two else ""
     return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "." + caution
+
+
+def split_note(summary: dict[str, Any]) -> str:
+    """Said once at the top: which split the report's numbers are on, and what each split was used for."""
+    ds = summary.get("dataset") or {}
+    if summary["headline"]["split"] == "test":
+        n = f" ({ds['n_test']} images)" if ds.get("n_test") else ""
+        return (f"Splits: claims (the answer, the protocol comparison) are on the **test split**{n}, scored once at "
+                "the end of training with each run's final model and each fitted probe; nothing is chosen on it. "
+                "The validation split gives the curves and the per-epoch rules (best epoch, plateau, time to 95%). "
+                "Every table and figure names its split.")
+    return ("Splits: **no test split**: every number is on the validation split. The answer's best validation "
+            "macro-F1 was picked on that same split (the best epoch), so it is optimistic; the protocol comparison "
+            "uses end-of-training numbers, with no epoch picked. A study with a test set (--test-data, or a data "
+            "folder with train/ and test/) reports held-out numbers.")
+
+
+def precision_warning(precision: dict[str, Any]) -> str | None:
+    """One line when a run trained at another precision than the study's (or, with none recorded, when the
+    runs disagree among themselves): their numbers are not from the same arithmetic."""
+    differing = precision["differing"]
+    if not differing and (precision["study"] or len(set(precision["runs"].values())) < 2):
+        return None
+    if differing:
+        return (f"**Warning**: {len(differing)} run(s) trained at another precision than the study's "
+                f"{precision['study']} (config.json resolved.precision): "
+                + ", ".join(f"`{n}` ({p})" for n, p in differing.items()) + ".")
+    return ("**Warning**: the runs trained at different precisions (config.json resolved.precision): "
+            + ", ".join(f"`{n}` ({p})" for n, p in precision["runs"].items()) + ".")

@@ -121,7 +121,7 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
 
 
 def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> None:
-    """Validation metric vs label fraction (log axis), a line per method, a panel per protocol; error
+    """A metric vs label fraction (log axis) on the evaluation's split, a line per method, a panel per protocol; error
     bars are 95% t intervals over seeds (none for a single seed). Methods are nudged sideways a
     little so their bars do not hide each other."""
     cells = evaluation["cells"]
@@ -148,7 +148,7 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
         ax.set(title=PROTOCOLS[protocol], xlabel="label fraction (log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel(f"validation {NAMES[metric]}")
+    axes[0].set_ylabel(f"{evaluation.get('split', 'validation')} {NAMES[metric]}")
     save_png(fig, path)
 
 

@@ -1,8 +1,10 @@
 """Reading what a study's runs wrote, without training anything: the report's only way into a study folder.
 
-`load_study(study_dir)` reads study.json, the pretrain-<task>/ and f<fraction>-<arm>-s<seed>/ run folders,
-and the frozen-backbone probes in pretrain-<task>/probes.json and random-init/probes.json. A study still
-in progress loads too: runs without a finished epoch are listed as missing, unreadable files as problems.
+`load_study(study_dir)` reads study.json, the pretraining folders (pretrain-<task>-s<seed>/ per seed, or
+one pretrain-<task>/ shared by every seed: study.json "pretraining"), the f<fraction>-<arm>-s<seed>/ run
+folders, and the frozen-backbone probes in each pretraining folder's probes.json and random-init/probes.json.
+A study still in progress loads too: runs without a finished epoch are listed as missing, unreadable files
+as problems.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from ..layout import (
     SCRATCH,
     STUDY,
     SUMMARY,
+    parse_pretrain_dir,
     parse_run_name,
     pretrain_dir,
-    pretrain_task,
     probe_key,
     run_name,
 )
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 # probes.json are probe.PROTOCOLS, spelled again here so that reading a study needs nothing from the probes.
 PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 PROBE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "finetune")
+SHARED, PER_SEED = "shared", "per-seed"  # study.json "pretraining"; studies from before the key shared it
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Run:
     history: list[dict[str, float]]
     summary: dict[str, Any] | None
     planned_epochs: int | None = None  # from the run's config.json
+    precision: str | None = None  # config.json "resolved": what the run actually trained in
 
     @property
     def finished(self) -> bool:
@@ -62,17 +66,24 @@ class Run:
 
 @dataclass
 class PretextRun:
-    """A pretrain-<task> folder: pretext curves and, once finished, its summary."""
+    """A pretraining folder (pretrain-<task>-s<seed>, or pretrain-<task> shared by every seed): pretext
+    curves and, once finished, its summary."""
 
     task: str
     path: Path
     history: list[dict[str, float]]
     summary: dict[str, Any] | None
     planned_epochs: int | None = None
+    seed: int | None = None  # None: one pretraining shared by every seed
+    precision: str | None = None
 
     @property
     def status(self) -> str:
         return "finished" if self.summary is not None else "in progress"
+
+    @property
+    def folder(self) -> str:
+        return pretrain_dir(self.task, self.seed)
 
 
 @dataclass
@@ -80,11 +91,26 @@ class Study:
     path: Path
     config: dict[str, Any]
     runs: list[Run]
-    pretexts: dict[str, PretextRun]
+    pretexts: dict[str, PretextRun]  # task -> the pretraining the report shows (the first seed's, or the shared one)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> probes.json "results"
     missing: list[str] = field(default_factory=list)  # expected runs without a finished epoch
     missing_probes: list[str] = field(default_factory=list)  # expected probe entries not in probes.json
     problems: list[str] = field(default_factory=list)  # files that exist but could not be read
+    pretrainings: dict[str, list[PretextRun]] = field(default_factory=dict)  # task -> every pretraining found
+
+    def __post_init__(self) -> None:
+        for task, run in self.pretexts.items():  # a Study built by hand (tests) lists its shown runs only
+            self.pretrainings.setdefault(task, [run])
+
+    @property
+    def pretraining(self) -> str:
+        """"per-seed" (each seed pretrains its own backbone) or "shared" (one per task for every seed)."""
+        return self.config.get("pretraining", SHARED)
+
+    @property
+    def seeds(self) -> list[int]:
+        """From study.json, else the seeds of the runs found."""
+        return [int(s) for s in self.config.get("seeds", [])] or sorted({r.seed for r in self.runs})
 
     @property
     def fractions(self) -> list[float]:
@@ -134,37 +160,59 @@ def load_study(study_dir: Path) -> Study:
             missing.append(name)
             continue
         runs.append(Run(name, study_dir / name, key.fraction, key.arm, key.seed, history, summary,
-                        _planned_epochs(study_dir / name)))
+                        *_run_config(study_dir / name)))
 
-    tasks = list(dict.fromkeys([*config.get("pretexts", []),
-                                *(t for t in map(pretrain_task, folders) if t is not None)]))
-    pretexts = {}
-    for task in tasks:
-        path = study_dir / pretrain_dir(task)
-        history, summary = _read_run_files(path, problems)
-        if history:
-            pretexts[task] = PretextRun(task, path, history, summary, _planned_epochs(path))
-        else:
-            missing.append(pretrain_dir(task))
-    probes, missing_probes = _read_probes(study_dir, config, tasks, problems)
-    return Study(study_dir, config, runs, pretexts, probes, missing, missing_probes, problems)
-
-
-def _planned_epochs(path: Path) -> int | None:
-    return (read_json(path / CONFIG).get("train") or {}).get("epochs")
+    pretrainings = _pretrain_folders(config, folders)
+    found: dict[str, list[PretextRun]] = {}
+    for task, names in pretrainings.items():
+        for name in names:
+            history, summary = _read_run_files(study_dir / name, problems)
+            if history:
+                planned, precision = _run_config(study_dir / name)
+                found.setdefault(task, []).append(PretextRun(task, study_dir / name, history, summary, planned,
+                                                             parse_pretrain_dir(name)[1], precision))
+            else:
+                missing.append(name)
+    probes, missing_probes = _read_probes(study_dir, config, pretrainings, problems)
+    return Study(study_dir, config, runs, {t: ps[0] for t, ps in found.items()}, probes, missing, missing_probes,
+                 problems, found)
 
 
-def _read_probes(study_dir: Path, config: dict[str, Any], tasks: list[str],
+def _pretrain_folders(config: dict[str, Any], folders: list[str]) -> dict[str, list[str]]:
+    """task -> its pretraining folders: the ones study.json plans (one per seed, or one shared), then any
+    other found on disk; the shared folder or the lowest seed's comes first (the one the report shows)."""
+    planned_seeds = [int(s) for s in config.get("seeds", [])] if config.get("pretraining") == PER_SEED else [None]
+    out: dict[str, list[str]] = {t: [pretrain_dir(t, s) for s in planned_seeds] for t in config.get("pretexts", [])}
+    for name in folders:
+        if (parsed := parse_pretrain_dir(name)) is not None:
+            out.setdefault(parsed[0], []).append(name)
+
+    def order(name: str) -> tuple[int, int]:
+        seed = parse_pretrain_dir(name)[1]
+        return (0, 0) if seed is None else (1, seed)
+
+    return {t: sorted(dict.fromkeys(names), key=order) for t, names in out.items()}
+
+
+def _run_config(path: Path) -> tuple[int | None, str | None]:
+    """A run's planned epochs and the precision it resolved to, from its config.json (None when absent)."""
+    cfg = read_json(path / CONFIG)
+    return (cfg.get("train") or {}).get("epochs"), (cfg.get("resolved") or {}).get("precision")
+
+
+def _read_probes(study_dir: Path, config: dict[str, Any], pretrainings: dict[str, list[str]],
                  problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Each method's probes.json results (scratch: the random-init folder), and the planned entries
-    not there yet (planned: study.json lists the linear or k-NN protocol)."""
-    probes = {}
-    for method, folder in ((SCRATCH, RANDOM_INIT_DIR), *((t, pretrain_dir(t)) for t in tasks)):
+    """Each method's probes.json results (scratch: the random-init folder; a task: every pretraining
+    folder's, merged: per-seed folders hold their own seed's entries, keyed by seed), and the planned
+    entries not there yet (planned: study.json lists the linear or k-NN protocol)."""
+    probes: dict[str, dict[str, Any]] = {}
+    sources = [(SCRATCH, RANDOM_INIT_DIR), *((t, name) for t, names in pretrainings.items() for name in names)]
+    for method, folder in sources:
         path = study_dir / folder / PROBES
         if path.exists():
             try:
-                probes[method] = load_json(path)["results"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                probes.setdefault(method, {}).update(load_json(path)["results"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 problems.append(f"{folder}/{PROBES} could not be read ({e})")
     planned = set(config.get("protocols", [])) & set(PROBE_PROTOCOLS)
     missing = [f"{method} {probe_key(float(f), int(s))}" for method in (SCRATCH, *config.get("pretexts", []))

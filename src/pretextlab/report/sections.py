@@ -1,8 +1,9 @@
 """The report's sections, in reading order: each writes its text and tables into the Doc and draws its figures.
 
-`build` answers the study's question first (does pretraining help, at which label budget), then shows the
-evidence (every protocol, the curves, per-fraction tables, predictions, confusion matrices, what the
-pretext task taught the backbone) and ends with the setup the numbers came from.
+`build` answers the study's question first (does pretraining help, at which label budget; for a replicate,
+whether the original's answer held), then shows the evidence (every protocol, the curves, per-fraction
+tables, predictions, confusion matrices, what the pretext task taught the backbone) and ends with the setup
+the numbers came from. The intro says once which split the numbers are on; every table says it again.
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ import torch
 from torch import Tensor
 
 from ..augment import normalize
-from ..layout import CHECKPOINT, EXAMPLES, PROBES, SAMPLES, SCRATCH, STUDY, SUMMARY, parse_run_name, pretrain_dir
+from ..layout import CHECKPOINT, EXAMPLES, ORIGINAL_SUMMARY, PROBES, SAMPLES, SCRATCH, STUDY, SUMMARY, parse_run_name
 from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone
 from ..stats import TWO_SEEDS
 from .backbone import early_features, feature_maps_figure, filters_figure, load_pretext_backbone
-from .conclusions import evaluation_conclusions, fraction_conclusions, overall_conclusions
+from .conclusions import (
+    evaluation_conclusions,
+    fraction_conclusions,
+    headline_scope,
+    overall_conclusions,
+    precision_warning,
+    split_note,
+)
 from .figures import (
     SAMPLE_CAPTIONS,
     confusion_figure,
@@ -34,10 +42,18 @@ from .figures import (
 )
 from .formatting import duration, fraction_title
 from .render import Doc
-from .results import PretextRun, Study, class_names, load_samples, read_examples
+from .results import PER_SEED, PretextRun, Study, class_names, load_samples, read_examples
 from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE
 from .summary import NAMES, fraction_key
-from .tables import answer_table, evaluation_table, fraction_table, pretext_table, setup_table, stage_table
+from .tables import (
+    answer_table,
+    evaluation_table,
+    fraction_table,
+    pretext_table,
+    replication_table,
+    setup_table,
+    stage_table,
+)
 
 
 def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
@@ -47,6 +63,7 @@ def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
     images_of = read_examples(study)  # before _status, which lists the files that could not be read
     _status(doc, study, summary)
     _answer(doc, study, summary)
+    _replication(doc, summary)
     _evaluation(doc, study, summary, fig_dir)
     _curves(doc, study, summary, fig_dir)
     _results(doc, study, summary)
@@ -67,12 +84,14 @@ def _intro(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
              "fine-tuned from scratch and from the pretrained backbone with the same recipe"
              + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
                 if study.probes else "."))
+    doc.para(split_note(summary))
 
 
 def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     st = summary["status"]
     if not st["in_progress"] and not st["missing"] and not st["missing_probes"] and not study.problems:
-        doc.para(f"All runs finished ({len(st['finished'])} fine-tuning, {len(study.pretexts)} pretext).")
+        doc.para(f"All runs finished ({len(st['finished'])} fine-tuning, "
+                 f"{sum(map(len, study.pretrainings.values()))} pretext).")
         return
     doc.para("**This study is incomplete**; the report shows what exists.")
     items = []
@@ -90,44 +109,83 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
 
 def _answer(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(2, "Answer")
+    doc.para(headline_scope(summary))
     doc.bullets(overall_conclusions(summary, [a for a in study.arms if a != SCRATCH], study.fractions))
     doc.table(*answer_table(study, summary))
 
 
+def _replication(doc: Doc, summary: dict[str, Any]) -> None:
+    """A replicate's verdicts on the original, beside the original's numbers (from its copied summary.json)."""
+    rep = summary.get("replication")
+    if not rep:
+        return
+    doc.heading(2, "Does the original study's answer hold?")
+    settings = {k: ", ".join(f"{n} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                             for n, v in s.items() if v is not None) for k, s in rep["settings"].items()}
+    doc.para(f"This study repeats `{rep['original']}` ({settings['original']}) with {settings['replicate']}; "
+             f"the original's numbers are read from `{ORIGINAL_SUMMARY}`, the copy of its {SUMMARY} kept here.")
+    if rep["problem"]:
+        doc.para(rep["problem"] + ".")
+        return
+    c = rep["counts"]
+    what = NAMES.get(rep["quantity"].removeprefix("test_"), rep["quantity"])
+    what = f"test {what} of the final model" if rep["quantity"].startswith("test_") else f"best validation {what}"
+    doc.para(f"Verdicts: fine-tuning on {what} (pretrained minus scratch, paired by seed) and "
+             f"the probes on {rep['probe_split']} macro-F1 (pretrained minus random init). Rule: {rep['rule']}. "
+             f"**{c['held']} of {c['held'] + c['not_held']} tested verdicts held**"
+             + (f"; {c['not_tested']} not tested" if c["not_tested"] else "") + ".")
+    doc.table(*replication_table(rep))
+
+
 def _evaluation(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
+    """Every protocol on the split claims are made on (test where there is one), then validation's tables."""
     ev = summary["evaluation"]
+    claims = ev.get("test") or ev
     doc.heading(2, "Every method under every evaluation protocol")
-    if not ev["cells"]:
+    if not ev["cells"] and not claims["cells"]:
         doc.para("No finished fine-tuning run or probe yet.")
         return
-    doc.para("Three ways to read out a backbone at each label fraction, all on the validation split and all "
-             "with the labelled subset of that fraction and seed: **fine-tune** (the whole network trained; the "
-             "baseline is training from scratch; numbers are the end-of-training metrics, no epoch picked on the "
-             "validation split), **linear probe** (frozen backbone, BatchNorm statistics re-estimated on whole "
-             "images; L2-regularised logistic regression fit by L-BFGS on cached features) and **k-NN** (k = 200, "
-             "cosine similarity, temperature 0.07, Wu et al. 2018; the labelled subset is the memory bank). For "
-             "the probes the baseline is the frozen random initialisation each seed's scratch run starts from. "
-             "Pretrained backbones are pretrained once (first seed); seeds vary the label subset and the "
-             f"initialisation, so intervals describe those, not pretraining. Rule: {ev['rule']}.")
-    if max(c["n"] for by_f in ev["cells"].values() for cs in by_f.values() for m in cs.values()
-           for c in m.values()) < 2:
+    split = ("on the test split (the validation split's tables follow)" if claims is not ev
+             else "all on the validation split")
+    doc.para(f"Three ways to read out a backbone at each label fraction, {split} and all with the labelled subset "
+             "of that fraction and seed: **fine-tune** (the whole network trained; the baseline is training from "
+             "scratch; numbers are the end-of-training metrics, no epoch picked on the validation split), **linear "
+             "probe** (frozen backbone, BatchNorm statistics re-estimated on whole images; L2-regularised logistic "
+             "regression fit by L-BFGS on cached features) and **k-NN** (k = 200, cosine similarity, temperature "
+             "0.07, Wu et al. 2018; the labelled subset is the memory bank). For the probes the baseline is the "
+             "frozen random initialisation each seed's scratch run starts from. " + _pretraining_scope(study)
+             + f" Rule: {ev['rule']}.")
+    cells = [c for by_f in claims["cells"].values() for cs in by_f.values() for m in cs.values() for c in m.values()]
+    if cells and max(c["n"] for c in cells) < 2:
         doc.para("Every cell comes from a single seed, so no confidence interval can be computed and no difference "
                  "is called significant; run the study with several seeds (e.g. --seeds 0,1,2) for intervals.")
-    if any(c["n"] == 2 and c["ci95"] is not None for by_f in ev["vs_baseline"].values() for ms in by_f.values()
+    if any(c["n"] == 2 and c["ci95"] is not None for by_f in claims["vs_baseline"].values() for ms in by_f.values()
            for m in ms.values() for c in m.values()):
         doc.para(f"Caution: some intervals below rest on two seeds (each conclusion gives its number of seeds); "
                  f"{TWO_SEEDS}.")
     if not study.probes:
         doc.para(f"No probe results ({PROBES}) in this study yet: it predates the probe stages or has not reached "
                  "them. Re-running the study command adds them; finished runs are reused.")
-    doc.bullets(evaluation_conclusions(ev))
+    doc.bullets(evaluation_conclusions(claims))
     methods = study.arms
-    for metric in ev["metrics"]:
-        doc.para(f"Validation {NAMES[metric]}: mean ± std [95% CI] over seeds; differences are paired by seed.")
-        doc.table(*evaluation_table(ev, metric, methods))
-    fraction_figure(ev, methods, fig_dir / "f1_vs_fraction.png")
-    doc.figure("f1_vs_fraction.png", "Validation macro-F1 vs label fraction (log scale), one panel per protocol; "
-                                     "error bars are 95% t confidence intervals over seeds (none with one seed)")
+    for e in [claims, ev] if claims is not ev else [ev]:
+        for metric in e["metrics"]:
+            doc.para(f"{e['split'].capitalize()} {NAMES[metric]}: mean ± std [95% CI] over seeds; differences are "
+                     "paired by seed.")
+            doc.table(*evaluation_table(e, metric, methods))
+    fraction_figure(claims, methods, fig_dir / "f1_vs_fraction.png")
+    doc.figure("f1_vs_fraction.png", f"{claims['split'].capitalize()} macro-F1 vs label fraction (log scale), one "
+                                     "panel per protocol; error bars are 95% t confidence intervals over seeds "
+                                     "(none with one seed)")
+
+
+def _pretraining_scope(study: Study) -> str:
+    """What the seeds vary, so what the intervals over them cover."""
+    if study.pretraining == PER_SEED:
+        return ("Each seed pretrained its own backbones (and drew its own label subset and initialisation), so "
+                "intervals include pretraining's variance.")
+    return ("Pretrained backbones are pretrained once (first seed); seeds vary the label subset and the "
+            "initialisation, so intervals describe those, not pretraining.")
 
 
 def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> None:
@@ -154,7 +212,10 @@ def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.para(f"Best = highest value over the epochs (lowest for the loss), with its epoch. Rules: {T95_RULE}; "
              f"{PLATEAU_RULE}. Gaps are taken at the last epoch. With several seeds cells show mean ± sample std "
              f"over seeds (n per arm in the header) and differences are differences of the means. Differences "
-             f"within {EQUAL_WITHIN} are called about equal. Only finished runs count.")
+             f"within {EQUAL_WITHIN} are called about equal. Only finished runs count. "
+             + ("Each row names its split: val rows are on the validation split (which picked the best epochs), test "
+                "rows on the test split (the final model, end of training)." if summary["headline"]["split"] == "test"
+                else "Every row is on the validation split (the study has no test split)."))
     for f in study.fractions:
         doc.heading(3, fraction_title(summary, f))
         header, rows = fraction_table(summary, f, study.arms)
@@ -235,6 +296,10 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
 
     for task, run in study.pretexts.items():
         doc.heading(3, f"Pretext: {task}")
+        if run.seed is not None:
+            n = len(study.pretrainings[task])
+            doc.para(f"Shown: `{run.folder}/`, seed {run.seed}'s pretraining" + (
+                f", one of {n} (one per seed; the Setup section lists every pretraining's time)." if n > 1 else "."))
         pretext_figure(run, ps[task]["chance"], fig_dir / f"pretext_{task}.png")
         doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and accuracy, train (dashed) and held-out images "
                                           "(solid), with the chance level")
@@ -244,13 +309,13 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
             doc.figure(f"pretext_samples_{task}.png",
                        f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
         else:
-            doc.para(f"No pretext samples ({SAMPLES}) in `{pretrain_dir(task)}/`.")
+            doc.para(f"No pretext samples ({SAMPLES}) in `{run.folder}/`.")
         _backbone_views(doc, run, images_of, fig_dir)
 
 
 def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig_dir: Path) -> None:
     """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
-    task, folder = run.task, pretrain_dir(run.task)
+    task, folder = run.task, run.folder
     if not (run.path / CHECKPOINT).exists():
         doc.para(f"No checkpoint in `{folder}/`, so no filters or feature maps.")
         return
@@ -281,6 +346,8 @@ def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     cfg = study.config
     doc.heading(2, "Setup")
     doc.table(*setup_table(study, summary))
+    if warning := precision_warning(summary["precision"]):
+        doc.para(warning)
     machine = cfg.get("machine") or {}
     if machine:
         doc.para("Machine and library versions:")

@@ -11,6 +11,11 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
 {
   "study": str,                                  # the study folder's name
   "dataset": {...} | null,                       # study.json "dataset" as written (name, classes, ...)
+  "seeds": [int], "pretraining": "per-seed" | "shared",   # shared: one pretraining per task for every seed
+  "headline": {"split": "test" | "validation",   # test where the study has a test split, else validation
+               "quantity": "test_f1_macro" | "f1_macro", "metric": "f1_macro", "protocol": "finetune",
+               "text": str},                     # how the report names the headline number
+  "precision": {"study": str | null, "runs": {run: str}, "differing": {run: str}},  # config.json "resolved"
   "status": {"finished": [run], "in_progress": [{"run": str, "epochs": int, "planned_epochs": int | null}],
              "missing": [run],                  # missing: planned in study.json, no finished epoch yet
              "missing_probes": [str]},          # "<method> f<fraction>-s<seed>" planned, not in probes.json
@@ -21,7 +26,7 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
       "best": {metric: {"value": float, "epoch": int}},   # f1_macro, precision_macro, recall_macro,
                                                           # accuracy (highest), loss (lowest)
       "final": {metric: float} | null,                    # end-of-training evaluation ("final" of the run)
-      "test": {metric: float},                            # only when the run evaluated a test split
+      "test": {metric: float},                            # only with a test split: the final model on it
       "time_to_95": {"epoch": int, "wall_time_s": float}, # first epoch with val macro-F1 >= 0.95 x best
       "plateau_epoch": int,
       "gap": {"accuracy_train_minus_val": float, "loss_val_minus_train": float},  # last epoch
@@ -41,27 +46,36 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
       "n_seeds": [int, int],                     # [scratch, pretrained]
       "paired_n": int}}}},                       # seeds both arms have (the paired interval's n)
   "evaluation": {                                # every method under every protocol, final numbers only
-    "protocols": {protocol: str},                # finetune | linear | knn -> its name in the report
+    "split": "validation", "protocols": {protocol: str},  # finetune | linear | knn -> its name in the report
     "metrics": ["f1_macro", "accuracy"], "baseline": "scratch", "rule": str,
     "cells": {protocol: {fraction: {method: {metric: {     # method: scratch (random init) | <pretext>
         "mean": float, "std": float | null, "n": int, "ci95": [float, float] | null,
         "by_seed": {seed: float}}}}}},
     "vs_baseline": {protocol: {fraction: {<pretext>: {metric: {   # method minus scratch, paired by seed
         "difference": float, "std": float | null, "n": int, "ci95": [float, float] | null,
-        "significant": bool | null, "seeds": [int]}}}}}
-  },                                             # finetune: the end-of-training validation metrics
-  "pretext": {task: {"status": str, "epochs": int, "chance": float | null,
+        "significant": bool | null, "seeds": [int]}}}}},
+    "test": {"split": "test", ...} | null        # the same on the test split (none without one)
+  },                                             # finetune: the end-of-training metrics
+  "pretext": {task: {                            # the pretraining the report shows (first seed's, or shared):
+                     "shown": folder, "seed": int | null, "status": str, "epochs": int, "chance": float | null,
                      "best": {metric: {"value", "epoch"}},   # every val_* column (loss: lowest)
                      "last": {column: float},                 # the last metrics.csv row
                      "knn_accuracy": {backbone: float},       # e.g. pretrained / random, if the run wrote it
                      "images_per_s": float | null, "wall_time_s": float | null,
                      "backbone_sha256": str | null,           # the weights fine-tuning starts from
-                     "remade": str | null}},                  # remade_note's sentence, if re-made on resume
+                     "remade": str | null,                    # remade_note's sentences, if re-made on resume
+                     "pretrainings": int, "planned_pretrainings": int,   # every pretraining of the task
+                     "total_cost_s": float | null,            # their summed cost_s
+                     "backbone_sha256_by_seed": {seed | "shared": str | null},
+                     "folders": {folder: {"seed": int | null, "status": str, "epochs": int,
+                                          "cost_s": float | null,     # stage time, else training time
+                                          "backbone_sha256": str | null, "remade": str | null}}}},
+  "replication": {...} | null,                   # a replicate's verdicts on the original (replication.py)
   "machine": {...}, "earlier_machines": [{...}], "stage_times_s": {stage: float}
 }
 
 quantity is one of QUANTITIES: f1_macro, precision_macro, recall_macro, accuracy, loss (best values),
-<metric>_epoch, final_f1_macro, final_accuracy, test_f1_macro, test_accuracy, time_to_95_epoch,
+<metric>_epoch, final_f1_macro, final_accuracy, test_<metric> and test_loss, time_to_95_epoch,
 time_to_95_wall_time_s, plateau_epoch, gap_accuracy, gap_loss, train_loss_first_epoch,
 train_loss_mean, epochs, wall_time_s, images_per_s.
 """
@@ -72,21 +86,23 @@ import math
 import statistics
 from typing import Any
 
-from ..layout import SCRATCH, pretrain_dir
+from ..layout import SCRATCH
 from ..runs import summarize
 from ..stats import RULE as CI_RULE
 from ..stats import describe, paired_difference
-from .results import PROBE_PROTOCOLS, PROTOCOLS, PretextRun, Run, Study, column, load_samples
+from .replication import replication_summary
+from .results import PER_SEED, PROBE_PROTOCOLS, PROTOCOLS, PretextRun, Run, Study, column, load_samples
 from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE, plateau_epoch, time_to_fraction_of_best
 
 METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
          "accuracy": "accuracy", "loss": "loss"}
 QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
-              "test_f1_macro",
-              "test_accuracy", "time_to_95_epoch", "time_to_95_wall_time_s", "plateau_epoch", "gap_accuracy",
-              "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs", "wall_time_s", "images_per_s")
+              *(f"test_{m}" for m in (*METRICS, "loss")), "time_to_95_epoch", "time_to_95_wall_time_s",
+              "plateau_epoch", "gap_accuracy", "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs",
+              "wall_time_s", "images_per_s")
 EVAL_METRICS = ("f1_macro", "accuracy")
+TEST, VALIDATION = "test", "validation"
 
 
 def fraction_key(fraction: float) -> str:
@@ -125,8 +141,9 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
         q[m], q[f"{m}_epoch"] = b["value"], b["epoch"]
     if stats.get("final"):
         q["final_f1_macro"], q["final_accuracy"] = stats["final"]["f1_macro"], stats["final"]["accuracy"]
-    if "test" in stats:
-        q["test_f1_macro"], q["test_accuracy"] = stats["test"]["f1_macro"], stats["test"]["accuracy"]
+    for m in (*METRICS, "loss"):
+        if (stats.get("test") or {}).get(m) is not None:
+            q[f"test_{m}"] = stats["test"][m]
     q.update(time_to_95_epoch=stats["time_to_95"]["epoch"], time_to_95_wall_time_s=stats["time_to_95"]["wall_time_s"],
              plateau_epoch=stats["plateau_epoch"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
              gap_loss=stats["gap"]["loss_val_minus_train"], train_loss_first_epoch=stats["train_loss"]["first_epoch"],
@@ -167,46 +184,74 @@ def summarize_study(study: Study) -> dict[str, Any]:
         if SCRATCH in arms and pretrained:
             comparison[f] = {arm: {k: compare(arms[SCRATCH][k], v) for k, v in arms[arm].items()
                                    if k in arms[SCRATCH]} for arm in pretrained}
-    return {
+    evaluation = {"split": VALIDATION, **evaluation_summary(evaluation_values(study, runs), study.arms),
+                  "test": None}
+    if has_test_split(study):
+        evaluation["test"] = {"split": TEST, **evaluation_summary(evaluation_values(study, runs, TEST), study.arms)}
+    resolved = {name: p for name, p in [*((r.name, r.precision) for r in study.runs),
+                                        *((p.folder, p.precision) for ps in study.pretrainings.values() for p in ps)]
+                if p}
+    summary = {
         "study": study.path.resolve().name,
         "dataset": cfg.get("dataset"),
+        "seeds": study.seeds, "pretraining": study.pretraining,
+        "headline": headline(study),
+        "precision": {"study": cfg.get("precision"), "runs": resolved,
+                      "differing": {n: p for n, p in resolved.items() if cfg.get("precision") not in (None, p)}},
         "status": {"finished": [r.name for r in study.runs if r.finished],
                    "in_progress": [{"run": r.name, "epochs": len(r.history), "planned_epochs": r.planned_epochs}
                                    for r in study.runs if not r.finished]
-                   + [{"run": pretrain_dir(t), "epochs": len(p.history), "planned_epochs": p.planned_epochs}
-                      for t, p in study.pretexts.items()
-                      if p.summary is None],
+                   + [{"run": p.folder, "epochs": len(p.history), "planned_epochs": p.planned_epochs}
+                      for ps in study.pretrainings.values() for p in ps if p.summary is None],
                    "missing": study.missing, "missing_probes": study.missing_probes},
         "rules": {"plateau": PLATEAU_RULE, "time_to_95": T95_RULE, "equal_within": EQUAL_WITHIN},
         "runs": runs,
         "aggregate": aggregate,
         "comparison": comparison,
-        "evaluation": evaluation_summary(evaluation_values(study, runs), study.arms),
-        "pretext": {t: {**pretext_stats(p), "remade": remade_note(study, p)} for t, p in study.pretexts.items()},
+        "evaluation": evaluation,
+        "pretext": {t: task_pretext(study, t) for t in study.pretexts},
         "machine": cfg.get("machine"), "earlier_machines": cfg.get("earlier_machines", []),
         "stage_times_s": cfg.get("stage_times_s", {}),
     }
+    summary["replication"] = replication_summary(study, summary)
+    return summary
 
 
-def evaluation_values(study: Study, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """{protocol: {fraction: {method: {metric: {seed: value}}}}}: fine-tuning's end-of-training
-    validation metrics (no epoch picked on the validation split, like the probes) and the probes'."""
+def has_test_split(study: Study) -> bool:
+    """study.json says the dataset has test images, or a finished run scored some (a study from before the
+    test split was recorded in study.json)."""
+    return bool((study.config.get("dataset") or {}).get("n_test")) or any(
+        "test" in r.summary for r in study.runs if r.finished)
+
+
+def headline(study: Study) -> dict[str, Any]:
+    """Which number the answer rests on: test macro-F1 of the final model where there is a test split
+    (validation is for choices, test for claims), else the best validation macro-F1 over epochs."""
+    if has_test_split(study):
+        return {"split": TEST, "quantity": "test_f1_macro", "metric": "f1_macro", "protocol": "finetune",
+                "text": "test macro-F1 of the final model"}
+    return {"split": VALIDATION, "quantity": "f1_macro", "metric": "f1_macro", "protocol": "finetune",
+            "text": "best validation macro-F1"}
+
+
+def evaluation_values(study: Study, runs: dict[str, dict[str, Any]], split: str = VALIDATION) -> dict[str, Any]:
+    """{protocol: {fraction: {method: {metric: {seed: value}}}}}: fine-tuning's end-of-training metrics
+    (no epoch picked on the validation split, like the probes) and the probes', on `split`."""
     values: dict[str, Any] = {}
 
-    def put(protocol: str, fraction: float, method: str, seed: int, metrics: dict[str, float]) -> None:
+    def put(protocol: str, fraction: float, method: str, seed: int, metrics: dict[str, float] | None) -> None:
         for m in EVAL_METRICS:
-            if metrics.get(m) is not None:
+            if (metrics or {}).get(m) is not None:
                 (values.setdefault(protocol, {}).setdefault(fraction_key(fraction), {}).setdefault(method, {})
                  .setdefault(m, {}))[seed] = metrics[m]
 
     for st in runs.values():
-        if st.get("final"):
-            put("finetune", st["fraction"], st["arm"], st["seed"], st["final"])
+        put("finetune", st["fraction"], st["arm"], st["seed"], st.get("final" if split == VALIDATION else "test"))
     for method, results in study.probes.items():
         for r in results.values():
+            scores = r if split == VALIDATION else r.get("test") or {}
             for protocol in PROBE_PROTOCOLS:
-                if protocol in r:
-                    put(protocol, float(r["fraction"]), method, int(r["seed"]), r[protocol])
+                put(protocol, float(r["fraction"]), method, int(r["seed"]), scores.get(protocol))
     return values
 
 
@@ -255,6 +300,28 @@ def pretext_stats(run: PretextRun) -> dict[str, Any]:
             "wall_time_s": s.get("wall_time_s", h[-1].get("wall_time_s")), "backbone_sha256": s.get("backbone_sha256")}
 
 
+def task_pretext(study: Study, task: str) -> dict[str, Any]:
+    """summary.json's "pretext" entry of a task: the shown pretraining's numbers, and every pretraining's
+    cost and weights (one per seed, or the shared one), since the cost of pretraining is all of them."""
+    shown, every = study.pretexts[task], study.pretrainings[task]
+    times = study.config.get("stage_times_s") or {}
+    folders = {}
+    for p in every:
+        wall = (p.summary or {}).get("wall_time_s", p.history[-1].get("wall_time_s"))
+        folders[p.folder] = {"seed": p.seed, "status": p.status, "epochs": len(p.history),
+                             "cost_s": times.get(p.folder, wall), "backbone_sha256": (p.summary or {}).get(
+                                 "backbone_sha256"), "remade": remade_note(study, p)}
+    costs = [f["cost_s"] for f in folders.values() if f["cost_s"] is not None]
+    notes = [f["remade"] for f in folders.values() if f["remade"]]
+    planned = len(study.seeds) if study.pretraining == PER_SEED else 1
+    return {"shown": shown.folder, "seed": shown.seed, **pretext_stats(shown), "remade": " ".join(notes) or None,
+            "pretrainings": len(every), "planned_pretrainings": max(planned, len(every)),
+            "total_cost_s": sum(costs) if costs else None,
+            "backbone_sha256_by_seed": {"shared" if f["seed"] is None else str(f["seed"]): f["backbone_sha256"]
+                                        for f in folders.values()},
+            "folders": folders}
+
+
 def remade_note(study: Study, run: PretextRun) -> str | None:
     """Say when a pretrained backbone was re-made (a study resumed from `pretextlab export`, which keeps
     no weights) and how many finished fine-tuning runs started from the earlier one."""
@@ -262,14 +329,16 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
     if "earlier_backbone_sha256" not in summary:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
-    head = (f"`{pretrain_dir(task)}` was pretrained again when the study resumed without its weights; the re-made "
+    head = (f"`{run.folder}` was pretrained again when the study resumed without its weights; the re-made "
             "backbone is")
+    whose = "this arm" if run.seed is None else f"this arm with seed {run.seed}"
     if old == new:
-        return f"{head} bit-identical to the earlier one, so every run of this arm started from the same weights."
-    earlier = sum(1 for r in study.runs if r.arm == task and r.summary and r.summary.get("init_sha256") != new)
+        return f"{head} bit-identical to the earlier one, so every run of {whose} started from the same weights."
+    earlier = sum(1 for r in study.runs if r.arm == task and (run.seed is None or r.seed == run.seed)
+                  and r.summary and r.summary.get("init_sha256") != new)
     bits = ("not bit-identical to the earlier one (same recipe and seed; another machine or library build)" if old
             else "of unknown likeness: the earlier one's SHA-256 was not kept")
-    return (f"{head} {bits}. {earlier} finished fine-tuning run(s) of this arm started from the earlier one, the "
+    return (f"{head} {bits}. {earlier} finished fine-tuning run(s) of {whose} started from the earlier one, the "
             "runs still to come start from the re-made one.")
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..layout import CONFIG, SCRATCH, pretrain_dir
+from ..layout import CONFIG, SCRATCH
 from .formatting import duration, interval, mean_std, number
-from .results import PROTOCOLS, Study, class_names, column, read_json
+from .results import PER_SEED, PROTOCOLS, Study, class_names, column, read_json
 from .rules import FRACTION_OF_BEST
 from .summary import fraction_key, labels_at
 
@@ -24,8 +24,11 @@ TABLE_ROWS = (  # label, quantity, epoch quantity (shown in brackets), kind
     ("best val accuracy (epoch)", "accuracy", "accuracy_epoch", "metric"),
     ("lowest val loss (epoch)", "loss", "loss_epoch", "metric"),
     ("final val macro-F1", "final_f1_macro", None, "metric"),
-    ("test macro-F1", "test_f1_macro", None, "metric"),
+    ("test macro-F1 (final model)", "test_f1_macro", None, "metric"),
+    ("test macro precision", "test_precision_macro", None, "metric"),
+    ("test macro recall", "test_recall_macro", None, "metric"),
     ("test accuracy", "test_accuracy", None, "metric"),
+    ("test loss", "test_loss", None, "metric"),
     (f"epochs to {FRACTION_OF_BEST:.0%} of best macro-F1", "time_to_95_epoch", None, "epoch"),
     (f"wall time to {FRACTION_OF_BEST:.0%} of best macro-F1 (s)", "time_to_95_wall_time_s", None, "seconds"),
     ("plateau epoch", "plateau_epoch", None, "epoch"),
@@ -104,17 +107,20 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
 
 
 def answer_table(study: Study, summary: dict[str, Any]) -> Table:
-    """Rows = fractions; columns = labelled images, each arm's best validation macro-F1, pretrained minus scratch."""
+    """Rows = fractions; columns = labelled images, each arm's headline number (test macro-F1 of the final
+    model, else best validation macro-F1), pretrained minus scratch."""
     pretext_arms = [a for a in study.arms if a != SCRATCH]
-    header = ["fraction", "labelled images", *(f"{a} best val macro-F1" for a in study.arms),
+    q = summary["headline"]["quantity"]
+    label = "test macro-F1" if summary["headline"]["split"] == "test" else "best val macro-F1"
+    header = ["fraction", "labelled images", *(f"{a} {label}" for a in study.arms),
               *(f"{a} − scratch" for a in pretext_arms)]
     rows = []
     for f in study.fractions:
         fk = fraction_key(f)
         agg, cmp = summary["aggregate"].get(fk, {}), summary["comparison"].get(fk, {})
         rows.append([f"{f:g}", str(labels_at(summary, f) or "–"),
-                     *(mean_std(agg.get(a, {}).get("f1_macro"), "metric") for a in study.arms),
-                     *(number(cmp[a]["f1_macro"]["pretrained_minus_scratch"], "metric", True) if a in cmp else "–"
+                     *(mean_std(agg.get(a, {}).get(q), "metric") for a in study.arms),
+                     *(number(cmp[a][q]["pretrained_minus_scratch"], "metric", True) if q in cmp.get(a, {}) else "–"
                        for a in pretext_arms)])
     return header, rows
 
@@ -138,6 +144,11 @@ def pretext_table(summary: dict[str, Any]) -> Table:
                      *(number(ps[t]["knn_accuracy"].get(key), "metric") for t in tasks)])
     rows.append(["wall time (s)", *(number(ps[t]["wall_time_s"], "seconds") for t in tasks)])
     rows.append(["mean images/s", *(number(ps[t]["images_per_s"], "rate") for t in tasks)])
+    if any(ps[t].get("seed") is not None or ps[t].get("pretrainings", 1) > 1 for t in tasks):
+        rows.insert(0, ["shown pretraining", *(f"`{ps[t]['shown']}`" for t in tasks)])
+        rows.append(["pretrainings (one per seed)", *(str(ps[t]["pretrainings"]) for t in tasks)])
+        rows.append(["every pretraining's stage time, summed (s)",
+                     *(number(ps[t]["total_cost_s"], "seconds") for t in tasks)])
     return ["quantity", *tasks], rows
 
 
@@ -147,6 +158,7 @@ def setup_table(study: Study, summary: dict[str, Any]) -> Table:
     data, ds = cfg.get("data") or {}, cfg.get("dataset") or {}
     finished = [r.summary for r in study.runs if r.finished]
     pre_cfg = next((read_json(p.path / CONFIG) for p in study.pretexts.values()), {})
+    seeds = study.seeds
     n_train = {s["fraction"]: s["n_train"] for s in summary["runs"].values() if s["n_train"]}
     n_val = ds.get("n_val") or pre_cfg.get("n_val") or next((s.get("n_val") for s in finished), None)
     n_pool = ds.get("n_pool") or pre_cfg.get("n_pool")
@@ -162,9 +174,14 @@ def setup_table(study: Study, summary: dict[str, Any]) -> Table:
         ["labelled images per fraction", ", ".join(f"{f:g}: {n}" for f, n in sorted(n_train.items(), reverse=True))
          or "–"],
         ["seeds", ", ".join(map(str, cfg.get("seeds", []))) or "–"],
+        ["pretraining", "per seed: each seed pretrains its own backbone" if study.pretraining == PER_SEED
+         else f"shared: one per task (seed {seeds[0] if seeds else '–'}) for every seed"],
+        ["precision", precision_cell(summary["precision"])],
         ["preset, backbone", f"{cfg.get('preset', '–')}, {cfg.get('backbone', '–')}"],
     ]
     rows += [[k.replace("_", " "), str(ds[k])] for k in ("n_train_total", "n_test", "skipped_files") if k in ds]
+    if data.get("test_source"):
+        rows.append(["test data source", str(data["test_source"])])
     if cfg.get("epochs_per_fraction"):
         rows.append(["fine-tuning epochs per fraction",
                      ", ".join(f"{f}: {e}" for f, e in cfg["epochs_per_fraction"].items())])
@@ -176,10 +193,23 @@ def setup_table(study: Study, summary: dict[str, Any]) -> Table:
     return ["item", "value"], rows
 
 
+def precision_cell(precision: dict[str, Any]) -> str:
+    """The study's precision, or (a study.json from before it was recorded) what the runs resolved to."""
+    counts: dict[str, int] = {}
+    for p in precision["runs"].values():
+        counts[p] = counts.get(p, 0) + 1
+    if precision["study"]:
+        return f"{precision['study']} (decided once for the study)"
+    if len(counts) == 1:
+        return f"{next(iter(counts))} (every run's config.json; study.json does not record it)"
+    return ", ".join(f"{p} ({n} runs)" for p, n in counts.items()) or "–"
+
+
 def stage_table(study: Study, summary: dict[str, Any]) -> Table:
     """Each stage's time from study.json beside its training time and images/s from its metrics.csv."""
     times = summary["stage_times_s"]
-    runs = {r.name: r.history for r in study.runs} | {pretrain_dir(t): p.history for t, p in study.pretexts.items()}
+    runs = {r.name: r.history for r in study.runs} | {p.folder: p.history for ps in study.pretrainings.values()
+                                                      for p in ps}
     rows = []
     for stage in dict.fromkeys([*times, *runs]):
         h = runs.get(stage, [])
@@ -189,3 +219,15 @@ def stage_table(study: Study, summary: dict[str, Any]) -> Table:
                      number(h[-1].get("wall_time_s") if h else None, "seconds"),
                      number(statistics.fmean(ips) if ips else None, "rate")])
     return ["stage", "stage time (s)", "stage time", "epochs", "training time (s)", "mean images/s"], rows
+
+
+def replication_table(replication: dict[str, Any]) -> Table:
+    """Rows = the original's verdicts; columns = both studies' paired differences with their intervals and
+    verdicts, and whether the original's held."""
+    rows = []
+    for v in replication["verdicts"]:
+        held = {True: "**held**", False: "**not held**", None: "not tested"}[v["held"]]
+        rows.append([PROTOCOLS[v["protocol"]], v["fraction"], v["method"], _difference_cell(v["original"]),
+                     _difference_cell(v["replicate"]), f"{held}: {v['why']}"])
+    return ["protocol", "fraction", "pretext", "original: difference [95% CI]", "replicate: difference [95% CI]",
+            "original's verdict"], rows
