@@ -174,3 +174,12 @@ def test_pad_larger_than_the_image_is_user_error(trained_run, tiny_train_config,
     with pytest.raises(UserError, match="pad"):
         train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache", pad=12), tiny_train_config(epochs=1),
                          "fast", tmp_path / "run", device="cpu", quiet=True)
+
+
+def test_examples_show_every_class_once_where_there_are_few():
+    from pretextlab.finetune import example_indices
+
+    labels = torch.tensor([2, 2, 0, 1, 1, 0, 2, 1, 0, 0, 2, 1])
+    idx = example_indices(labels, 10)
+    assert len(idx) == 10 and len(set(idx.tolist())) == 10
+    assert {int(labels[i]) for i in idx} == {0, 1, 2} and {0, 2, 3} <= set(idx.tolist())  # the first of each

@@ -269,6 +269,7 @@ def test_plateau_schedule_stops_early_at_a_constant_rate(tiny_dataset, tiny_trai
                          device="cpu", quiet=True)
     rows = read_csv(out / "metrics.csv")
     assert len(rows) < 40 and s["epochs"] == len(rows)  # stopped before the maximum budget
+    assert s["stopped_early"] and s["steps"] == int(rows[-1]["step"]) < s["planned_steps"]
     assert plateaued(rows, ("f1_macro", "max"), 2) and not plateaued(rows[:-1], ("f1_macro", "max"), 2)
     assert {r["lr"] for r in rows} == {0.05}  # constant
     assert torch.load(out / "checkpoint.pt", weights_only=True)["stopped"]

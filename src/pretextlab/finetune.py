@@ -24,11 +24,19 @@ from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
 from .runs import finished_summary, run_precision, summarize, writer_lock
 from .sources import Dataset, ImageSet, rows
-from .train import TrainConfig, fit, train_settings
+from .train import TrainConfig, fit, run_length, steps_per_epoch, train_settings
 
 log = logging.getLogger(__name__)
 
-N_EXAMPLES = 8  # validation images shown with predictions in the report
+N_EXAMPLES = 10  # validation images shown with predictions in the report: one per class where there are <= 10
+
+
+def example_indices(labels: Tensor, n: int = N_EXAMPLES) -> Tensor:
+    """Which validation images the report shows: the first of each class (every class once, up to n
+    classes), topped up with images spread over the split; the same for every run of a study."""
+    firsts = [int((labels == c).nonzero()[0]) for c in labels.unique().tolist()][:n]
+    spread = [int(i) for i in torch.linspace(0, len(labels) - 1, n).long() if int(i) not in firsts]
+    return torch.tensor(sorted(firsts + spread[: n - len(firsts)]))
 
 
 def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
@@ -129,7 +137,8 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
 
     # Final evaluation (each rank its part): confusion matrix, examples with predictions, the test split if any.
     logits, y, part = predict_part(model, splits.x_val, splits.y_val, splits.mean, splits.std, precision)
-    pick = torch.linspace(0, len(splits.y_val) - 1, N_EXAMPLES).long()
+    pick = example_indices(splits.y_val.cpu()).to(splits.y_val.device)
+    batch = dist.global_batch(min(cfg.batch_size, len(splits.y_train)))  # as fit() batched it
     probs = dist.gather_rows(logits.softmax(1), part, pick)
     summary = summarize(history)
     summary.update({
@@ -141,6 +150,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
         "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(p.argmax()),
                       "confidence": float(p.max())} for i, p in zip(pick, probs)],
         "wall_time_s": history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+        **run_length(history, cfg, steps_per_epoch(len(splits.y_train), batch)),
     })
     if splits.test is not None:
         tl, ty, _ = predict_part(model, splits.test.images, splits.test.labels, splits.mean, splits.std, precision)

@@ -127,6 +127,15 @@ class Task(Protocol):
         """Validation metrics; must include 'loss'."""
 
 
+def run_length(history: list[dict[str, float]], cfg: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """How long a finished run trained against its budget, for its summary: the plateau schedule may stop
+    it early, and the report says which arm stopped first."""
+    planned = cfg.epochs * steps_per_epoch
+    steps = int(history[-1].get("step", len(history) * steps_per_epoch))
+    return {"steps": steps, "planned_steps": planned, "stopped_early": steps < planned, "schedule": cfg.schedule,
+            **({"patience": cfg.patience} if cfg.schedule == "plateau" else {})}
+
+
 def monitor_of(task: Task) -> tuple[str, str]:
     """What the plateau schedule watches: a task's `monitor` (classification: macro-F1, higher is better),
     else its validation loss."""
