@@ -1,11 +1,18 @@
-"""pretextlab.bench: the quick benchmark runs end to end and reports every field, sane and JSON-clean."""
+"""pretextlab.bench: the quick benchmark runs end to end and reports every field, sane and JSON-clean;
+every pretext task is measured against its model alone; the lightly race runs where lightly is installed
+and is one line where it is not."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+
+import pytest
 
 from pretextlab.bench import run_bench
+from pretextlab.errors import UserError
+from pretextlab.pretext import TASKS
 
 BACKBONE_FIELDS = {
     "model_img_s", "pipeline_img_s", "naive_img_s", "overhead", "speedup_vs_naive", "mfu", "mfu_pipeline",
@@ -14,6 +21,8 @@ BACKBONE_FIELDS = {
 }
 # 1 - pipeline/model: negative when the pipeline is the faster one, so no lower bound.
 SIGNED = {"overhead", "pretext_overhead"}
+TASK_FIELDS = {"model_img_s", "pipeline_img_s", "overhead", "steps"}
+PEER_KEYS = {"speedup_vs_lightly", "ceiling_vs_lightly", "augment_ms_per_image", "knn_pretextlab", "knn_lightly"}
 
 
 def test_quick_bench_reports_every_field(capsys, tmp_path):
@@ -52,3 +61,66 @@ def test_quick_bench_reports_every_field(capsys, tmp_path):
     assert reported["backbones"]["resnet18"]["gflops_per_image_fwd"] > reported["backbones"]["fast"]["gflops_per_image_fwd"]
     for k in ("overhead", "speedup_vs_naive", "mfu"):  # the headline numbers are the default backbone's
         assert reported[k] == reported["backbones"]["fast"][k]
+
+    # every pretext task at its ceiling: model alone vs pipeline, per backbone, and the headline overheads
+    assert set(reported["batch_prep_ms"]) == {"classification", *TASKS}
+    assert all(v > 0 for v in reported["batch_prep_ms"].values())
+    for name, b in reported["backbones"].items():
+        assert list(b["tasks"]) == list(TASKS), name
+        for task, t in b["tasks"].items():
+            assert TASK_FIELDS <= set(t), (name, task)
+            assert t["model_img_s"] > 0 and t["pipeline_img_s"] > 0 and t["steps"] >= 1, (name, task, t)
+            assert t["overhead"] == 1 - t["pipeline_img_s"] / t["model_img_s"]
+        assert b["pretext_overhead"] == b["tasks"]["context"]["overhead"]  # the older keys are context's
+        assert "peer" not in b
+    assert reported["task_overheads"] == {"classification": reported["overhead"],
+                                          **{k: t["overhead"] for k, t in reported["backbones"]["fast"]["tasks"].items()}}
+    assert not PEER_KEYS & set(reported)  # no peer asked for, none raced
+    assert any(line.startswith("==> fast") and "pretext overheads" in line for line in lines)
+
+
+def _hide_lightly(monkeypatch) -> None:
+    """Make `import lightly...` fail as it does where lightly is not installed."""
+    for name in [m for m in sys.modules if m == "lightly" or m.startswith("lightly.")] + ["lightly"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_peer_without_lightly_is_one_line_and_the_rest_runs(monkeypatch, capsys, make_image_folder):
+    _hide_lightly(monkeypatch)
+    result = run_bench(quick=True, data=str(make_image_folder()), backbones=("fast",), peer="lightly")
+    out = capsys.readouterr().out.splitlines()
+    said = [line for line in out if "--peer" in line or "install" in line]
+    assert said == [out[0]]  # one line, first, before the measurements
+    assert "not installed" in said[0] and "pip install 'pretextlab[peers]'" in said[0]
+    assert result["peer_skipped"] == said[0]
+    assert "peer" not in result and not PEER_KEYS & set(result)
+    assert "peer" not in result["backbones"]["fast"]
+    assert result["backbones"]["fast"]["pipeline_img_s"] > 0 and set(result["backbones"]["fast"]["tasks"]) == set(TASKS)
+
+
+def test_peer_race_with_lightly(capsys, make_image_folder):
+    pytest.importorskip("lightly.loss")
+    result = run_bench(quick=True, data=str(make_image_folder()), backbones=("fast",), peer="lightly", peer_epochs=1,
+                       json_out=True)
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reported == json.loads(json.dumps(result))
+    assert PEER_KEYS <= set(reported)
+    simclr, race = reported["backbones"]["fast"]["tasks"]["simclr"], reported["backbones"]["fast"]["peer"]
+    assert race["img_s"] > 0 and set(race["img_s_by_workers"]) >= {"0", "1", "2"}
+    assert race["img_s_by_workers"][str(race["workers"])] == max(race["img_s_by_workers"].values())
+    assert reported["speedup_vs_lightly"] == simclr["pipeline_img_s"] / race["img_s"] > 0
+    assert reported["ceiling_vs_lightly"] == simclr["model_img_s"] / race["img_s"] > 0
+    assert set(reported["augment_ms_per_image"]) == {"pretextlab", "lightly"}
+    assert all(v > 0 for v in reported["augment_ms_per_image"].values())
+    peer = reported["peer"]
+    assert peer["name"] == "lightly" and peer["version"] and peer["epochs"] == 1
+    for k in ("knn_pretextlab", "knn_lightly", "knn_untrained"):
+        assert 0 <= peer[k] <= 1
+    assert peer["train_img_s"]["pretextlab"] > 0 and peer["train_img_s"]["lightly"] > 0
+    assert reported["knn_pretextlab"] == peer["knn_pretextlab"] and reported["knn_lightly"] == peer["knn_lightly"]
+
+
+@pytest.mark.parametrize("kw, message", [({"peer": "vissl"}, "unknown"), ({"peer_epochs": 1}, "--peer lightly")])
+def test_peer_mistakes_are_user_errors(kw, message):
+    with pytest.raises(UserError, match=message):
+        run_bench(quick=True, backbones=("fast",), **kw)

@@ -21,7 +21,7 @@ def deterministic(rows: list[dict]) -> list[dict]:
 
 
 def comparable(summary: dict) -> dict:
-    s = {k: v for k, v in summary.items() if k not in ("wall_time_s", "session_time_s")}
+    s = {k: v for k, v in summary.items() if k not in ("wall_time_s", "process_time_s")}
     s["last"] = {k: v for k, v in s["last"].items() if k not in TIMING}
     return s
 

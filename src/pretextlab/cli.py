@@ -315,16 +315,24 @@ def bench(
     backbones: str = typer.Option("fast,resnet18", help="backbones, comma-separated; the first is the default"),
     batch_size: int = typer.Option(256),
     quick: bool = typer.Option(False, help="a smoke run in under a minute (numbers are rough)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda: where models and data live (auto: CUDA when visible)"),
+    peer: Optional[str] = typer.Option(None, help="lightly: race lightly's standard SimCLR pipeline on the same "
+                                                  "backbone, batch, head, loss and optimizer (needs the peers "
+                                                  "extra: lightly==1.6.0)"),
+    peer_epochs: int = typer.Option(0, help="with --peer: also train both SimCLRs this many epochs on the first "
+                                            "backbone and score both with the same k-NN probe"),
     json_out: bool = typer.Option(False, "--json", help="last line of stdout: one JSON object"),
     out: Optional[Path] = typer.Option(None, help="also save the JSON here"),
 ) -> None:
-    """Measure peak matmul, model-only, pipeline and naive-tutorial throughput side by side in one run."""
+    """Measure peak matmul, model-only, pipeline and naive-tutorial throughput side by side in one run, for
+    classification and every pretext task; with --peer, against another library's SimCLR."""
     from .bench import run_bench
 
     names = tuple(b.strip() for b in backbones.split(",") if b.strip())
     for b in names:
         check_backbone(b)
-    run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out)
+    run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out,
+              device=device, peer=peer, peer_epochs=peer_epochs)
 
 
 def _echo(text: str) -> None:

@@ -149,7 +149,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
         "confusion_val": confusion(logits, y, len(ds.classes)),
         "examples": [{"val_index": int(i), "label": int(splits.y_val[i]), "pred": int(p.argmax()),
                       "confidence": float(p.max())} for i, p in zip(pick, probs)],
-        "wall_time_s": history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+        "wall_time_s": history[-1]["wall_time_s"], "process_time_s": time.perf_counter() - t0,
         **run_length(history, cfg, steps_per_epoch(len(splits.y_train), batch)),
     })
     if splits.test is not None:

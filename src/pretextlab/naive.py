@@ -54,14 +54,14 @@ class NaiveSets:
         return DataLoader(Subset(self.val, self.val_indices[:n]), batch_size=bs, shuffle=False, num_workers=2)
 
 
-def _class_folder(root: Path) -> Path:
+def class_folder(root: Path) -> Path:
     """The folder ImageFolder reads: root/train where there is one, else root itself."""
     return root / "train" if (root / "train").is_dir() else root
 
 
 def check_image_folder(root: Path) -> Path:
     """`root` if the naive baseline can read it with ImageFolder (directly or its train/), else a UserError."""
-    folder = _class_folder(root)
+    folder = class_folder(root)
     if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
         raise UserError(f"--data {root}: bench needs an image folder (one sub-folder per class, or a root with "
                         "train/) so the naive baseline can read it with torchvision's ImageFolder")
@@ -74,7 +74,7 @@ def image_folder_sets(root: Path, ds: Dataset, splits: Splits) -> NaiveSets:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    folder = _class_folder(root)
+    folder = class_folder(root)
     size = ds.image_size
     train = datasets.ImageFolder(str(folder))
     with Image.open(train.samples[0][0]) as im:
@@ -89,12 +89,15 @@ def image_folder_sets(root: Path, ds: Dataset, splits: Splits) -> NaiveSets:
 
 
 def train_step(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]]) -> Callable[[], int]:
-    """The tutorial loop body: next DataLoader batch, forward, loss, backward, step (fp32, NCHW)."""
+    """The tutorial loop body: next DataLoader batch (to the model's device), forward, loss, backward, step
+    (fp32, NCHW)."""
     cfg = TrainConfig()
     opt = make_optimizer(model.train(), cfg)
+    device = next(model.parameters()).device
 
     def step() -> int:
         x, y = next(batches)
+        x, y = x.to(device), y.to(device)
         loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,8 +110,9 @@ def train_step(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor]]) -> Ca
 def eval_pass(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]]) -> int:
     """The tutorial evaluation loop (accuracy accumulated batch by batch); returns the images seen."""
     seen = correct = 0
+    device = next(model.parameters()).device
     for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
         seen += len(y)
     return seen
 

@@ -118,7 +118,7 @@ def _pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str,
     summary = summarize(history)
     summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
                     "options": dataclasses.asdict(task.options), "knn_accuracy": knn, "knn_images": n,
-                    "wall_time_s": history[-1]["wall_time_s"], "session_time_s": time.perf_counter() - t0,
+                    "wall_time_s": history[-1]["wall_time_s"], "process_time_s": time.perf_counter() - t0,
                     "backbone_sha256": sha256_file(out_dir / BACKBONE)})
     if done is not None:  # fine-tuning runs finished before started from this one
         summary["earlier_backbone_sha256"] = done.get("backbone_sha256")
