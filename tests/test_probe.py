@@ -105,3 +105,16 @@ def test_random_backbone_is_the_scratch_runs_starting_point():
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in scratch.items())
     other = random_backbone("fast", 3, seed=2).state_dict()
     assert not torch.equal(other["stem.0.weight"], net.state_dict()["stem.0.weight"])
+
+
+def test_a_feature_constant_on_the_labelled_set_is_ignored_not_blown_up():
+    """A dead unit (all but constant on the labelled images) that fires on validation images must not
+    reach the logits as (value - mean) / 1e-6."""
+    g = torch.Generator().manual_seed(0)
+    train_f, train_y = torch.randn(60, 4, generator=g), torch.arange(60) % 3
+    train_f[:, 3] = 1e-8 * torch.randn(60, generator=g)  # all but constant
+    val_f = torch.randn(30, 4, generator=g)
+    val_f[:, 3] = 1e4
+    logits = linear_probe(train_f, train_y, val_f, 3)
+    reference = linear_probe(train_f[:, :3], train_y, val_f[:, :3], 3)
+    assert torch.isfinite(logits).all() and torch.allclose(logits, reference, atol=1e-4)

@@ -99,7 +99,9 @@ def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: 
     i.e. 1 / (2n) ||W||^2 against the mean), so a small label set is regularised more, as a fixed
     prior on W would be. The validation split is never used to tune it.
     """
-    mu, sd = train_f.mean(0), train_f.std(0, correction=0).clamp_min(1e-6)
+    mu, sd = train_f.mean(0), train_f.std(0, correction=0)
+    live = sd > 1e-6  # a feature constant on the labelled set tells nothing: zeroed, not blown up by 1 / sd
+    mu, sd = torch.where(live, mu, 0.0), torch.where(live, sd, float("inf"))
     x = (train_f - mu) / sd
     w = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
     b = torch.zeros(num_classes, device=x.device, requires_grad=True)
