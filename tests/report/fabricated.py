@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from pretextlab.models import Classifier, make_backbone
+from pretextlab.report.results import Run
 from pretextlab.runs import summarize
 
 CLASSES = ["cat", "dog", "ship"]
@@ -57,20 +58,42 @@ def held_out_metrics(v: float) -> dict:
             "n": 60}
 
 
-def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict,
-                       test: float | None = None, precision: str = "fp32") -> dict:
-    """A finished fine-tuning run folder as finetune.train_classifier leaves it; returns its summary.
-    test: the final model's test macro-F1 (a study with a test split)."""
-    d = study / f"f{fraction:g}-{arm}-s{seed}"
+STEPS_PER_EPOCH = 10  # of every fabricated fine-tuning run (config.json resolved.steps_per_epoch)
+BATCH = 32
+
+
+def run_files(fraction: float, arm: str, seed: int, f1: list[float], test: float | None = None,
+              precision: str = "fp32", *, epochs: int | None = None, steps: list[int] | None = None,
+              schedule: str = "onecycle", patience: int | None = None, train_loss: list[float] | None = None,
+              val_loss: list[float] | None = None, old_format: bool = False) -> tuple[list[dict], dict, dict]:
+    """A finished fine-tuning run's metrics.csv rows, summary.json and config.json, as
+    finetune.train_classifier writes them.
+
+    f1: validation macro-F1 per evaluation; test: the final model's test macro-F1 (a study with a test split).
+    The budget is `epochs` (default: one per evaluation) x STEPS_PER_EPOCH optimizer steps; evaluations are
+    evenly spaced over it unless `steps` says where (a plateau-schedule run that stopped early ends before its
+    budget). train_loss and val_loss default to falling lines. old_format: as runs wrote before the step
+    column (one evaluation per epoch, no steps.csv, no run length in summary.json)."""
+    epochs = epochs or len(f1)
+    budget = epochs * STEPS_PER_EPOCH
+    if old_format:
+        steps = [STEPS_PER_EPOCH * (i + 1) for i in range(len(f1))]
+    steps = steps or [round(budget * (i + 1) / len(f1)) for i in range(len(f1))]
     head_start = 0.3 if arm != "scratch" else 0.0  # pretrained: lower training loss
-    rows = [{"epoch": e, "train_loss": 2.0 - head_start - 0.3 * e, "train_accuracy": v + 0.05, "val_f1_macro": v,
-             "val_precision_macro": v + 0.011, "val_recall_macro": v - 0.012, "val_accuracy": v + 0.013,
-             "val_loss": 1.6 - v, "lr": 0.1, "images_per_s": 900.0 + 10 * e, "epoch_time_s": 2.0,
-             "wall_time_s": 2.0 * e} for e, v in enumerate(f1, 1)]
-    _write_csv(rows, d / "metrics.csv")
-    g = torch.Generator().manual_seed(7)
+    rows = []
+    for i, (step, v) in enumerate(zip(steps, f1)):
+        e = step / STEPS_PER_EPOCH
+        row = {"epoch": e if e.is_integer() else round(e, 4), "step": step, "images_seen": step * BATCH,
+               "train_loss": train_loss[i] if train_loss else 2.0 - head_start - 0.3 * e, "train_accuracy": v + 0.05,
+               "val_f1_macro": v, "val_precision_macro": v + 0.011, "val_recall_macro": v - 0.012,
+               "val_accuracy": v + 0.013, "val_loss": val_loss[i] if val_loss else 1.6 - v, "lr": 0.1,
+               "images_per_s": 900.0 + 10 * e, "epoch_time_s": 2.0, "wall_time_s": 2.0 * e}
+        if old_format:
+            row = {k: (int(x) if k == "epoch" else x) for k, x in row.items() if k not in ("step", "images_seen")}
+        rows.append(row)
+    name = f"f{fraction:g}-{arm}-s{seed}"
     labels = [i % 3 for i in range(8)]
-    summary = {**summarize(rows), "run": d.name, "backbone": "fast", "init": None, "fraction": fraction,
+    summary = {**summarize(rows), "run": name, "backbone": "fast", "init": None, "fraction": fraction,
                "seed": seed, "n_train": int(300 * fraction), "n_val": 30, "classes": CLASSES,
                "final": {"f1_macro": f1[-1], "precision_macro": f1[-1], "recall_macro": f1[-1],
                          "accuracy": f1[-1], "loss": 1.0, "n": 30},
@@ -79,12 +102,41 @@ def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: li
                "examples": [{"val_index": 4 * i, "label": y, "pred": y if i % 3 else (y + 1) % 3,
                              "confidence": 0.5 + 0.05 * i} for i, y in enumerate(labels)],
                "wall_time_s": rows[-1]["wall_time_s"]}
+    if not old_format:
+        summary |= {"steps": steps[-1], "planned_steps": budget, "stopped_early": steps[-1] < budget,
+                    "schedule": schedule, **({"patience": patience} if schedule == "plateau" else {})}
     if test is not None:
         summary["test"] = held_out_metrics(test)
+    train = {"epochs": epochs, "schedule": schedule, **({"patience": patience} if patience else {})}
+    config = {"kind": "finetune", "backbone": "fast", "train": train,
+              "resolved": {"precision": precision, "steps_per_epoch": STEPS_PER_EPOCH}}
+    return rows, summary, config
+
+
+def memory_run(fraction: float, arm: str, seed: int, f1: list[float], **spec) -> Run:
+    """The Run that load_study would read from run_files' folder, without writing one."""
+    rows, summary, config = run_files(fraction, arm, seed, f1, **spec)
+    rows = [{k: float(v) for k, v in r.items()} for r in rows]  # metrics.csv reads back as floats
+    return Run(summary["run"], Path(summary["run"]), fraction, arm, seed, rows, summary, config["train"]["epochs"],
+               "fp32", STEPS_PER_EPOCH, summary.get("schedule") or config["train"]["schedule"])
+
+
+def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict,
+                       test: float | None = None, precision: str = "fp32", **spec) -> dict:
+    """A finished fine-tuning run folder (run_files' files, steps.csv unless old_format, examples and a
+    checkpoint); returns its summary."""
+    rows, summary, config = run_files(fraction, arm, seed, f1, test, precision, **spec)
+    d = study / summary["run"]
+    _write_csv(rows, d / "metrics.csv")
+    if not spec.get("old_format"):
+        last = int(rows[-1]["step"])
+        _write_csv([{"step": s, "train_loss": next(r["train_loss"] for r in rows if r["step"] >= s)}
+                    for s in range(10, last + 1, 10)] or [{"step": last, "train_loss": rows[-1]["train_loss"]}],
+                   d / "steps.csv")
     (d / "summary.json").write_text(json.dumps(summary))
-    (d / "config.json").write_text(json.dumps({"kind": "finetune", "backbone": "fast",
-                                               "resolved": {"precision": precision}}))
+    (d / "config.json").write_text(json.dumps(config))
     (d / "indices.json").write_text(json.dumps({"train": [], "val": []}))
+    g = torch.Generator().manual_seed(7)
     torch.save(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), d / "examples.pt")
     torch.save({"model": state, "meta": _meta("classifier")}, d / "checkpoint.pt")
     return summary
@@ -115,6 +167,9 @@ def make_study(root: Path, curves: dict = CURVES, seeds: list[int] = [0], pretra
                test: dict | None = None, extra: dict | None = None) -> Path:
     """A finished study folder at root: every run of `curves`, the context pretext run(s), study.json.
 
+    curves: (fraction, arm, seed) -> validation macro-F1 per evaluation, or a dict with that list as "f1" and
+    write_finetune_run's keyword arguments (epochs, steps, schedule, patience, train_loss, val_loss, old_format).
+
     pretraining "per-seed": one pretrain-context-s<seed> per seed (stage times 14.5 s, 15.5 s, ...; backbone
     SHA-256 "sha<seed>"), else one pretrain-context shared by every seed (None: a study.json from before the
     key). test: {(fraction, arm, seed): test macro-F1} of a study with a test split. extra: more study.json keys.
@@ -135,7 +190,8 @@ def make_study(root: Path, curves: dict = CURVES, seeds: list[int] = [0], pretra
                     "channels": 3, **({"n_test": 60} if test else {})},
         "stage_times_s": stage_times, **({"pretraining": pretraining} if pretraining else {}), **(extra or {})}))
     for (f, arm, seed), curve in curves.items():
-        write_finetune_run(root, f, arm, seed, curve, state, (test or {}).get((f, arm, seed)))
+        spec = dict(curve) if isinstance(curve, dict) else {"f1": curve}
+        write_finetune_run(root, f, arm, seed, spec.pop("f1"), state, (test or {}).get((f, arm, seed)), **spec)
     for i, name in enumerate(folders):
         write_pretext_run(root, state, name, {"backbone_sha256": f"sha{seeds[i]}"} if len(folders) > 1 else None)
     return root

@@ -30,3 +30,22 @@ def test_a_report_on_a_study_with_a_replaced_checkpoint_runs_no_code(tmp_path):
     write_report(study)
     assert not marker.exists()
     assert "refused" in (study / "report.md").read_text()
+
+
+def test_a_user_file_backbone_is_not_run_and_the_report_says_why(tmp_path):
+    marker = tmp_path / "code-ran"
+    net_file = tmp_path / "mynet.py"
+    net_file.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n\n"
+                        "def Net(channels):\n    raise SystemExit('the report built the network')\n")
+    study = make_study(tmp_path / "s")
+    spec = f"{net_file}:Net"
+    ckpt = study / "pretrain-context" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "meta": {**state["meta"], "backbone": spec}}, ckpt)
+    write_report(study)
+    assert not marker.exists()
+    md = (study / "report.md").read_text()
+    note = [line for line in md.splitlines() if "runs no code a study folder names" in line]
+    assert note == [f"The backbone `{spec}` is the study's own Python file; the report runs no code a study folder "
+                    "names, so it shows no filters or feature maps for it."]
+    assert not list((study / "figures").glob("filters_*.png")) and not list((study / "figures").glob("feature_*"))

@@ -10,7 +10,7 @@ import markdown
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pretextlab.report.render import Doc, html
+from pretextlab.report.render import EXTENSIONS, Doc, fenced, html
 
 
 def _png(path: Path) -> bytes:
@@ -39,4 +39,29 @@ def test_html_is_python_markdown_of_the_report_text(tmp_path: Path):
     assert [base64.b64decode(s) for s in srcs] == [png]
     assert 'src="figures/' not in page and "<title>a title</title>" in page
     inlined = text.replace("](figures/curve.png)", f"](data:image/png;base64,{base64.b64encode(png).decode()})")
-    assert markdown.markdown(inlined, extensions=["tables", "fenced_code"], output_format="html") in page
+    assert markdown.markdown(inlined, extensions=EXTENSIONS, output_format="html") in page
+
+
+def test_details_collapse_markdown_that_github_and_python_markdown_both_render(tmp_path: Path):
+    doc = Doc()
+    doc.para("Body.")
+    doc.details("Configuration", "The **full** configuration:", fenced('{\n  "a": 1\n}', "json"))
+    text = doc.markdown()
+    # GitHub: an HTML block ends at a blank line, so the markdown inside needs blank lines around it
+    assert '<details markdown="1">\n<summary>Configuration</summary>\n\nThe **full** configuration:\n\n```json\n' \
+        in text and text.rstrip().endswith("```\n\n</details>")
+    page = html(text, tmp_path, "t")
+    inside = page[page.index("<details>"):page.index("</details>")]
+    assert "<summary>Configuration</summary>" in inside and "<strong>full</strong>" in inside
+    assert '<pre><code class="language-json">{\n  &quot;a&quot;: 1\n}' in inside
+    assert 'markdown="1"' not in page
+
+
+def test_a_figure_caption_with_brackets_keeps_a_working_image_link(tmp_path: Path):
+    _png(tmp_path / "figures" / "x.png")
+    doc = Doc()
+    doc.figure("x.png", "Intervals [low, high] over seeds")
+    text = doc.markdown()
+    assert "![Intervals (low, high) over seeds](figures/x.png)" in text
+    assert "*Intervals [low, high] over seeds*" in text
+    assert text.count('<img') == 0 and html(text, tmp_path / "figures", "t").count("<img") == 1

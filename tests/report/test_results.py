@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fabricated import make_study, write_probes
 
-from pretextlab.report import load_study
+from pretextlab.report import load_study, write_report
 
 
 def test_load_study_finds_planned_and_unplanned_folders(tmp_path: Path):
@@ -25,3 +25,21 @@ def test_load_study_finds_planned_and_unplanned_folders(tmp_path: Path):
     assert list(study.probes) == ["scratch"] and study.probes["scratch"]["f1-s0"]["linear"]["f1_macro"] == 0.3
     assert study.missing_probes == ["scratch f0.1-s0", "context f1-s0", "context f0.1-s0"]
     assert study.fractions == [1.0, 0.1] and study.arms == ["scratch", "context"] and not study.problems
+
+
+def test_runs_of_both_formats_read_as_curves_over_optimizer_steps(tmp_path: Path):
+    # new: a step column, steps.csv, run length in summary.json; older: one row per epoch and none of these
+    curves = {(0.5, "scratch", 0): {"f1": [0.3, 0.4, 0.5, 0.55], "old_format": True},
+              (0.5, "context", 0): {"f1": [0.35, 0.42, 0.48, 0.5, 0.51, 0.53, 0.6, 0.61], "epochs": 4}}
+    root = make_study(tmp_path / "formats", curves)
+    assert (root / "f0.5-context-s0" / "steps.csv").exists() and not (root / "f0.5-scratch-s0" / "steps.csv").exists()
+    study = load_study(root)
+    old, new = study.finished(0.5, "scratch")[0], study.finished(0.5, "context")[0]
+    assert "step" not in old.history[0] and old.budget == 40 and old.schedule == "onecycle"
+    assert old.curve("val_f1_macro") == [(10.0, 0.3), (20.0, 0.4), (30.0, 0.5), (40.0, 0.55)]  # epoch x 10 steps
+    assert new.curve("val_f1_macro")[:2] == [(5.0, 0.35), (10.0, 0.42)] and new.history[0]["epoch"] == 0.5
+    assert new.budget == new.summary["planned_steps"] == 40 and new.history[-1]["images_seen"] == 40 * 32
+    md = write_report(root).read_text()  # both read and compared on one step axis
+    pair = json.loads((root / "summary.json").read_text())["dynamics"]["0.5"]["context"]["by_seed"]["0"]
+    assert pair["budget"] == 40 and pair["f1"]["scratch_step"] == 40 and pair["f1"]["pretrained_step"] == 30
+    assert "context at step 30 (75% of the budget), scratch at step 40 (100% of the budget)" in md

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from fabricated import make_study, memory_run
+
+from pretextlab.report import write_report
 from pretextlab.report.results import PretextRun, Run, Study
-from pretextlab.report.summary import compare, remade_note
+from pretextlab.report.rules import RULES, metric_speed, normalised_area
+from pretextlab.report.summary import compare, finite, remade_note, summarize_study
 
 
 def test_compare_pairs_the_difference_over_shared_seeds():
@@ -43,3 +49,39 @@ def test_remade_note_of_a_per_seed_pretraining_counts_that_seed_only(tmp_path):
     note = remade_note(Study(tmp_path, {}, runs, {}), redone)
     assert note.startswith("`pretrain-context-s1` was pretrained again")
     assert "1 finished fine-tuning run(s) of this arm with seed 1 started from the earlier one" in note
+
+
+def test_summary_records_every_rule_per_run_and_per_pair_with_intervals():
+    rising = [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.58, 0.6, 0.62, 0.64]
+    runs = [memory_run(0.1, "scratch", s, [v + 0.01 * s for v in rising]) for s in range(3)]
+    runs += [memory_run(0.1, "context", s, [0.1 + v + 0.02 * s for v in rising]) for s in range(3)]
+    config = {"fractions": [0.1], "seeds": [0, 1, 2], "pretexts": ["context"]}
+    summary = json.loads(json.dumps(finite(summarize_study(Study(Path("m"), config, runs, {})))))
+    assert summary["rules"]["metric_speed"] == RULES["metric_speed"] and summary["rules"]["constants"]["plateau_tol"]
+    run = summary["runs"]["f0.1-context-s1"]["curves"]
+    points = [(10 * (i + 1), 0.1 + v + 0.02) for i, v in enumerate(rising)]
+    assert run["area_f1"] == pytest.approx(normalised_area(points, 100)) and run["budget"] == 100
+    assert run["plateau"]["state"] == "rising" and run["stopped_early"] is False
+    d = summary["dynamics"]["0.1"]["context"]
+    assert d["seeds"] == [0, 1, 2] and set(d["by_seed"]) == {"0", "1", "2"} and d["budget"] == 100
+    per_seed = {s: r["f1"] for s, r in d["by_seed"].items()}
+    for s, r in per_seed.items():  # recomputable from the runs' curves
+        scratch = [(10 * (i + 1), v + 0.01 * int(s)) for i, v in enumerate(rising)]
+        context = [(10 * (i + 1), 0.1 + v + 0.02 * int(s)) for i, v in enumerate(rising)]
+        assert r["target"] == pytest.approx(metric_speed(scratch, context, scratch[-1][1])["target"])
+    steps = d["over_seeds"]["f1"]["steps"]
+    diffs = [r["pretrained_step"] - r["scratch_step"] for r in per_seed.values()]
+    assert steps["pretrained_minus_scratch"] == pytest.approx(sum(diffs) / 3) and steps["paired_n"] == 3
+    assert steps["paired_ci95"] is not None and d["over_seeds"]["area"]["paired_ci95"] is not None
+    assert d["over_seeds"]["plateau"]["states"] == {"scratch": {"rising": 3}, "pretrained": {"rising": 3}}
+    assert d["over_seeds"]["stop"] is None  # no run trained under the plateau schedule
+
+
+def test_the_planned_time_is_set_beside_the_actual_total(tmp_path):
+    plan = {"estimate": {"rate": 1.0, "estimated_s": 3000.0, "stages": 5}, "total_time_s": 3600.0}
+    md = write_report(make_study(tmp_path / "planned", extra=plan)).read_text()
+    assert ("Total: 1 h 00 min, against 50 min 00 s planned at the study's start (study.json estimate, 5 stages): "
+            "the study took 1.20x its plan.") in md
+    older = write_report(make_study(tmp_path / "older")).read_text()  # no estimate, no total_time_s yet
+    assert ("Total of the stages finished so far (study.json has no total yet): 50 s; study.json holds no plan to "
+            "set beside it") in older

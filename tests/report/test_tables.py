@@ -24,4 +24,6 @@ def test_several_seeds_show_mean_and_std(tmp_path: Path):
     assert c["paired_std"] == pytest.approx(0.0282843, abs=1e-6)  # std of the differences 0.10 and 0.06
     header, rows = fraction_table(summary, 0.5, ["scratch", "context"])
     assert header[1:] == ["scratch (n=2)", "context (n=2)", "context − scratch"]
-    assert rows[0][1] == "0.4200 ± 0.0283 (ep 2 ± 0)" and rows[0][3] == "+0.0800 (ep +0)"
+    assert rows[0][:2] == ["**final val macro-F1 (end of training) (primary)**", "0.4200 ± 0.0283"]
+    best = next(r for r in rows if r[0].startswith("secondary: best val macro-F1"))
+    assert best[1] == "0.4200 ± 0.0283 (step 20 ± 0)" and best[3] == "+0.0800 (step +0)"

@@ -14,7 +14,8 @@ from fabricated import CURVES, FIGURES, make_study, write_probes
 
 from pretextlab.errors import UserError
 from pretextlab.report import write_report
-from pretextlab.report.rules import plateau_epoch
+from pretextlab.report.render import EXTENSIONS
+from pretextlab.report.rules import RULES, loss_speed, metric_speed, plateau
 
 T2 = 4.302653  # two-sided 95% t critical value, 2 degrees of freedom (printed tables: 4.303)
 
@@ -59,11 +60,13 @@ def test_report_tables_hold_the_runs_and_their_best_values(finished_study: Path)
         run = json.loads((finished_study / f"f{f:g}-{arm}-s{seed}" / "summary.json").read_text())
         best = run["best"]["f1_macro"]
         assert best["value"] == max(curve)
-        assert f"{best['value']:.4f} (ep {best['epoch']})" in md
+        assert f"{best['value']:.4f} (step {best['step']})" in md  # the secondary number, with its step
         assert f"{run['best']['accuracy']['value']:.4f}" in md
         assert summary["runs"][run["run"]]["best"]["f1_macro"] == best
     assert "All runs finished" in md
-    assert "plateau epoch is the first epoch e such that no later epoch" in md  # the rule is stated
+    for name, text in RULES.items():  # every rule is stated, as summary.json records it
+        assert summary["rules"][name] == text
+        assert (text in md) == (name != "plateau_schedule")  # no run trained under the plateau schedule
 
 
 def test_report_pretrained_minus_scratch(finished_study: Path):
@@ -75,24 +78,30 @@ def test_report_pretrained_minus_scratch(finished_study: Path):
         assert got["pretrained_minus_scratch"] == pytest.approx(expected)
         assert got["paired_std"] is None and got["n_seeds"] == [1, 1]
         assert f"{expected:+.4f}" in md
-    # the derived rules per run, checked against the pure functions
+    # the rules per run and per pair, checked against the pure functions on the runs' metrics.csv
     s = summary["runs"]["f1-context-s0"]
-    curve = CURVES[(1.0, "context", 0)]
-    assert s["plateau_epoch"] == plateau_epoch(curve) == 3
-    assert s["time_to_95"] == {"epoch": 3, "wall_time_s": 6.0}  # 0.5534 < 0.95 x 0.5873
+    points = list(zip([10, 20, 30, 40], CURVES[(1.0, "context", 0)]))
+    assert s["curves"]["plateau"] == plateau(points, 40) == {"state": "plateau", "step": 30,
+                                                              "rise": pytest.approx(0.5861 - 0.5873)}
+    assert s["curves"]["budget"] == 40 and s["curves"]["steps"] == 40 and s["curves"]["schedule"] == "onecycle"
     assert s["gap"]["accuracy_train_minus_val"] == pytest.approx(0.05 - 0.013)
+    pair = summary["dynamics"]["1"]["context"]["by_seed"]["0"]
+    scratch = list(zip([10, 20, 30, 40], CURVES[(1.0, "scratch", 0)]))
+    assert pair["f1"] == {**metric_speed(scratch, points, 0.4912), "scratch_final": 0.4912, "sooner": "pretrained"}
+    loss = {arm: [(10 * e, 2.0 - head - 0.3 * e) for e in range(1, 5)] for arm, head in (("s", 0), ("c", 0.3))}
+    assert pair["train_loss"]["pretrained_step"] == loss_speed(loss["s"], loss["c"])["pretrained_step"] == 30
     c = summary["comparison"]["1"]["context"]
-    assert c["train_loss_first_epoch"]["pretrained_minus_scratch"] == pytest.approx(-0.3)
-    assert "Training loss fell faster for context" in md
-    assert "Context reached the higher maximum: best validation macro-F1 0.5873 (context) vs 0.4912" in md
-    assert "**Pretraining with context** was ahead at fraction 1 (+0.0961), 0.1 (+0.1335)" in md
+    assert c["final_f1_macro"]["pretrained_minus_scratch"] == pytest.approx(0.5861 - 0.4912)
+    assert "Training loss fell faster for context: to 0.8000 (scratch's final smoothed level" in md
+    assert "context ended higher: 0.5861 (context) vs 0.4912 (scratch), +0.0949" in md
+    assert "**Pretraining with context** was ahead at fraction 1 (+0.0949), 0.1 (+0.1335)" in md
 
 
 def test_report_html_is_self_contained(finished_study: Path):
     page = (finished_study / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert 'src="figures/' not in page
-    assert "<table>" in page and "Full configuration" in page
+    assert "<table>" in page and "<summary>Configuration</summary>" in page
 
 
 def test_report_html_is_made_from_report_md(finished_study: Path):
@@ -100,7 +109,7 @@ def test_report_html_is_made_from_report_md(finished_study: Path):
     for name in FIGURES:
         data = base64.b64encode((finished_study / "figures" / name).read_bytes()).decode()
         text = text.replace(f"](figures/{name})", f"](data:image/png;base64,{data})")
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"], output_format="html")
+    body = markdown.markdown(text, extensions=EXTENSIONS, output_format="html")
     page = (finished_study / "report.html").read_text()
     assert body in page and page.count("<table>") == text.count("\n|---")
 
@@ -127,7 +136,7 @@ def test_report_of_an_incomplete_study(tmp_path: Path):
     md = out.read_text()
     assert "This study is incomplete" in md
     assert "Missing (no finished epoch): `f0.1-context-s0`" in md
-    assert "In progress (curves only): `f1-context-s0` (epoch 4)" in md
+    assert "In progress (curves only): `f1-context-s0` (epoch 4 of 4)" in md
     assert "Waiting for f0.1-context-s0 (missing or still training)" in md
     assert "no fraction has finished runs of both scratch and context yet" in md
     assert "No pretext samples" in md and "No checkpoint in `pretrain-context/`" in md

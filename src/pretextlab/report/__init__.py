@@ -9,13 +9,18 @@ The package reads what the runs wrote and never imports the training side (study
 pretext), so a report renders anywhere the files are. Its modules, one concern each:
 
     results      reading a study folder (Study, Run, PretextRun, load_study)
-    rules        the pure rules on curves (plateau, time to 95%, about equal)
+    rules        the pure rules on curves of (step, value): loss speed, steps to 95% of scratch's final
+                 macro-F1, area, plateau or still rising, the plateau schedule's stop, ties, trends
+    dynamics     the rules per run and per seed's pair of runs, and over seeds: summary.json "dynamics"
     summary      per-run numbers, aggregates over seeds, paired comparisons: summary.json
     replication  a replicate's verdicts on the study it repeats (original-summary.json)
     formatting   numbers as text
-    conclusions  the generated sentences
+    conclusions  the generated sentences: the four questions per fraction, the answer
+    notes        the rules, splits, precision and timing, stated once
     tables       the tables
-    figures      the figures drawn from curves and numbers
+    canvas       what every figure shares: the canvas, the width, one colour per arm, the legend
+    figures      the figures drawn from curves and numbers (against optimizer steps)
+    images       the image figures: predictions, confusion matrices, pretext samples
     backbone     the figures that run a network (filters, feature maps)
     render       report.md as a Doc, report.html from it with Python-Markdown
     sections     the report's sections in reading order

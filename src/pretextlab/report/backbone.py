@@ -1,5 +1,9 @@
 """What pretraining did to a backbone, seen directly: its first-layer filters and its early feature maps,
 pretrained beside randomly initialised. The only part of the report that builds and runs a network.
+
+It builds built-in, timm and torchvision backbones only: a backbone that is a Python file the study names
+(`path/to/file.py:Net`) would run that file's code, and a report runs no code a study folder names, so
+`load_pretext_backbone` refuses it (UserBackbone) and the report says so in one line.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import numpy as np
 from matplotlib import colormaps
 from torch import Tensor, nn
 
+from ..backbones import is_user_file
 from ..io import load_torch
 from ..layout import BACKBONE, CHECKPOINT
 from ..models import evaluating, load_backbone_weights, make_backbone, read_weights
-from .figures import new_figure, save_png, to_display
+from .canvas import WIDTH, new_figure, save_png
+from .images import to_display
 from .results import PretextRun
 
 
@@ -79,8 +85,20 @@ def early_features(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
     return {k: v for k, v in captured.items() if k.startswith("first conv stage") or k == first_block}
 
 
+class UserBackbone(Exception):
+    """The backbone is a Python file the study names: building it would run that file."""
+
+
+def refuse_user_file(spec: str) -> None:
+    """UserBackbone, with the report's one-line note, where the spec names a Python file."""
+    if is_user_file(spec):
+        raise UserBackbone(f"The backbone `{spec}` is the study's own Python file; the report runs no code a "
+                           "study folder names, so it shows no filters or feature maps for it.")
+
+
 def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], str]:
-    """A pretext run's pretrained backbone, the checkpoint's meta, and which file the weights came from.
+    """A pretext run's pretrained backbone, the checkpoint's meta, and which file the weights came from;
+    UserBackbone (before anything is built) where the backbone is a user's Python file.
 
     backbone.safetensors is preferred: it is what fine-tuning starts from (BatchNorm statistics
     recalibrated on whole images); otherwise the "backbone."-prefixed weights of checkpoint.pt (the
@@ -88,6 +106,7 @@ def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], s
     """
     checkpoint = load_torch(run.path / CHECKPOINT)  # tensors and plain values only: it runs no code
     meta = checkpoint["meta"]
+    refuse_user_file(str(meta["backbone"]))
     if (run.path / BACKBONE).exists():
         source, state = BACKBONE, read_weights(run.path / BACKBONE)
     else:
@@ -128,17 +147,17 @@ def feature_maps_figure(image: Tensor, maps: dict[str, dict[str, Tensor]], path:
     """The input image, then the first n channels of each captured stage, one row per (network, stage)."""
     rows = [(net, stage, t[0]) for net, stages in maps.items() for stage, t in stages.items()]
     n = min(n, *(t.shape[0] for *_, t in rows))
-    fig = new_figure(13, 0.68 * len(rows) + 0.5)
+    fig = new_figure(WIDTH, 0.8 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), 2, squeeze=False, width_ratios=[1, n])
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_frame_on(False)
     axes[0, 0].imshow(to_display(image, 64), interpolation="nearest")
-    axes[0, 0].set_title("input", fontsize=8)
-    axes[0, 1].set_title(f"channels 0-{n - 1}, left to right", fontsize=8)
+    axes[0, 0].set_title("input", fontsize=9)
+    axes[0, 1].set_title(f"channels 0-{n - 1}, left to right", fontsize=9)
     for i, (net, stage, t) in enumerate(rows):
         axes[i, 1].imshow(maps_mosaic(t, n), interpolation="nearest")
-        axes[i, 1].set_ylabel(f"{net}\n" + stage.replace(" (", "\n("), fontsize=7, rotation=0, ha="right",
+        axes[i, 1].set_ylabel(f"{net}\n" + stage.replace(" (", "\n("), fontsize=8, rotation=0, ha="right",
                               va="center")
     save_png(fig, path)

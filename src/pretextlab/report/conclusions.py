@@ -1,7 +1,9 @@
 """The report's conclusions: sentences generated from summary.json's numbers, claiming nothing they do not show.
 
-Differences within EQUAL_WITHIN count as none; "ahead"/"behind" say only which way a difference points,
-and whether it is real is said by the paired interval over seeds (or that one seed leaves it untested).
+Each sentence phrases what a rule of rules.py returned (per seed in summary.json's "dynamics", with the
+paired interval over seeds), and nothing else. With several seeds a difference is called only when its paired
+95% interval excludes 0; with one seed the numbers are observations, "about equal" within the rules' ties,
+and the answer says once what one seed cannot tell.
 """
 
 from __future__ import annotations
@@ -9,81 +11,274 @@ from __future__ import annotations
 from typing import Any
 
 from ..stats import TWO_SEEDS
-from .formatting import duration, interval, number
+from .formatting import at_step, duration, interval, number
 from .results import PROTOCOLS
-from .rules import EQUAL_WITHIN, FRACTION_OF_BEST, verdict
+from .rules import EQUAL_WITHIN, PLATEAU_SPAN, PLATEAU_TOL, SAME_SPEED, TARGET_FRACTION, verdict
 from .summary import NAMES, baseline_name
 
+LOSSES = {"train_loss": "Training loss", "val_loss": "Validation loss"}
+LAST = f"over the last {PLATEAU_SPAN:.0%} of the budget"
 
-def fraction_conclusions(cmp: dict[str, dict[str, Any]], arm: str) -> list[str]:
-    """Which arm's loss fell faster, whose macro-F1 rose faster, which plateaued first, which peaked higher."""
-    name = {"pretrained": arm, "scratch": "scratch"}
-    n_scratch, n_pre = cmp["f1_macro"]["n_seeds"]
-    seeds = ("" if n_scratch == n_pre == 1 else f" (means over {n_scratch} seeds)" if n_scratch == n_pre
-             else f" (means over {n_pre} {arm} and {n_scratch} scratch seeds)")
-    out = []
 
-    first, mean = cmp["train_loss_first_epoch"], cmp["train_loss_mean"]
-    verdicts = {verdict(first["pretrained_minus_scratch"], True, EQUAL_WITHIN),
-                verdict(mean["pretrained_minus_scratch"], True, EQUAL_WITHIN)} - {"equal"}
-    numbers = (f"after epoch 1: {first['pretrained']:.3f} ({arm}) vs {first['scratch']:.3f} (scratch); "
-               f"mean over the epochs (area under the curve per epoch): {mean['pretrained']:.3f} vs "
-               f"{mean['scratch']:.3f}")
-    if not verdicts:
-        out.append(f"Training loss fell about equally fast: {numbers}{seeds}.")
-    elif len(verdicts) == 1:
-        out.append(f"Training loss fell faster for {name[verdicts.pop()]}: {numbers}{seeds}.")
+def fraction_conclusions(summary: dict[str, Any], fraction: str, arm: str) -> list[str]:
+    """The four questions at one fraction, `arm` vs scratch: how fast each loss fell, how fast macro-F1 rose,
+    which plateaued (or stopped) first, and which ended higher on the primary protocol."""
+    d = (summary.get("dynamics") or {}).get(fraction, {}).get(arm)
+    out: list[str] = []
+    if d:
+        who = {"pretrained": arm, "scratch": "scratch"}
+        out += [t for t in (loss_sentence(d, key, who) for key in LOSSES) if t]
+        if d["over_seeds"]["f1"]:
+            out.append(rise_sentence(d, who))
+        if d["over_seeds"]["stop"]:
+            out.append(stop_sentence(d, who))
+        elif d["over_seeds"]["plateau"]:
+            out.append(plateau_sentence(d, who))
+    cmp = (d or {}).get("over_seeds", {}).get("end") or summary["comparison"].get(fraction, {}).get(arm)
+    if cmp and summary["headline"]["quantity"] in cmp:
+        out.append(best_sentence(cmp, arm, summary["headline"]))
+    return [_sentence(t) for t in out]
+
+
+def _one(d: dict[str, Any], key: str) -> dict[str, Any]:
+    """The only seed's result of a rule (a one-seed comparison)."""
+    return next(iter(d["by_seed"].values()))[key]
+
+
+def _reach(step: float | None, budget: float) -> str:
+    return "never reached it" if step is None else f"at {at_step(step, budget)}"
+
+
+def _ratio(speedup: float | None, who: dict[str, str]) -> str:
+    """": 1.56x fewer steps for rotation" (a speed-up below 1 is one of scratch)."""
+    if not speedup:
+        return ""
+    if speedup >= 1:
+        return f": {speedup:.2f}x fewer steps for {who['pretrained']}"
+    return f": {1 / speedup:.2f}x fewer steps for scratch"
+
+
+def _mean_ratio(o: dict[str, Any], who: dict[str, str]) -> str:
+    """The speed-up over seeds, as the tables give it."""
+    if not o["speedup"]:
+        return ""
+    return f"; speed-up {o['speedup']['mean']:.2f}x (scratch's steps / {who['pretrained']}'s, mean over seeds)"
+
+
+def _paired(c: dict[str, Any], kind: str = "step", what: str = "paired difference") -> str:
+    """"paired difference -84 steps, 95% CI [-120, -48], significant (3 seeds)"."""
+    unit = " steps" if kind == "step" else ""
+    caution = ", one degree of freedom: read with care" if c["significant"] and c["paired_n"] == 2 else ""
+    return (f"{what} {number(c['pretrained_minus_scratch'], kind, True)}{unit}, 95% CI "
+            f"{interval(c['paired_ci95'], True, kind)}, {'significant' if c['significant'] else 'not significant'} "
+            f"({c['paired_n']} seeds{caution})")
+
+
+def _winner(c: dict[str, Any], lower_is_better: bool) -> str | None:
+    """The arm a significant paired difference favours, else None."""
+    if not c or not c.get("significant"):
+        return None
+    return "pretrained" if (c["pretrained_minus_scratch"] < 0) == lower_is_better else "scratch"
+
+
+def loss_sentence(d: dict[str, Any], key: str, who: dict[str, str]) -> str | None:
+    """How fast a loss fell: the steps each arm took to the common level (rules.loss_speed)."""
+    o, budget, name = d["over_seeds"][key], d["budget"], LOSSES[key]
+    if o is None:
+        return None
+    if o["n"] == 1:
+        r = _one(d, key)
+        level = f"{number(r['level'], 'metric')} ({who[r['slower']]}'s final smoothed level, the higher)"
+        steps = (f"{who['pretrained']} {_reach(r['pretrained_step'], budget)}, scratch "
+                 f"{_reach(r['scratch_step'], budget)}")
+        if r["sooner"] == "same":
+            return f"{name} fell about equally fast: to {level}, {steps} (within {SAME_SPEED:.0%} of the budget)."
+        if r["sooner"] == "neither":
+            return f"{name}: neither arm reached {level}."
+        return f"{name} fell faster for {who[r['sooner']]}: to {level}, {steps}{_ratio(r['speedup'], who)}."
+    level = f"the common level (mean {number(o['level']['mean'], 'metric')} over seeds)"
+    if o["reached"]["scratch"] < o["n"] or o["reached"]["pretrained"] < o["n"]:
+        return (f"{name}: {who['pretrained']} reached {level} in {o['reached']['pretrained']} of {o['n']} seeds, "
+                f"scratch in {o['reached']['scratch']} of {o['n']}.")
+    c = o["steps"]
+    numbers = (f"{who['pretrained']} at step {number(c['pretrained'], 'step')} vs scratch at step "
+               f"{number(c['scratch'], 'step')} on average ({c['pretrained'] / budget:.0%} vs "
+               f"{c['scratch'] / budget:.0%} of the budget){_mean_ratio(o, who)}; {_paired(c)}")
+    win = _winner(c, True)
+    if win:
+        return f"{name} fell faster for {who[win]}: to {level}, {numbers}."
+    return f"{name}: no significant difference in how fast it fell to {level}: {numbers}."
+
+
+def rise_sentence(d: dict[str, Any], who: dict[str, str]) -> str:
+    """How fast validation macro-F1 rose: steps to 95% of scratch's final macro-F1, and the normalised area."""
+    o, budget, arm = d["over_seeds"]["f1"], d["budget"], who["pretrained"]
+    area = d["over_seeds"]["area"]
+    area_text = ""
+    if area:
+        area_text = (f" Normalised area under the macro-F1 curve (its mean over training): "
+                     f"{number(area['pretrained'], 'metric')} ({arm}) vs {number(area['scratch'], 'metric')} (scratch)"
+                     + (f"; {_paired(area, 'metric')}" if area["paired_ci95"] is not None else "") + ".")
+    if o["n"] == 1:
+        r = _one(d, "f1")
+        target = (f"{number(r['target'], 'metric')} ({TARGET_FRACTION:.0%} of scratch's final validation macro-F1 "
+                  f"{number(r['scratch_final'], 'metric')})")
+        steps = f"{arm} {_reach(r['pretrained_step'], budget)}, scratch {_reach(r['scratch_step'], budget)}"
+        if r["sooner"] == "same":
+            head = (f"Validation macro-F1 rose about equally fast: to {target}, {steps} (within {SAME_SPEED:.0%} of "
+                    "the budget)")
+        elif r["sooner"] == "neither":
+            head = f"Validation macro-F1: neither arm reached {target}"
+        else:
+            head = (f"Validation macro-F1 rose faster for {who[r['sooner']]}: to {target}, "
+                    f"{steps}{_ratio(r['speedup'], who)}")
+        return head + "." + area_text
+    target = (f"{TARGET_FRACTION:.0%} of scratch's final validation macro-F1 (mean target "
+              f"{number(o['target']['mean'], 'metric')})")
+    if o["reached"]["scratch"] < o["n"] or o["reached"]["pretrained"] < o["n"]:
+        return (f"Validation macro-F1: {arm} reached {target} in {o['reached']['pretrained']} of {o['n']} seeds, "
+                f"scratch in {o['reached']['scratch']} of {o['n']}." + area_text)
+    c = o["steps"]
+    numbers = (f"{arm} at step {number(c['pretrained'], 'step')} vs scratch at step {number(c['scratch'], 'step')} on "
+               f"average ({c['pretrained'] / budget:.0%} vs {c['scratch'] / budget:.0%} of the budget)"
+               f"{_mean_ratio(o, who)}; {_paired(c)}")
+    win = _winner(c, True)
+    head = (f"Validation macro-F1 rose faster for {who[win]}: to {target}, {numbers}" if win
+            else f"Validation macro-F1: no significant difference in how fast it rose to {target}: {numbers}")
+    return head + "." + area_text
+
+
+def _state(p: dict[str, Any], budget: float) -> str:
+    """One run's plateau verdict (rules.plateau) in words."""
+    if p["state"] == "plateau":
+        return f"plateaued at {at_step(p['step'], budget)} and stayed inside a band {PLATEAU_TOL} wide to the end"
+    if p["state"] == "rising":
+        return f"was still improving at the end ({number(p['rise'], 'metric', True)} {LAST})"
+    if p["state"] == "unsettled":
+        return (f"had not settled ({number(p['rise'], 'metric', True)} {LAST}, but outside a band {PLATEAU_TOL} "
+                "wide)")
+    return "had too few evaluations to tell"
+
+
+def _tally(counts: dict[str, int], n: int) -> str:
+    words = {"plateau": "plateaued", "rising": "still improving at the end", "unsettled": "not settled",
+             "short": "too short to tell"}
+    return ", ".join(f"{words[k]} in {v} of {n} seeds" for k, v in counts.items())
+
+
+def plateau_sentence(d: dict[str, Any], who: dict[str, str]) -> str:
+    """Which arm plateaued first under a decaying schedule (rules.plateau on validation macro-F1)."""
+    o, budget, arm = d["over_seeds"]["plateau"], d["budget"], who["pretrained"]
+    sched = f" under the {d['schedule']} schedule" if d.get("schedule") else ""
+    n = len(d["seeds"])
+    if n == 1:
+        p = _one(d, "plateau")
+        first = p["first"]
+        if first in ("pretrained", "scratch"):
+            other = "scratch" if first == "pretrained" else "pretrained"
+            return (f"{who[first]} plateaued first{sched}: it {_state(p[first], budget)}; {who[other]} "
+                    f"{_state(p[other], budget)}.")
+        if first == "same":
+            return (f"Both plateaued at about the same step{sched}: {arm} {_state(p['pretrained'], budget)}, scratch "
+                    f"{_state(p['scratch'], budget)}.")
+        if p["scratch"]["state"] == p["pretrained"]["state"] == "rising":
+            return (f"Neither plateaued{sched}: both were still improving at the end (validation macro-F1 "
+                    f"{number(p['pretrained']['rise'], 'metric', True)} ({arm}) and "
+                    f"{number(p['scratch']['rise'], 'metric', True)} (scratch) {LAST}, more than {PLATEAU_TOL}).")
+        return (f"Neither plateaued{sched}: {arm} {_state(p['pretrained'], budget)}; scratch "
+                f"{_state(p['scratch'], budget)}.")
+    states = (f"{arm}: {_tally(o['states']['pretrained'], n)}; scratch: {_tally(o['states']['scratch'], n)}")
+    rise = (f"; validation macro-F1 changed by {number(o['rise']['pretrained'], 'metric', True)} ({arm}) vs "
+            f"{number(o['rise']['scratch'], 'metric', True)} (scratch) {LAST} on average, "
+            f"{_paired(o['rise'], 'metric')}" if o["rise"] and o["rise"]["paired_ci95"] is not None else "")
+    firsts = o["first"]
+    if o["steps"] and o["steps"]["paired_n"] == n and o["steps"]["paired_ci95"] is not None:
+        c = o["steps"]
+        numbers = (f"at step {number(c['pretrained'], 'step')} ({arm}) vs {number(c['scratch'], 'step')} (scratch) "
+                   f"on average; {_paired(c)}")
+        win = _winner(c, True)
+        return (f"{who[win]} plateaued first{sched}: both plateaued in every seed, {numbers}." if win else
+                f"Both plateaued in every seed{sched}, with no significant difference in when: {numbers}.")
+    if list(firsts) == ["neither"]:
+        return f"Neither plateaued in any seed{sched} ({states}){rise}."
+    if len(firsts) == 1 and next(iter(firsts)) in ("pretrained", "scratch"):
+        return f"{who[next(iter(firsts))]} plateaued first in every seed{sched} ({states}){rise}."
+    return f"Which arm plateaued first differs between seeds{sched} ({states}){rise}."
+
+
+def stop_sentence(d: dict[str, Any], who: dict[str, str]) -> str:
+    """Which arm stopped first under the plateau schedule (summary steps and stopped_early)."""
+    o, budget, arm, n = d["over_seeds"]["stop"], d["budget"], who["pretrained"], len(d["seeds"])
+    patience = f", patience {d['patience']} evaluations" if d.get("patience") else ""
+    if n == 1:
+        st = _one(d, "stop")
+
+        def run(x: dict[str, Any]) -> str:
+            how = (f"stopped at {at_step(x['steps'], budget)}" if x["stopped_early"]
+                   else f"trained its whole budget ({number(x['steps'], 'step')} steps)")
+            wall = f" after {duration(x['wall_time_s'])} of training" if x["wall_time_s"] is not None else ""
+            return f"{how}{wall}, its last improvement at step {number(x['last_improvement'], 'step')}"
+
+        runs = f"{arm} {run(st['pretrained'])}; scratch {run(st['scratch'])}"
+        if not st["scratch"]["stopped_early"] and not st["pretrained"]["stopped_early"]:
+            return f"Neither stopped early (plateau schedule{patience}): {runs}."
+        if st["first"] == "same":
+            return f"Both stopped at about the same step (plateau schedule{patience}): {runs}."
+        return f"{who[st['first']]} stopped first (plateau schedule{patience}): {runs}."
+    c, w = o["steps"], o["wall_time_s"]
+    early = (f"stopped early in {o['stopped_early']['pretrained']} ({arm}) and {o['stopped_early']['scratch']} "
+             f"(scratch) of {n} seeds")
+    numbers = (f"at step {number(c['pretrained'], 'step')} ({arm}) vs {number(c['scratch'], 'step')} (scratch) on "
+               "average"
+               + (f", after {duration(w['pretrained'])} vs {duration(w['scratch'])} of training" if w else "")
+               + (f"; {_paired(c)}" if c["paired_ci95"] is not None else ""))
+    win = _winner(c, True)
+    if win:
+        return f"{who[win]} stopped first (plateau schedule{patience}; {early}): {numbers}."
+    return f"No significant difference in when they stopped (plateau schedule{patience}; {early}): {numbers}."
+
+
+def best_sentence(cmp: dict[str, dict[str, Any]], arm: str, headline: dict[str, Any]) -> str:
+    """Which arm ended higher on the primary protocol (the final model), with the best evaluation (picked on
+    the validation split) only as a labelled secondary number."""
+    c = cmp[headline["quantity"]]
+    n = c["paired_n"]
+    n_scratch, n_pre = c["n_seeds"]
+    if n_scratch == n_pre == n:
+        numbers = (f"{number(c['pretrained'], 'metric')} ({arm}) vs {number(c['scratch'], 'metric')} (scratch), "
+                   f"{number(c['pretrained_minus_scratch'], 'metric', True)}"
+                   + (f", means over {n} seeds" if n > 1 else ""))
+    else:  # the means cover different seeds: the difference is over the seeds both arms have
+        numbers = (f"{number(c['pretrained'], 'metric')} ({arm}, {_seeds(n_pre)}) vs {number(c['scratch'], 'metric')} "
+                   f"(scratch, {_seeds(n_scratch)}); over the {_seeds(n)} both have, "
+                   f"{number(c['pretrained_minus_scratch'], 'metric', True)}")
+    what = f"End of training ({headline['text']}, the primary protocol)"
+    if c["paired_ci95"] is not None:
+        win = _winner(c, False)
+        ci = f"paired 95% CI {interval(c['paired_ci95'], True)}"
+        text = (f"{what}: {who_name(win, arm)} ended significantly higher: {numbers}; {ci}" if win
+                else f"{what}: no significant difference: {numbers}; {ci} includes 0")
     else:
-        out.append(f"Training loss: mixed, neither arm fell faster on both measures: {numbers}{seeds}.")
-
-    f1 = cmp["f1_macro"]
-    higher = verdict(f1["pretrained_minus_scratch"], False, EQUAL_WITHIN)
-
-    def lower_best(v: str) -> str:
-        """A caveat when the faster arm got there with less far to go."""
-        if v == "equal" or higher in ("equal", v):
-            return ""
-        return (f"; but {name[v]}'s own best is lower ({f1[v]:.4f} vs {f1[higher]:.4f}), so it had less far "
-                "to go")
-
-    e, t = cmp["time_to_95_epoch"], cmp["time_to_95_wall_time_s"]
-    v = verdict(e["pretrained_minus_scratch"], True, 0.5)
-    numbers = (f"{FRACTION_OF_BEST:.0%} of its own best at epoch {number(e['pretrained'], 'epoch')} "
-               f"({t['pretrained']:.0f} s) for {arm} vs epoch {number(e['scratch'], 'epoch')} ({t['scratch']:.0f} s) "
-               "for scratch")
-    out.append(f"Validation macro-F1 rose {'equally fast' if v == 'equal' else 'faster for ' + name[v]}: "
-               f"{numbers}{seeds}{lower_best(v)}.")
-
-    p = cmp["plateau_epoch"]
-    v = verdict(p["pretrained_minus_scratch"], True, 0.5)
-    numbers = (f"plateau at epoch {number(p['pretrained'], 'epoch')} for {arm} vs {number(p['scratch'], 'epoch')} "
-               "for scratch")
-    out.append(_sentence(f"{'both plateaued at about the same epoch' if v == 'equal' else name[v] + ' plateaued first'}"
-                         f": {numbers}{seeds}{lower_best(v)}."))
-
-    d, v = f1["pretrained_minus_scratch"], higher
-    numbers = f"best validation macro-F1 {f1['pretrained']:.4f} ({arm}) vs {f1['scratch']:.4f} (scratch), {d:+.4f}"
-    sentence = (f"The maximum was about equal (|difference| <= {EQUAL_WITHIN}): {numbers}" if v == "equal"
-                else f"{name[v]} reached the higher maximum: {numbers}")
-    if f1.get("paired_ci95") is not None:
-        sentence += (f"{seeds}; paired 95% CI of the difference {interval(f1['paired_ci95'], True)}, "
-                     + ("significant" if f1["significant"] else "so not significant"))
-    else:
-        sentence += "; one seed, so no confidence interval can be computed and the difference is not tested"
-    out.append(_sentence(sentence + "."))
-    if "test_f1_macro" in cmp:
-        out.append(test_sentence(cmp["test_f1_macro"], arm, seeds))
-    return out
-
-
-def test_sentence(c: dict[str, Any], arm: str, seeds: str) -> str:
-    """The held-out number beside the validation ones: the final model's test macro-F1 of both arms."""
-    text = (f"On the test split (final model, end of training): macro-F1 {c['pretrained']:.4f} ({arm}) vs "
-            f"{c['scratch']:.4f} (scratch), {c['pretrained_minus_scratch']:+.4f}{seeds}")
-    if c.get("paired_ci95") is not None:
-        text += (f"; paired 95% CI {interval(c['paired_ci95'], True)}, "
-                 + ("significant" if c["significant"] else "so not significant"))
+        v = verdict(c["pretrained_minus_scratch"], False, EQUAL_WITHIN)
+        text = (f"{what}: about equal (|difference| <= {EQUAL_WITHIN}): {numbers}" if v == "equal"
+                else f"{what}: {who_name(v, arm)} ended higher: {numbers}")
+    best = cmp.get("f1_macro")
+    if best:
+        steps = cmp.get("f1_macro_step")
+        at = (f", at step {number(steps['pretrained'], 'step')} vs {number(steps['scratch'], 'step')}"
+              if steps else "")
+        text += (f". Secondary, not the answer: the best validation macro-F1 over the evaluations (picked on the "
+                 f"validation split itself, so optimistic) was {number(best['pretrained'], 'metric')} ({arm}) vs "
+                 f"{number(best['scratch'], 'metric')} (scratch){at}")
     return text + "."
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
+def who_name(v: str, arm: str) -> str:
+    return arm if v == "pretrained" else "scratch"
 
 
 def headline_scope(summary: dict[str, Any]) -> str:
@@ -92,18 +287,29 @@ def headline_scope(summary: dict[str, Any]) -> str:
     seeds = summary["seeds"]
     if summary["headline"]["split"] == "test":
         text = ("The answer rests on the **test split**: test macro-F1 of each run's final model (end of training, "
-                "no epoch picked on any split), pretrained minus scratch; validation numbers (curves, best epochs) "
-                "follow in the sections below.")
+                "no evaluation picked on any split), pretrained minus scratch; validation numbers (curves, the best "
+                "evaluation as a secondary number) follow in the sections below.")
     else:
-        text = ("The answer rests on the **validation split** (there is no test split): best validation macro-F1 "
-                "over the epochs, pretrained minus scratch; the same split picked that epoch, so the numbers are "
-                "optimistic.")
+        text = ("The answer rests on the **validation split** (there is no test split): validation macro-F1 of each "
+                "run's final model (end of training, no evaluation picked), pretrained minus scratch. The best "
+                "evaluation of a run, picked on that same split, appears only as a labelled secondary number.")
     if len(seeds) >= 2 and summary["pretraining"] == "shared":
         text += (f" Its intervals over the {len(seeds)} seeds cover label subsets and initialisations but not "
                  f"pretraining: one pretraining per task (seed {seeds[0]}), shared by every seed.")
     elif len(seeds) >= 2:
         text += (f" Each of the {len(seeds)} seeds is a whole replicate (its own pretraining, label subset and "
                  "initialisation), so the intervals include pretraining's variance.")
+    q = summary["headline"]["quantity"]
+    pairs = max((c[q]["paired_n"] for cs in summary["comparison"].values() for c in cs.values() if q in c), default=0)
+    if pairs < 2:
+        if len(seeds) < 2:
+            text += (" With one seed per arm, every difference in this report is a single observation: it cannot "
+                     "tell one from seed-to-seed noise, so nothing is called significant and no trend across "
+                     "fractions or methods is claimed.")
+        else:
+            text += (" So far no fraction has two seeds with both fine-tuning arms finished, so each fine-tuning "
+                     "difference below is a single observation: the report cannot tell it from seed-to-seed noise, "
+                     "so none is called significant and no trend across fractions is claimed.")
     return text
 
 
@@ -112,8 +318,9 @@ def _sentence(text: str) -> str:
 
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
-    """At which fractions the pretrained arm was ahead (on the headline quantity: test macro-F1, else best
-    validation macro-F1), by how much, and whether the paired interval over seeds supports it."""
+    """At which fractions the pretrained arm was ahead (on the headline quantity: the final model's test, else
+    validation, macro-F1), by how much, whether the paired interval over seeds supports it, and a trend across
+    fractions only where summary.json's "trend" (rules.trend) found one."""
     out = []
     q, name = summary["headline"]["quantity"], summary["headline"]["text"]
     for arm in arms:
@@ -139,13 +346,7 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
                 f"scratch; differences within {EQUAL_WITHIN} count as no difference).")
         if pending:
             text += f" Not comparable yet at fraction {', '.join(pending)} (runs missing or unfinished)."
-        ordered = [diffs[f] for f in sorted(diffs, reverse=True)]  # most labels first
-        steps = [b - a for a, b in zip(ordered, ordered[1:])]
-        if steps and all(d > EQUAL_WITHIN for d in steps):
-            text += " The gain grows as the label budget shrinks."
-        elif steps and all(d < -EQUAL_WITHIN for d in steps):
-            text += " The gain shrinks as the label budget shrinks."
-        text += significance_note(summary, arm) + cost_sentence(summary, arm)
+        text += significance_note(summary, arm) + trend_sentence(summary, arm) + cost_sentence(summary, arm)
         out.append(text)
     return out
 
@@ -200,7 +401,7 @@ def significance_note(summary: dict[str, Any], arm: str) -> str:
     cmp = {f: c[arm][q] for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
     verdicts = {v: [f for f, c in cmp.items() if c.get("significant") is v] for v in (True, False, None)}
     if not verdicts[True] and not verdicts[False]:
-        return " One seed per arm: no confidence interval can be computed, so no difference is called significant."
+        return ""  # one seed: the answer's lead says once what that cannot tell
     parts = [f"significant at fraction {', '.join(verdicts[True])}" if verdicts[True] else "significant at no fraction"]
     if verdicts[False]:
         parts.append(f"not significant at {', '.join(verdicts[False])}")
@@ -211,30 +412,16 @@ def significance_note(summary: dict[str, Any], arm: str) -> str:
     return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "." + caution
 
 
-def split_note(summary: dict[str, Any]) -> str:
-    """Said once at the top: which split the report's numbers are on, and what each split was used for."""
-    ds = summary.get("dataset") or {}
-    if summary["headline"]["split"] == "test":
-        n = f" ({ds['n_test']} images)" if ds.get("n_test") else ""
-        return (f"Splits: claims (the answer, the protocol comparison) are on the **test split**{n}, scored once at "
-                "the end of training with each run's final model and each fitted probe; nothing is chosen on it. "
-                "The validation split gives the curves and the per-epoch rules (best epoch, plateau, time to 95%). "
-                "Every table and figure names its split.")
-    return ("Splits: **no test split**: every number is on the validation split. The answer's best validation "
-            "macro-F1 was picked on that same split (the best epoch), so it is optimistic; the protocol comparison "
-            "uses end-of-training numbers, with no epoch picked. A study with a test set (--test-data, or a data "
-            "folder with train/ and test/) reports held-out numbers.")
-
-
-def precision_warning(precision: dict[str, Any]) -> str | None:
-    """One line when a run trained at another precision than the study's (or, with none recorded, when the
-    runs disagree among themselves): their numbers are not from the same arithmetic."""
-    differing = precision["differing"]
-    if not differing and (precision["study"] or len(set(precision["runs"].values())) < 2):
-        return None
-    if differing:
-        return (f"**Warning**: {len(differing)} run(s) trained at another precision than the study's "
-                f"{precision['study']} (config.json resolved.precision): "
-                + ", ".join(f"`{n}` ({p})" for n, p in differing.items()) + ".")
-    return ("**Warning**: the runs trained at different precisions (config.json resolved.precision): "
-            + ", ".join(f"`{n}` ({p})" for n, p in precision["runs"].items()) + ".")
+def trend_sentence(summary: dict[str, Any], arm: str) -> str:
+    """A trend across fractions only where rules.trend found one; with several seeds and more than one
+    fraction, say so when it did not."""
+    t = (summary.get("trend") or {}).get(arm)
+    if not t or not t["changes"]:
+        return ""
+    if t["verdict"]:
+        return (f" The gain {t['verdict']} as the label budget shrinks: every change of it from one fraction to the "
+                "next smaller one is significant (paired by seed) and points the same way.")
+    if any(c["significant"] is None for c in t["changes"]):
+        return ""  # one seed: no trend can be tested
+    return (" No trend across fractions is claimed: not every change of the gain from one fraction to the next "
+            "smaller one is significant in the same direction (paired by seed).")

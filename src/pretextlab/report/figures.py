@@ -1,309 +1,334 @@
-"""The report's figures, drawn from a study's curves and summary.json's numbers (matplotlib's Agg canvas
-directly: no pyplot state, no display needed, safe in worker processes and on headless machines).
+"""The report's curve figures, drawn from the runs' CSV files and summary.json's numbers: the fine-tuning
+curves (one row per label fraction), macro-F1 vs label fraction, a pretext run's curves, one run's curves.
 
-The figures that run a network (first-layer filters, early feature maps) are in `backbone`.
+Every curve's x axis is optimizer steps, so scratch and pretrained arms are compared at equal compute:
+metrics.csv's `step`, or for a run from before that column, epoch x config.json's resolved steps_per_epoch
+(a run that records neither is drawn per epoch, and the axis says so). The training loss comes from
+steps.csv (the loss every few steps), smoothed by a centred running mean, where a run has one; otherwise
+from metrics.csv, where it is already the mean over each evaluation interval. With several seeds a line is
+the mean over seeds and its band spans their minimum to maximum.
+
+The image figures (predictions, confusion matrices, pretext samples) are in `images`, the figures that run
+a network (filters, feature maps) in `backbone`; the canvas, the width and the arm colours in `canvas`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
-from torch import Tensor
 
+from ..layout import CONFIG, SCRATCH, STEPS
 from ..layout import METRICS as METRICS_CSV
-from ..layout import SCRATCH
 from ..runs import read_csv
+from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, save_png
 from .formatting import fraction_title
-from .results import PROTOCOLS, PretextRun, Run, Study, column
+from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
+from .results import PROTOCOLS, PretextRun, Study, read_json
 from .summary import METRICS, NAMES, baseline_name
 
-DPI = 110
+__all__ = ["SAMPLE_CAPTIONS", "confusion_figure", "curves_caption", "examples_figure", "fraction_figure",
+           "loss_figure", "metrics_figure", "pretext_figure", "run_figure", "samples_figure", "to_display"]
+
+STEP, EPOCH = "optimizer steps", "epoch"
+SMOOTH_SHARE = 0.05  # the running mean of steps.csv's losses spans this share of the run's logged values
+MIN_WINDOW = 3  # ... and at least this many
+SPIKE = 1.5  # a loss axis stops at this multiple of the highest start or second-half value (see _cut_spikes)
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A constrained-layout figure on its own Agg canvas."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+@dataclass
+class Curve:
+    x: np.ndarray
+    y: np.ndarray
 
 
-def save_png(fig: Figure, path: Path, tight: bool = False) -> None:
-    """PNG at DPI; tight=True grows the canvas to hold text placed outside the axes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
+def eval_x(history: list[dict[str, float]], path: Path, unit: str | None = None) -> tuple[np.ndarray, str]:
+    """Each evaluation's x and its unit: optimizer steps (the step column, else epoch x steps per epoch
+    from the run's config.json), else epochs; unit=EPOCH asks for epochs whatever the run records."""
+    epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(history)], float)
+    if unit != EPOCH and history and all("step" in r for r in history):
+        return np.array([r["step"] for r in history], float), STEP
+    per_epoch = (read_json(Path(path) / CONFIG).get("resolved") or {}).get("steps_per_epoch")
+    return (epochs * per_epoch, STEP) if per_epoch and unit != EPOCH else (epochs, EPOCH)
 
 
-def _colors(arms: list[str]) -> dict[str, str]:
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
-    return {a: palette[i % len(palette)] for i, a in enumerate(arms)}
+def smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred running mean over `window` values (fewer at the ends, so no value is invented)."""
+    k = window // 2
+    c = np.concatenate([[0.0], np.cumsum(y, dtype=float)])
+    i = np.arange(len(y))
+    lo, hi = np.maximum(0, i - k), np.minimum(len(y), i + k + 1)
+    return (c[hi] - c[lo]) / (hi - lo)
 
 
-def _mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Epochs, and mean/min/max over seeds, over the epochs every seed has reached.
-
-    Finished seeds only when there are any, so a seed still training does not cut the curve short.
-    """
-    runs = [r for r in runs if r.finished] or runs
-    curves = [column(r.history, key) for r in runs]
-    n = min((len(c) for c in curves), default=0)
-    if n == 0:
+def logged_losses(path: Path) -> Curve | None:
+    """A run's steps.csv training loss, smoothed; None where it has none (a run from before the file)."""
+    try:
+        rows = [r for r in read_csv(Path(path) / STEPS) if "step" in r and "train_loss" in r]
+    except (OSError, ValueError):
         return None
-    a = np.array([c[:n] for c in curves])
-    return np.arange(1, n + 1), a.mean(0), a.min(0), a.max(0)
+    if len(rows) < 2:
+        return None
+    y = np.array([r["train_loss"] for r in rows])
+    window = max(MIN_WINDOW, int(len(y) * SMOOTH_SHARE) // 2 * 2 + 1)
+    return Curve(np.array([r["step"] for r in rows], float), smooth(y, window))
 
 
-def _plot_curve(ax: Axes, runs: list[Run], key: str, color: str, label: str, style: str = "-") -> None:
-    curve = _mean_curve(runs, key)
-    if curve is None:
-        return
-    x, mean, lo, hi = curve
-    ax.plot(x, mean, style, color=color, label=label, marker="o" if len(x) < 4 else None, ms=3)
-    if len(runs) > 1:
+def run_curve(history: list[dict[str, float]], path: Path, key: str, unit: str) -> Curve | None:
+    """One quantity of one run against `unit` (train_loss from steps.csv where the run has one)."""
+    if key == "train_loss" and unit == STEP and (logged := logged_losses(path)) is not None:
+        return logged
+    x, _ = eval_x(history, path, unit)
+    keep = [i for i, r in enumerate(history) if key in r and math.isfinite(r[key])]
+    return Curve(x[keep], np.array([history[i][key] for i in keep])) if keep else None
+
+
+def common_unit(runs: Sequence[Any]) -> str:
+    """Optimizer steps where every run records them, else epochs (a panel never mixes the two)."""
+    return STEP if all(eval_x(r.history, r.path)[1] == STEP for r in runs) else EPOCH
+
+
+def mean_band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x, and mean, min and max over the curves, on the densest curve's points up to where all reach."""
+    end = min(c.x[-1] for c in curves)
+    grid = max(curves, key=lambda c: int((c.x <= end).sum())).x
+    x = grid[grid <= end]
+    ys = np.array([np.interp(x, c.x, c.y) for c in curves])
+    return x, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot_arm(ax: Axes, runs: Sequence[Any], key: str, unit: str, color: str, label: str) -> np.ndarray | None:
+    """An arm's mean curve over seeds with its min-max band; finished seeds only where there are any, so a
+    seed still training does not cut the curve short. Returns the mean (None: nothing to draw)."""
+    runs = [r for r in runs if r.finished] or list(runs)
+    curves = [c for r in runs if (c := run_curve(r.history, r.path, key, unit)) is not None]
+    if not curves:
+        return None
+    x, mean, lo, hi = mean_band(curves)
+    ax.plot(x, mean, color=color, lw=1.6, marker="o" if len(x) < 6 else None, ms=3, label=label)
+    if len(curves) > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    return mean
 
 
-def _epoch_axis(ax: Axes) -> None:
-    """Whole-epoch ticks (call after plotting); a one-epoch run still gets a readable axis."""
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    lo, hi = ax.get_xlim()
-    if hi - lo < 2:
-        ax.set_xlim(min(lo, 0.5), max(hi, 1.5))
+def x_axis(ax: Axes, unit: str) -> None:
+    """The x axis of a curve (call after plotting): steps from 0, or whole epochs."""
+    ax.set_xlabel(unit)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1, steps=[1, 2, 2.5, 5, 10]))
+    if unit == EPOCH:
+        lo, hi = ax.get_xlim()
+        if hi - lo < 2:  # a one-epoch run still gets a readable axis
+            ax.set_xlim(min(lo, 0.5), max(hi, 1.5))
+    else:
+        ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
 
 
-def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, one panel per fraction."""
-    fractions, colors = study.fractions, _colors(study.arms)
-    fig = new_figure(4.2 * len(fractions), 3.4)
-    axes = fig.subplots(1, len(fractions), squeeze=False)[0]
-    for ax, f in zip(axes, fractions):
-        for arm in study.arms:
-            runs = [r for r in study.runs if r.fraction == f and r.arm == arm]
-            _plot_curve(ax, runs, "train_loss", colors[arm], f"{arm} train", "--")
-            _plot_curve(ax, runs, "val_loss", colors[arm], f"{arm} val")
-        ax.set(title=fraction_title(summary, f), ylabel="loss")
-        _epoch_axis(ax)
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
+def _cut_spikes(ax: Axes, means: dict[str, np.ndarray]) -> str:
+    """A transient spike (one arm's loss far above where every curve starts and ends) would flatten the
+    others: the axis stops at SPIKE x the highest start or second-half value. Returns the title's note."""
+    means = {a: m for a, m in means.items() if len(m)}
+    if not means:
+        return ""
+    cap = SPIKE * max(max(m[0], m[len(m) // 2:].max()) for m in means.values())
+    arm, peak = max(((a, float(m.max())) for a, m in means.items()), key=lambda t: t[1])
+    if peak <= cap:
+        return ""
+    low = min(float(m.min()) for m in means.values())
+    ax.set_ylim(low - 0.05 * (cap - low), cap)
+    return f"\n(axis cut at {cap:.3g}; {arm} peaks at {peak:.3g})"
+
+
+def _has(runs: Sequence[Any], key: str) -> bool:
+    return any(key in row for r in runs for row in r.history)
+
+
+def curves_grid(study: Study, summary: dict[str, Any], panels: list[tuple[str, str]], path: Path,
+                cut: bool = False) -> Figure:
+    """One row per label fraction that has runs, one column per (metrics.csv key, name), an arm per colour."""
+    fractions = [f for f in study.fractions if any(r.fraction == f for r in study.runs)]
+    panels = [p for p in panels if _has(study.runs, p[0])] or panels
+    colors = arm_colors(study.arms)
+    fig = new_figure(WIDTH, 0.6 + 2.8 * len(fractions))
+    axes = fig.subplots(len(fractions), len(panels), squeeze=False)
+    drawn: set[str] = set()
+    for row, f in zip(axes, fractions):
+        by_arm = {a: [r for r in study.runs if r.fraction == f and r.arm == a] for a in study.arms}
+        unit = common_unit([r for runs in by_arm.values() for r in runs])
+        for ax, (key, name) in zip(row, panels):
+            means = {a: m for a, runs in by_arm.items()
+                     if runs and (m := plot_arm(ax, runs, key, unit, colors[a], a)) is not None}
+            drawn |= set(means)
+            ax.set_title(f"{fraction_title(summary, f)}: {name}" + (_cut_spikes(ax, means) if cut else ""),
+                         fontsize=10)
+            ax.set_ylabel(name)
+            x_axis(ax, unit)
+    legend_above(fig, *arm_handles({a: c for a, c in colors.items() if a in drawn}), below=len(fractions) >= 3)
     save_png(fig, path)
+    return fig
 
 
-def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Validation macro-F1, precision, recall and accuracy per epoch: rows = metric, columns = fraction."""
-    fractions, colors = study.fractions, _colors(study.arms)
-    fig = new_figure(4.2 * len(fractions), 2.6 * len(METRICS))
-    axes = fig.subplots(len(METRICS), len(fractions), squeeze=False, sharex="col")
-    for j, f in enumerate(fractions):
-        for i, m in enumerate(METRICS):
-            ax = axes[i, j]
-            for arm in study.arms:
-                _plot_curve(ax, [r for r in study.runs if r.fraction == f and r.arm == arm], f"val_{m}",
-                            colors[arm], arm)
-            _epoch_axis(ax)
-            ax.set_ylabel(f"val {NAMES[m]}")
-            if i == 0:
-                ax.set_title(fraction_title(summary, f))
-                if ax.lines:
-                    ax.legend(fontsize=8)
-            if i < len(METRICS) - 1:
-                ax.set_xlabel("")
-    save_png(fig, path)
+def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> Figure:
+    """Training loss (smoothed) and validation loss vs optimizer steps, one row per label fraction."""
+    return curves_grid(study, summary, [("train_loss", "training loss"), ("val_loss", "validation loss")], path,
+                       cut=True)
 
 
-def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> None:
-    """A metric vs label fraction (log axis) on the evaluation's split, a line per method, a panel per protocol; error
-    bars are 95% t intervals over seeds (none for a single seed). Methods are nudged sideways a
-    little so their bars do not hide each other."""
+def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> Figure:
+    """Validation macro-F1 and accuracy vs optimizer steps, one row per label fraction."""
+    return curves_grid(study, summary, [("val_f1_macro", f"validation {NAMES['f1_macro']}"),
+                                        ("val_accuracy", f"validation {NAMES['accuracy']}")], path)
+
+
+def _images_per_step(run: Any) -> float | None:
+    """Images per optimizer step: metrics.csv's images_seen / step, else config.json's batch size x world size."""
+    last = run.history[-1] if run.history else {}
+    if last.get("step") and "images_seen" in last:
+        return last["images_seen"] / last["step"]
+    resolved = read_json(Path(run.path) / CONFIG).get("resolved") or {}
+    return resolved["batch_size"] * resolved.get("world_size", 1) if resolved.get("batch_size") else None
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("s" if n != 1 else "")
+
+
+def curves_caption(runs: Sequence[Any]) -> str:
+    """What the curve figures of these runs show, said from what their files hold."""
+    if not runs:
+        return ""
+    steps = common_unit(runs) == STEP
+    logs = [c for r in runs if steps and (c := logged_losses(r.path)) is not None]
+    logged = len(logs)
+    seen = {_images_per_step(r) for r in runs}
+    columns = [c for c in ("images_seen", "wall_time_s") if _has(runs, c)]
+    parts = [("x axis: optimizer steps, the same compute for every arm"
+              + (f" (one step: {seen.pop():g} images)" if len(seen) == 1 and None not in seen else "")
+              + ("; runs from before metrics.csv had a step column are placed at epoch x steps per epoch "
+                 "(config.json)" if not all(_has([r], "step") for r in runs) else "")) if steps
+             else "x axis: epochs (these runs record no optimizer steps)"]
+    if logged:
+        every = sorted({int(np.median(np.diff(c.x))) for c in logs})
+        parts.append(f"training loss: {STEPS}'s loss every {'/'.join(map(str, every))} steps, smoothed by a centred "
+                     "running mean over "
+                     f"{SMOOTH_SHARE:.0%} of the run's logged values (at least {MIN_WINDOW})"
+                     + (f"; for the {_runs(len(runs) - logged)} without {STEPS}, metrics.csv's mean over each "
+                        "evaluation interval" if logged < len(runs) else ""))
+    else:
+        parts.append("training loss: the mean over each evaluation interval (metrics.csv; these runs have no "
+                     f"{STEPS}), unsmoothed")
+    parts.append("validation curves: one point per evaluation; lines are the mean over seeds, bands span the "
+                 "minimum to the maximum over seeds")
+    if columns:
+        parts.append(f"metrics.csv also records {' and '.join(columns)} per evaluation, so the same curves can be "
+                     "drawn against " + " or ".join({"images_seen": "images seen",
+                                                     "wall_time_s": "wall time"}[c] for c in columns))
+    return "; ".join(parts)
+
+
+def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, metric: str = "f1_macro") -> Figure:
+    """A metric vs label fraction (log axis) on the evaluation's split, a line per method, a panel per protocol;
+    error bars are 95% t intervals over seeds (none for a single seed). Methods are nudged sideways a little
+    so their bars do not hide each other."""
     cells = evaluation["cells"]
-    colors = _colors(methods)
+    colors = arm_colors(methods)
     fractions = sorted({float(f) for by_f in cells.values() for f in by_f})
-    fig = new_figure(4.2 * len(cells), 3.4)
+    fig = new_figure(WIDTH if len(cells) > 1 else WIDTH / 2, 3.9)
     axes = fig.subplots(1, len(cells), squeeze=False, sharey=True)[0]
+    drawn: set[str] = set()
     for ax, (protocol, by_f) in zip(axes, cells.items()):
         for i, m in enumerate(methods):
-            pts = [(float(f), c[m][metric]) for f, c in by_f.items() if metric in c.get(m, {})]
+            pts = sorted((float(f), c[m][metric]) for f, c in by_f.items() if metric in c.get(m, {}))
             if not pts:
                 continue
-            pts.sort()
             x = np.array([f for f, _ in pts]) * 1.04 ** (i - (len(methods) - 1) / 2)
             mean = np.array([c["mean"] for _, c in pts])
             err = np.array([[c["mean"] - c["ci95"][0], c["ci95"][1] - c["mean"]] if c["ci95"] else [0.0, 0.0]
                             for _, c in pts]).T
-            label = baseline_name(protocol) if m == SCRATCH else m
-            ax.errorbar(x, mean, yerr=err, color=colors[m], marker="o", ms=4, capsize=3, label=label)
+            ax.errorbar(x, mean, yerr=err, color=colors[m], marker="o", ms=4, capsize=3, label=m)
+            drawn.add(m)
         ax.set_xscale("log")
         ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)  # the same axis in every panel
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set(title=PROTOCOLS[protocol], xlabel="label fraction (log scale)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     axes[0].set_ylabel(f"{evaluation.get('split', 'validation')} {NAMES[metric]}")
+    baseline = " / ".join(dict.fromkeys(baseline_name(p) for p in cells))
+    handles, labels = arm_handles({m: c for m, c in colors.items() if m in drawn}, marker="o", ms=4)
+    legend_above(fig, handles, [baseline if m == SCRATCH else m for m in labels])
     save_png(fig, path)
+    return fig
 
 
 def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
-    h = read_csv(Path(run_dir) / METRICS_CSV)
-    path = path or Path(run_dir) / "curves.png"
-    fig = new_figure(9, 3.4)
+    run_dir = Path(run_dir)
+    h = read_csv(run_dir / METRICS_CSV)
+    path = path or run_dir / "curves.png"
+    unit = eval_x(h, run_dir)[1]
+    fig = new_figure(WIDTH, 3.9)
     ax_loss, ax_m = fig.subplots(1, 2)
-    x = [r["epoch"] for r in h]
-    ax_loss.plot(x, column(h, "train_loss"), "--", label="train")
-    ax_loss.plot(x, column(h, "val_loss"), label="val")
+    lines = []
+    for key, style, label in (("train_loss", "--", "training loss"), ("val_loss", "-", "validation loss")):
+        if (c := run_curve(h, run_dir, key, unit)) is not None:
+            lines += ax_loss.plot(c.x, c.y, style, color="0.25", label=label)
+    for m, color in zip(METRICS, ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
+        if (c := run_curve(h, run_dir, f"val_{m}", unit)) is not None:
+            lines += ax_m.plot(c.x, c.y, color=color, label=f"validation {NAMES[m]}")
     ax_loss.set(title="loss", ylabel="loss")
-    for m in METRICS:
-        ax_m.plot(x, column(h, f"val_{m}"), label=f"val {NAMES[m]}")
-    ax_m.set(title=f"{Path(run_dir).name}: validation metrics")
+    ax_m.set(title=f"{run_dir.name}: validation metrics")
     for ax in (ax_loss, ax_m):
-        _epoch_axis(ax)
-        ax.legend(fontsize=8)
+        x_axis(ax, unit)
+    legend_above(fig, lines, [ln.get_label() for ln in lines])
     save_png(fig, path)
     return path
 
 
-def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> None:
-    """Pretext loss and accuracy (train and held-out), the chance line, and any extra val_* column."""
-    h = run.history
-    extras = [k for k in dict.fromkeys(k for row in h for k in row)
-              if k.startswith("val_") and k not in ("val_loss", "val_accuracy")]
-    panels = 2 + bool(extras)
-    fig = new_figure(4.2 * panels, 3.3)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    for ax, kind in zip(axes, ("loss", "accuracy")):
-        for split, style in (("train", "--"), ("val", "-")):
-            ys = column(h, f"{split}_{kind}")
-            if ys:
-                ax.plot(range(1, len(ys) + 1), ys, style, color="tab:orange", label=f"{split} {kind}",
-                        marker="o" if len(ys) < 4 else None, ms=3)
-        ax.set(title=f"pretext {run.task}: {kind}", ylabel=kind)
-    if chance is not None:
-        axes[1].axhline(chance, color="grey", ls=":", label=f"chance ({chance:.3f})")
-    for k in extras:
-        ys = column(h, k)
-        axes[2].plot(range(1, len(ys) + 1), ys, label=k, marker="o" if len(ys) < 4 else None, ms=3)
-        axes[2].set(title="other held-out metrics")
-    for ax in axes:
-        _epoch_axis(ax)
-        if ax.lines:
-            ax.legend(fontsize=8)
+def _extra_name(key: str) -> str:
+    name = key.removeprefix("val_")
+    return {"psnr": "PSNR (dB)", "knn_accuracy": "k-NN accuracy"}.get(name, name.replace("_", " "))
+
+
+def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
+    """Pretext loss and, where the task has one, accuracy (train dashed, held-out solid, chance dotted), and a
+    panel per other held-out metric (PSNR, k-NN accuracy): only the panels the run has data for."""
+    h, color = run.history, arm_colors([run.task])[run.task]
+    unit = eval_x(h, run.path)[1]
+    keys = list(dict.fromkeys(k for row in h for k in row))
+    panels = [("loss", ["train_loss", "val_loss"])]
+    if {"train_accuracy", "val_accuracy"} & set(keys):
+        panels.append(("accuracy", ["train_accuracy", "val_accuracy"]))
+    panels += [(f"held-out {_extra_name(k)}", [k]) for k in keys
+               if k.startswith("val_") and k not in ("val_loss", "val_accuracy")]
+    cols = min(4, len(panels))
+    fig = new_figure(WIDTH if cols > 1 else WIDTH / 2, 0.6 + 3.0 * math.ceil(len(panels) / cols))
+    axes = list(fig.subplots(math.ceil(len(panels) / cols), cols, squeeze=False).flat)
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+    for ax, (name, ks) in zip(axes, panels):
+        for k in ks:
+            if (c := run_curve(h, run.path, k, unit)) is not None:
+                ax.plot(c.x, c.y, "--" if k.startswith("train_") else "-", color=color,
+                        marker="o" if len(c.x) < 6 else None, ms=3)
+        if name == "accuracy" and chance is not None:
+            ax.axhline(chance, color="0.4", ls=":")
+        ax.set_title(f"pretext {run.task}: {name}", fontsize=10)
+        ax.set_ylabel(name)
+        x_axis(ax, unit)
+    smoothed = " (smoothed)" if unit == STEP and logged_losses(run.path) is not None else ""
+    handles = [Line2D([], [], color=color, ls="--"), Line2D([], [], color=color)]
+    labels = [f"train{smoothed}", "held-out images"]
+    if chance is not None and any(name == "accuracy" for name, _ in panels):
+        handles.append(Line2D([], [], color="0.4", ls=":"))
+        labels.append(f"chance ({chance:.3f})")
+    legend_above(fig, handles, labels)
     save_png(fig, path)
-
-
-def to_display(img: Tensor, min_px: int = 96) -> np.ndarray:
-    """uint8 (C, H, W) -> float (H', W', 3) in [0, 1], enlarged by an integer factor (nearest)."""
-    a = img.float().div(255).permute(1, 2, 0).numpy()
-    a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-    k = max(1, math.ceil(min_px / a.shape[0]))
-    return a.repeat(k, 0).repeat(k, 1)
-
-
-def _class_name(classes: list[str], i: int) -> str:
-    return classes[i] if 0 <= i < len(classes) else str(i)
-
-
-def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], classes: list[str],
-                    path: Path) -> None:
-    """Validation images with the true label and each arm's prediction (green right, red wrong)."""
-    n = min(len(images), 10, *(len(e) for e in examples.values()))
-    lines = 1 + len(examples)
-    fig = Figure(figsize=(1.75 * n, 1.9 + 0.22 * lines))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for i, ax in enumerate(axes):
-        ax.imshow(to_display(images[i]), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        truth = next(iter(examples.values()))[i]["label"]
-        ax.text(0.5, -0.04, f"true: {_class_name(classes, truth)}", transform=ax.transAxes, ha="center",
-                va="top", fontsize=8, weight="bold")
-        for j, (arm, ex) in enumerate(examples.items()):
-            e = ex[i]
-            ax.text(0.5, -0.04 - 0.13 * (j + 1), f"{arm}: {_class_name(classes, e['pred'])} {e['confidence']:.2f}",
-                    transform=ax.transAxes, ha="center", va="top", fontsize=8,
-                    color="tab:green" if e["pred"] == e["label"] else "tab:red")
-    save_png(fig, path, tight=True)
-
-
-def confusion_figure(matrices: dict[str, np.ndarray], classes: list[str], title: str, path: Path) -> None:
-    """Row-normalised confusion matrix per arm: row = true class, column = predicted class."""
-    k = len(classes)
-    side = max(3.6, 0.38 * k + 1.8)
-    fig = new_figure(side * len(matrices), side)
-    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
-    for ax, (arm, m) in zip(axes, matrices.items()):
-        norm = m / np.maximum(m.sum(1, keepdims=True), 1)
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ticks = range(k)
-        labels = classes if k <= 40 else [""] * k
-        ax.set_xticks(ticks, labels, rotation=90, fontsize=8)
-        ax.set_yticks(ticks, labels, fontsize=8)
-        ax.set(title=f"{arm}: {title}", xlabel="predicted", ylabel="true")
-        if k <= 12:
-            for r in range(k):
-                for c in range(k):
-                    ax.text(c, r, f"{norm[r, c]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if norm[r, c] > 0.6 else "black")
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="share of the true class")
-    save_png(fig, path)
-
-
-SAMPLE_CAPTIONS = {  # what each task's sample figure shows
-    "context": "each pair shows the first patch (left) and the second (right), with the true and the predicted "
-               "position of the second relative to the first (green right, red wrong)",
-    "rotation": "held-out images as the network saw them, with the true and the predicted rotation "
-                "(green right, red wrong)",
-    "reconstruction": "held-out images: original | masked input | reconstruction, with the PSNR of the hidden pixels",
-    "simclr": "two augmented views of each held-out image; the title says which image's view the first one found "
-              "most similar among the batch (green: its own partner)",
-}
-
-
-def samples_figure(samples: dict[str, Any], task: str, path: Path, n: int = 8) -> None:
-    """Pretext examples as a task's samples() describes them: per example, the images under the keys in
-    samples["panels"] side by side (default: "first", and "second" if any, e.g. a patch pair), titled with
-    samples["titles"] or with the true and predicted label names in samples["positions"]; green right, red
-    wrong, when the samples hold "true" and "pred"."""
-    panels = samples.get("panels") or [p for p in ("first", "second") if p in samples]
-    k = min(n, len(samples["first"]))
-    cols = min(4, k)
-    rows = math.ceil(k / cols)
-    fig = new_figure(max(2.0, 1.3 * len(panels)) * cols, 1.7 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(k):
-        axes.flat[i].imshow(_sample_strip([samples[p][i] for p in panels]), interpolation="nearest")
-        title, right = _sample_title(samples, i)
-        axes.flat[i].set_title(title, fontsize=8,
-                               color="black" if right is None else "tab:green" if right else "tab:red")
-    if "panel_names" in samples:
-        fig.suptitle(" | ".join(samples["panel_names"]), fontsize=9)
-    save_png(fig, path)
-
-
-def _sample_strip(images: list[Tensor]) -> np.ndarray:
-    """uint8 images side by side, enlarged to at least 64 px, with a white gap between them."""
-    shown = [to_display(img, 64) for img in images]
-    gap = np.ones((shown[0].shape[0], max(2, shown[0].shape[1] // 12), 3))
-    return np.concatenate([part for a in shown for part in (gap, a)][1:], 1)
-
-
-def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
-    """Example i's title, and whether the prediction was right (None: nothing to be right about)."""
-    right = bool(samples["true"][i] == samples["pred"][i]) if "true" in samples and "pred" in samples else None
-    if "titles" in samples:
-        return samples["titles"][i], right
-    names = samples.get("positions") or []
-    t, p = int(samples["true"][i]), int(samples["pred"][i])
-    return f"true: {_class_name(names, t)}\npred: {_class_name(names, p)}", right
+    return fig

@@ -7,20 +7,26 @@ from typing import Any
 
 from .summary import labels_at
 
-DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0}
+DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0, "step": 1}
 
 
 def number(v: float | None, kind: str, sign: bool = False) -> str:
     """v with the digits of its kind (a whole epoch without decimals); "–" for a value a run did not log."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    digits = 0 if kind == "epoch" and float(v).is_integer() else DIGITS[kind]
+    digits = 0 if kind in ("epoch", "step") and float(v).is_integer() else DIGITS[kind]
     v = round(v, digits) + 0.0  # + 0.0: no "-0.0" for a difference that rounds to zero
     return f"{v:{'+' if sign else ''}.{digits}f}"
 
 
-def interval(ci: list[float], sign: bool = False) -> str:
-    return f"[{number(ci[0], 'metric', sign)}, {number(ci[1], 'metric', sign)}]"
+def interval(ci: list[float], sign: bool = False, kind: str = "metric") -> str:
+    return f"[{number(ci[0], kind, sign)}, {number(ci[1], kind, sign)}]"
+
+
+def at_step(step: float, budget: float | None) -> str:
+    """An optimizer step with its share of the budget: "step 150 (64% of the budget)"."""
+    share = f" ({step / budget:.0%} of the budget)" if budget else ""
+    return f"step {number(step, 'step')}{share}"
 
 
 def mean_std(agg: dict[str, Any] | None, kind: str) -> str:

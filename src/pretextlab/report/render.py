@@ -1,8 +1,10 @@
 """The report as one markdown text, and report.html made from that text, so the two cannot drift apart.
 
-report.md links its figures as figures/NAME.png, so report.md and figures/ can be copied together into
-docs/ and render on GitHub; report.html is the same text through Python-Markdown with the figures
-inlined as base64 data: URIs, a single file that opens anywhere.
+report.md links its figures as figures/NAME.png, relative to itself, so the study folder (or report.md
+with figures/) can be copied into a repository and render on GitHub, or be pasted into a README beside
+figures/; long dumps go into a collapsed <details> block (blank lines inside, so GitHub renders the
+markdown in it). report.html is the same text through Python-Markdown (md_in_html renders that block's
+markdown too) with the figures inlined as base64 data: URIs, a single file that opens anywhere.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from ..layout import FIGURES
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;"
        "text-align:left}th{background:#f3f3f3}img{max-width:100%}em{color:#555}"
-       "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}")
+       "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}"
+       "details{margin:1em 0}summary{cursor:pointer;font-weight:600}")
+EXTENSIONS = ["tables", "fenced_code", "md_in_html"]
 
 
 class Doc:
@@ -49,15 +53,26 @@ class Doc:
                                       *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]))
 
     def figure(self, name: str, caption: str) -> None:
-        """figures/NAME with its caption below it (as the image's alt text too)."""
+        """figures/NAME (a link relative to report.md) with its caption below it, as the image's alt text too."""
         self.figures.append(name)
-        self.blocks.append(f"![{caption}]({FIGURES}/{name})\n\n*{caption}*")
+        alt = caption.replace("[", "(").replace("]", ")")
+        self.blocks.append(f"![{alt}]({FIGURES}/{name})\n\n*{caption}*")
 
     def code(self, text: str) -> None:
-        self.blocks.append(f"```\n{text}\n```")
+        self.blocks.append(fenced(text))
+
+    def details(self, summary: str, *blocks: str) -> None:
+        """Markdown blocks collapsed under a one-line summary, shown when the reader opens it."""
+        self.blocks.append(f'<details markdown="1">\n<summary>{html_text.escape(summary)}</summary>\n\n'
+                           + "\n\n".join(blocks) + "\n\n</details>")
 
     def markdown(self) -> str:
         return "\n\n".join(self.blocks) + "\n"
+
+
+def fenced(text: str, language: str = "") -> str:
+    """A fenced code block: text shown verbatim."""
+    return f"```{language}\n{text}\n```"
 
 
 class _InlineFigures(Treeprocessor):
@@ -77,8 +92,9 @@ class _InlineFigures(Treeprocessor):
 
 
 def html(markdown_text: str, fig_dir: Path, title: str) -> str:
-    """report.html: report.md's text rendered by Python-Markdown (tables, fenced code), figures inlined."""
-    md = markdown.Markdown(extensions=["tables", "fenced_code"], output_format="html")
+    """report.html: report.md's text rendered by Python-Markdown (tables, fenced code, markdown inside
+    <details>), figures inlined."""
+    md = markdown.Markdown(extensions=EXTENSIONS, output_format="html")
     md.treeprocessors.register(_InlineFigures(md, fig_dir), "inline_figures", 5)  # after "inline" made the <img>s
     body = md.convert(markdown_text)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html_text.escape(title)}"

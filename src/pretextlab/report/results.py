@@ -58,10 +58,31 @@ class Run:
     summary: dict[str, Any] | None
     planned_epochs: int | None = None  # from the run's config.json
     precision: str | None = None  # config.json "resolved": what the run actually trained in
+    steps_per_epoch: int | None = None  # config.json "resolved"
+    schedule: str | None = None  # config.json "train": onecycle | cosine | constant | plateau
 
     @property
     def finished(self) -> bool:
         return self.summary is not None
+
+    @property
+    def budget(self) -> float | None:
+        """Planned optimizer steps: summary.json's planned_steps, else config.json's epochs x steps per epoch."""
+        planned = (self.summary or {}).get("planned_steps")
+        if planned is None and self.planned_epochs and self.steps_per_epoch:
+            planned = self.planned_epochs * self.steps_per_epoch
+        return planned
+
+    def step(self, row: dict[str, float]) -> float:
+        """A metrics.csv row's optimizer steps so far: its step column, or (a run from before the column)
+        epoch x steps per epoch; epochs where neither is known."""
+        if "step" in row:
+            return row["step"]
+        return row["epoch"] * (self.steps_per_epoch or 1)
+
+    def curve(self, key: str) -> list[tuple[float, float]]:
+        """One metrics.csv column as (optimizer step, value) points, over the rows that have it."""
+        return [(self.step(row), row[key]) for row in self.history if key in row]
 
 
 @dataclass
@@ -159,8 +180,10 @@ def load_study(study_dir: Path) -> Study:
         if not history:
             missing.append(name)
             continue
-        runs.append(Run(name, study_dir / name, key.fraction, key.arm, key.seed, history, summary,
-                        *_run_config(study_dir / name)))
+        cfg = read_json(study_dir / name / CONFIG)
+        runs.append(Run(name, study_dir / name, key.fraction, key.arm, key.seed, history, summary, *_run_config(cfg),
+                        (cfg.get("resolved") or {}).get("steps_per_epoch"),
+                        (summary or {}).get("schedule") or (cfg.get("train") or {}).get("schedule")))
 
     pretrainings = _pretrain_folders(config, folders)
     found: dict[str, list[PretextRun]] = {}
@@ -168,7 +191,7 @@ def load_study(study_dir: Path) -> Study:
         for name in names:
             history, summary = _read_run_files(study_dir / name, problems)
             if history:
-                planned, precision = _run_config(study_dir / name)
+                planned, precision = _run_config(read_json(study_dir / name / CONFIG))
                 found.setdefault(task, []).append(PretextRun(task, study_dir / name, history, summary, planned,
                                                              parse_pretrain_dir(name)[1], precision))
             else:
@@ -194,9 +217,8 @@ def _pretrain_folders(config: dict[str, Any], folders: list[str]) -> dict[str, l
     return {t: sorted(dict.fromkeys(names), key=order) for t, names in out.items()}
 
 
-def _run_config(path: Path) -> tuple[int | None, str | None]:
+def _run_config(cfg: dict[str, Any]) -> tuple[int | None, str | None]:
     """A run's planned epochs and the precision it resolved to, from its config.json (None when absent)."""
-    cfg = read_json(path / CONFIG)
     return (cfg.get("train") or {}).get("epochs"), (cfg.get("resolved") or {}).get("precision")
 
 
@@ -275,6 +297,11 @@ def class_names(study: Study) -> list[str]:
     if ds.get("classes"):
         return list(ds["classes"])
     return next((r.summary["classes"] for r in study.runs if r.finished and r.summary.get("classes")), [])
+
+
+def fraction_key(fraction: float) -> str:
+    """A label fraction as summary.json's keys write it ("1", "0.5", "0.1")."""
+    return f"{fraction:g}"
 
 
 def column(history: list[dict[str, float]], key: str) -> list[float]:

@@ -21,18 +21,12 @@ from ..layout import CHECKPOINT, EXAMPLES, ORIGINAL_SUMMARY, PROBES, SAMPLES, SC
 from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone
 from ..stats import TWO_SEEDS
-from .backbone import early_features, feature_maps_figure, filters_figure, load_pretext_backbone
-from .conclusions import (
-    evaluation_conclusions,
-    fraction_conclusions,
-    headline_scope,
-    overall_conclusions,
-    precision_warning,
-    split_note,
-)
+from .backbone import UserBackbone, early_features, feature_maps_figure, filters_figure, load_pretext_backbone
+from .conclusions import evaluation_conclusions, fraction_conclusions, headline_scope, overall_conclusions
 from .figures import (
     SAMPLE_CAPTIONS,
     confusion_figure,
+    curves_caption,
     examples_figure,
     fraction_figure,
     loss_figure,
@@ -40,13 +34,14 @@ from .figures import (
     pretext_figure,
     samples_figure,
 )
-from .formatting import duration, fraction_title
-from .render import Doc
+from .formatting import fraction_title
+from .notes import precision_warning, rule_lines, split_note, timing_sentence
+from .render import Doc, fenced
 from .results import PER_SEED, PretextRun, Study, class_names, load_samples, read_examples
-from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE
 from .summary import NAMES, fraction_key
 from .tables import (
     answer_table,
+    dynamics_table,
     evaluation_table,
     fraction_table,
     pretext_table,
@@ -99,7 +94,7 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         items.append("Missing (no finished epoch): " + ", ".join(f"`{n}`" for n in st["missing"]))
     if st["in_progress"]:
         items.append("In progress (curves only): " + ", ".join(
-            f"`{r['run']}` (epoch {r['epochs']}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
+            f"`{r['run']}` (epoch {r['epochs']:g}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
             for r in st["in_progress"]))
     if st["missing_probes"]:
         items.append("Probes not run yet: " + ", ".join(f"`{n}`" for n in st["missing_probes"]))
@@ -194,28 +189,33 @@ def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> N
         doc.para("No fine-tuning run has finished an epoch yet.")
         return
     loss_figure(study, summary, fig_dir / "loss.png")
-    doc.figure("loss.png", "Training (dashed) and validation (solid) loss per epoch, scratch vs pretrained, "
-                           "one panel per label fraction")
+    doc.figure("loss.png", "Training and validation loss, scratch vs each pretrained arm (one colour per arm in "
+                           f"every figure), one row per label fraction; {curves_caption(study.runs)}")
     eps = (study.config.get("train") or {}).get("label_smoothing")
-    doc.para("The training loss is the mean over an epoch's augmented batches"
+    doc.para("The training loss is measured on augmented batches"
              + (f" and includes label smoothing ({eps})" if eps else "")
-             + "; the validation loss is plain cross-entropy after the epoch, so their levels differ by "
-               "construction and the loss gap in the tables is a relative measure. With several seeds, lines are "
-               "means and bands span min to max.")
+             + "; the validation loss is plain cross-entropy, so their levels differ by construction and the loss "
+               "gap in the tables is a relative measure.")
     metrics_figure(study, summary, fig_dir / "val_metrics.png")
-    doc.figure("val_metrics.png", "Validation macro-F1, precision, recall and accuracy per epoch "
-                                  "(rows: metric, columns: label fraction)")
+    doc.figure("val_metrics.png", "Validation macro-F1 and accuracy per evaluation vs optimizer steps, one row per "
+                                  "label fraction, axes, lines and bands as above (precision and recall are in the "
+                                  "tables)")
 
 
 def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(2, "Results per label fraction")
-    doc.para(f"Best = highest value over the epochs (lowest for the loss), with its epoch. Rules: {T95_RULE}; "
-             f"{PLATEAU_RULE}. Gaps are taken at the last epoch. With several seeds cells show mean ± sample std "
-             f"over seeds (n per arm in the header) and differences are differences of the means. Differences "
-             f"within {EQUAL_WITHIN} are called about equal. Only finished runs count. "
-             + ("Each row names its split: val rows are on the validation split (which picked the best epochs), test "
-                "rows on the test split (the final model, end of training)." if summary["headline"]["split"] == "test"
-                else "Every row is on the validation split (the study has no test split)."))
+    doc.para("Per fraction: a table of each arm's numbers (mean ± sample std over seeds, n per arm in the header; "
+             "differences are pretrained minus scratch, paired by seed), then for each pretrained arm a table of "
+             "the four questions (how fast each loss fell, how fast macro-F1 rose, which plateaued or stopped "
+             "first, which ended higher) and the sentences that answer them. Only finished runs count; gaps are "
+             "taken at the last evaluation. "
+             + ("Each row names its split: val rows are on the validation split, test rows on the test split (the "
+                "final model, end of training)." if summary["headline"]["split"] == "test"
+                else "Every row is on the validation split (the study has no test split).")
+             + " Each answer is one of these rules, applied per seed to the runs' metrics.csv and summary.json "
+               "(steps are optimizer steps, the budget a run's planned steps; a run from before the step column "
+               "counts epoch x steps per epoch from its config.json):")
+    doc.bullets(rule_lines(summary))
     for f in study.fractions:
         doc.heading(3, fraction_title(summary, f))
         header, rows = fraction_table(summary, f, study.arms)
@@ -224,12 +224,19 @@ def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         cmp = summary["comparison"].get(fraction_key(f), {})
         waiting = [n for n in [*study.missing, *(r.name for r in study.runs if not r.finished)]
                    if (key := parse_run_name(n)) and key.fraction == f]
-        notes = [s for a in study.arms if a in cmp for s in fraction_conclusions(cmp[a], a)]
+        notes = []
+        for a in (a for a in study.arms if a in cmp):
+            if table := dynamics_table(summary, f, a):
+                doc.para(f"**{a} vs scratch**, the four questions per seed's pair of runs (mean over seeds; "
+                         "difference paired by seed, with its 95% CI where there are several seeds):")
+                doc.table(*table)
+            doc.bullets(fraction_conclusions(summary, fraction_key(f), a))
         if waiting:
             notes.append(f"Waiting for {', '.join(waiting)} (missing or still training).")
         if not cmp:
             notes.append("No comparison yet: it needs finished scratch and pretrained runs.")
-        doc.bullets(notes)
+        if notes:
+            doc.bullets(notes)
 
 
 def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Path) -> None:
@@ -242,8 +249,9 @@ def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Pat
             continue
         name = f"examples_f{f:g}.png"
         examples_figure(images, examples, classes, fig_dir / name)
-        doc.figure(name, f"Fraction {f:g}: validation images (the same in every run) with the true label and each "
-                         "arm's prediction and confidence (green right, red wrong)")
+        doc.figure(name, f"Fraction {f:g}: validation images (the same in every run; one per class where there "
+                         "are at most 10), the true class above each, and a row per arm with its prediction and "
+                         "confidence (✓ on green: right, ✗ on red: wrong)")
         drawn = True
     if not drawn:
         doc.para(f"No finished run has example predictions ({EXAMPLES} and {SUMMARY}) yet.")
@@ -279,8 +287,8 @@ def _confusion(doc: Doc, study: Study, fig_dir: Path) -> None:
     name = f"confusion_f{f:g}.png"
     confusion_figure(matrices, class_names(study), f"fraction {f:g}", fig_dir / name)
     doc.figure(name, f"Validation confusion matrices at fraction {f:g}, each row normalised to 1 (rows: true "
-                     "class, columns: predicted)" + (", summed over seeds" if len(study.finished(f)) > len(matrices)
-                                                     else ""))
+                     "class, columns: predicted; one colour scale for every panel)"
+               + (", summed over seeds" if len(study.finished(f)) > len(matrices) else ""))
 
 
 def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[str, Tensor], fig_dir: Path) -> None:
@@ -301,8 +309,10 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
             doc.para(f"Shown: `{run.folder}/`, seed {run.seed}'s pretraining" + (
                 f", one of {n} (one per seed; the Setup section lists every pretraining's time)." if n > 1 else "."))
         pretext_figure(run, ps[task]["chance"], fig_dir / f"pretext_{task}.png")
-        doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and accuracy, train (dashed) and held-out images "
-                                          "(solid), with the chance level")
+        doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and, where the task has them, accuracy (with the "
+                                          "chance level, dotted) and its other held-out metrics, vs optimizer steps; "
+                                          "train dashed (smoothed where the run has steps.csv), held-out images "
+                                          "solid")
         samples = load_samples(run.path)
         if samples is not None and len(samples.get("first", [])):
             samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
@@ -321,6 +331,9 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
         return
     try:
         pretrained, meta, source = load_pretext_backbone(run)
+    except UserBackbone as e:  # building it would run the study's own file
+        doc.para(str(e))
+        return
     except Exception as e:  # an unreadable or mismatched checkpoint is noted, not fatal
         doc.para(f"Could not load the backbone of `{folder}/` ({type(e).__name__}: {e}).")
         return
@@ -359,8 +372,7 @@ def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.para(f"Run time per stage (stage time from {STUDY}, including evaluation and start-up; training time "
              f"and images/s from each run's {METRICS_CSV}):")
     doc.table(*stage_table(study, summary))
-    total = sum(summary["stage_times_s"].values())
-    if total:
-        doc.para(f"Total: {duration(total)}.")
-    doc.para(f"Full configuration ({STUDY}):")
-    doc.code(json.dumps(cfg, indent=2, default=str) if cfg else f"(no {STUDY})")
+    if text := timing_sentence(summary["timing"]):
+        doc.para(text)
+    doc.details("Configuration", f"The study's full configuration ({STUDY}):",
+                fenced(json.dumps(cfg, indent=2, default=str), "json") if cfg else f"(no {STUDY})")

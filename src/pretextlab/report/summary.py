@@ -13,24 +13,22 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
   "dataset": {...} | null,                       # study.json "dataset" as written (name, classes, ...)
   "seeds": [int], "pretraining": "per-seed" | "shared",   # shared: one pretraining per task for every seed
   "headline": {"split": "test" | "validation",   # test where the study has a test split, else validation
-               "quantity": "test_f1_macro" | "f1_macro", "metric": "f1_macro", "protocol": "finetune",
-               "text": str},                     # how the report names the headline number
+               "quantity": "test_f1_macro" | "final_f1_macro", "metric": "f1_macro", "protocol": "finetune",
+               "text": str},                     # the one primary protocol: the final model (end of training)
   "precision": {"study": str | null, "runs": {run: str}, "differing": {run: str}},  # config.json "resolved"
-  "status": {"finished": [run], "in_progress": [{"run": str, "epochs": int, "planned_epochs": int | null}],
+  "status": {"finished": [run], "in_progress": [{"run": str, "epochs": float, "planned_epochs": int | null}],
              "missing": [run],                  # missing: planned in study.json, no finished epoch yet
              "missing_probes": [str]},          # "<method> f<fraction>-s<seed>" planned, not in probes.json
-  "rules": {"plateau": str, "time_to_95": str, "equal_within": 0.005},
+  "rules": {name: str, ..., "constants": {name: float}},   # rules.RULES, the texts the report prints
   "runs": {                                      # finished fine-tuning runs
     run: {
-      "fraction": float, "arm": "scratch" | <pretext>, "seed": int, "epochs": int, "n_train": int | null,
-      "best": {metric: {"value": float, "epoch": int}},   # f1_macro, precision_macro, recall_macro,
-                                                          # accuracy (highest), loss (lowest)
+      "fraction": float, "arm": "scratch" | <pretext>, "seed": int, "epochs": float, "n_train": int | null,
+      "best": {metric: {"value": float, "epoch": float, "step": float}},   # secondary: picked on validation;
+                  # f1_macro, precision_macro, recall_macro, accuracy (highest), loss (lowest)
       "final": {metric: float} | null,                    # end-of-training evaluation ("final" of the run)
       "test": {metric: float},                            # only with a test split: the final model on it
-      "time_to_95": {"epoch": int, "wall_time_s": float}, # first epoch with val macro-F1 >= 0.95 x best
-      "plateau_epoch": int,
-      "gap": {"accuracy_train_minus_val": float, "loss_val_minus_train": float},  # last epoch
-      "train_loss": {"first_epoch": float, "mean": float},                          # mean = area / epochs
+      "curves": dynamics.run_curves,                      # budget, steps, schedule, area, plateau, ...
+      "gap": {"accuracy_train_minus_val": float, "loss_val_minus_train": float},  # last evaluation
       "images_per_s": float, "wall_time_s": float
     }
   },
@@ -70,14 +68,17 @@ the mean ([lo, hi]; both null for one seed). Seeds as keys are strings.
                      "folders": {folder: {"seed": int | null, "status": str, "epochs": int,
                                           "cost_s": float | null,     # stage time, else training time
                                           "backbone_sha256": str | null, "remade": str | null}}}},
+  "dynamics": {...}, "trend": {...},            # the four questions per fraction and arm (dynamics.py)
   "replication": {...} | null,                   # a replicate's verdicts on the original (replication.py)
-  "machine": {...}, "earlier_machines": [{...}], "stage_times_s": {stage: float}
+  "machine": {...}, "earlier_machines": [{...}], "stage_times_s": {stage: float},
+  "timing": {"estimated_s": float | null, "estimate": {...} | null,   # study.json "estimate": planned at start
+             "total_s": float | null, "finished": bool}   # total_time_s, else the stage times so far
 }
 
-quantity is one of QUANTITIES: f1_macro, precision_macro, recall_macro, accuracy, loss (best values),
-<metric>_epoch, final_f1_macro, final_accuracy, test_<metric> and test_loss, time_to_95_epoch,
-time_to_95_wall_time_s, plateau_epoch, gap_accuracy, gap_loss, train_loss_first_epoch,
-train_loss_mean, epochs, wall_time_s, images_per_s.
+quantity is one of QUANTITIES: final_<metric> and final_loss (the final model on validation, the primary
+protocol without a test split), test_<metric> and test_loss, f1_macro, precision_macro, recall_macro,
+accuracy, loss (best values over the evaluations: secondary) with <metric>_step, area_f1, steps,
+gap_accuracy, gap_loss, evaluations, wall_time_s, images_per_s.
 """
 
 from __future__ import annotations
@@ -90,42 +91,47 @@ from ..layout import SCRATCH
 from ..runs import summarize
 from ..stats import RULE as CI_RULE
 from ..stats import describe, paired_difference
+from .dynamics import compare, dynamics_summary, run_curves, trend_summary
 from .replication import replication_summary
-from .results import PER_SEED, PROBE_PROTOCOLS, PROTOCOLS, PretextRun, Run, Study, column, load_samples
-from .rules import EQUAL_WITHIN, PLATEAU_RULE, T95_RULE, plateau_epoch, time_to_fraction_of_best
+from .results import (
+    PER_SEED,
+    PROBE_PROTOCOLS,
+    PROTOCOLS,
+    PretextRun,
+    Run,
+    Study,
+    column,
+    fraction_key,
+    load_samples,
+)
+from .rules import CONSTANTS, RULES
+
+__all__ = ["compare", "fraction_key", "summarize_study"]
 
 METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
          "accuracy": "accuracy", "loss": "loss"}
-QUANTITIES = (*METRICS, "loss", *(f"{m}_epoch" for m in (*METRICS, "loss")), "final_f1_macro", "final_accuracy",
-              *(f"test_{m}" for m in (*METRICS, "loss")), "time_to_95_epoch", "time_to_95_wall_time_s",
-              "plateau_epoch", "gap_accuracy", "gap_loss", "train_loss_first_epoch", "train_loss_mean", "epochs",
-              "wall_time_s", "images_per_s")
+QUANTITIES = (*(f"final_{m}" for m in (*METRICS, "loss")), *(f"test_{m}" for m in (*METRICS, "loss")),
+              *METRICS, "loss", *(f"{m}_step" for m in (*METRICS, "loss")), "area_f1", "steps", "gap_accuracy",
+              "gap_loss", "evaluations", "wall_time_s", "images_per_s")
 EVAL_METRICS = ("f1_macro", "accuracy")
 TEST, VALIDATION = "test", "validation"
-
-
-def fraction_key(fraction: float) -> str:
-    """A label fraction as summary.json's keys write it ("1", "0.5", "0.1")."""
-    return f"{fraction:g}"
 
 
 def run_stats(run: Run) -> dict[str, Any]:
     """The per-run entry of summary.json (see the module docstring)."""
     h, s = run.history, run.summary or {}
-    f1 = column(h, "val_f1_macro")
-    t95_epoch, t95_time = time_to_fraction_of_best(f1, column(h, "wall_time_s"))
     best = s.get("best") or summarize(h)["best"]
     last = h[-1]
     out: dict[str, Any] = {
-        "fraction": run.fraction, "arm": run.arm, "seed": run.seed, "epochs": len(h), "n_train": s.get("n_train"),
-        "best": {k: best[k] for k in (*METRICS, "loss") if k in best},
+        "fraction": run.fraction, "arm": run.arm, "seed": run.seed, "epochs": last.get("epoch"),
+        "n_train": s.get("n_train"),
+        "best": {k: {**best[k], "step": best[k].get("step", run.step(best[k]))} for k in (*METRICS, "loss")
+                 if k in best},
         "final": s.get("final"),
-        "time_to_95": {"epoch": t95_epoch, "wall_time_s": t95_time},
-        "plateau_epoch": plateau_epoch(f1),
+        "curves": run_curves(run),
         "gap": {"accuracy_train_minus_val": last.get("train_accuracy", math.nan) - last.get("val_accuracy", math.nan),
                 "loss_val_minus_train": last.get("val_loss", math.nan) - last.get("train_loss", math.nan)},
-        "train_loss": {"first_epoch": h[0]["train_loss"], "mean": statistics.fmean(column(h, "train_loss"))},
         "images_per_s": statistics.fmean(column(h, "images_per_s") or [math.nan]),
         "wall_time_s": s.get("wall_time_s", last.get("wall_time_s", math.nan)),
     }
@@ -136,35 +142,17 @@ def run_stats(run: Run) -> dict[str, Any]:
 
 def quantities(stats: dict[str, Any]) -> dict[str, float]:
     """A run's stats flattened to the QUANTITIES compared between arms."""
-    q: dict[str, float] = {}
+    q: dict[str, Any] = {}
     for m, b in stats["best"].items():
-        q[m], q[f"{m}_epoch"] = b["value"], b["epoch"]
-    if stats.get("final"):
-        q["final_f1_macro"], q["final_accuracy"] = stats["final"]["f1_macro"], stats["final"]["accuracy"]
-    for m in (*METRICS, "loss"):
-        if (stats.get("test") or {}).get(m) is not None:
-            q[f"test_{m}"] = stats["test"][m]
-    q.update(time_to_95_epoch=stats["time_to_95"]["epoch"], time_to_95_wall_time_s=stats["time_to_95"]["wall_time_s"],
-             plateau_epoch=stats["plateau_epoch"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
-             gap_loss=stats["gap"]["loss_val_minus_train"], train_loss_first_epoch=stats["train_loss"]["first_epoch"],
-             train_loss_mean=stats["train_loss"]["mean"], epochs=stats["epochs"], wall_time_s=stats["wall_time_s"],
-             images_per_s=stats["images_per_s"])
-    return {k: q[k] for k in QUANTITIES if k in q}
-
-
-def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
-    """Pretrained minus scratch for one quantity, given {seed: value} of each arm.
-
-    The difference is paired over the seeds both arms have, so it is the centre of its interval even
-    while one arm has more finished seeds than the other (the means then cover different seeds).
-    """
-    a, b = statistics.fmean(scratch.values()), statistics.fmean(pretrained.values())
-    paired = (paired_difference(scratch, pretrained) if set(scratch) & set(pretrained)
-              else {"difference": b - a, "std": None, "n": 0, "ci95": None, "significant": None})
-    return {"scratch": a, "pretrained": b, "pretrained_minus_scratch": paired["difference"],
-            "paired_std": paired["std"], "paired_ci95": paired["ci95"], "significant": paired["significant"],
-            "n_seeds": [len(scratch), len(pretrained)], "paired_n": paired["n"]}
-
+        q[m], q[f"{m}_step"] = b["value"], b["step"]
+    for split in ("final", "test"):
+        for m in (*METRICS, "loss"):
+            q[f"{split}_{m}"] = (stats.get(split) or {}).get(m)
+    c = stats["curves"]
+    q.update(area_f1=c["area_f1"], steps=c["steps"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
+             gap_loss=stats["gap"]["loss_val_minus_train"], evaluations=c["evaluations"],
+             wall_time_s=stats["wall_time_s"], images_per_s=stats["images_per_s"])
+    return {k: q[k] for k in QUANTITIES if q.get(k) is not None}
 
 
 def summarize_study(study: Study) -> dict[str, Any]:
@@ -199,19 +187,23 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "precision": {"study": cfg.get("precision"), "runs": resolved,
                       "differing": {n: p for n, p in resolved.items() if cfg.get("precision") not in (None, p)}},
         "status": {"finished": [r.name for r in study.runs if r.finished],
-                   "in_progress": [{"run": r.name, "epochs": len(r.history), "planned_epochs": r.planned_epochs}
-                                   for r in study.runs if not r.finished]
-                   + [{"run": p.folder, "epochs": len(p.history), "planned_epochs": p.planned_epochs}
+                   "in_progress": [{"run": r.name, "epochs": r.history[-1].get("epoch", len(r.history)),
+                                    "planned_epochs": r.planned_epochs} for r in study.runs if not r.finished]
+                   + [{"run": p.folder, "epochs": p.history[-1].get("epoch", len(p.history)),
+                       "planned_epochs": p.planned_epochs}
                       for ps in study.pretrainings.values() for p in ps if p.summary is None],
                    "missing": study.missing, "missing_probes": study.missing_probes},
-        "rules": {"plateau": PLATEAU_RULE, "time_to_95": T95_RULE, "equal_within": EQUAL_WITHIN},
+        "rules": {**RULES, "constants": CONSTANTS},
         "runs": runs,
         "aggregate": aggregate,
         "comparison": comparison,
+        "dynamics": dynamics_summary(study),
+        "trend": trend_summary(by_seed, headline(study)["quantity"]),
         "evaluation": evaluation,
         "pretext": {t: task_pretext(study, t) for t in study.pretexts},
         "machine": cfg.get("machine"), "earlier_machines": cfg.get("earlier_machines", []),
         "stage_times_s": cfg.get("stage_times_s", {}),
+        "timing": timing(study),
     }
     summary["replication"] = replication_summary(study, summary)
     return summary
@@ -225,13 +217,25 @@ def has_test_split(study: Study) -> bool:
 
 
 def headline(study: Study) -> dict[str, Any]:
-    """Which number the answer rests on: test macro-F1 of the final model where there is a test split
-    (validation is for choices, test for claims), else the best validation macro-F1 over epochs."""
+    """The one primary protocol of the answer, the tables and the significance verdicts: the final model
+    (end of training, no evaluation picked), scored on the test split where there is one (validation is
+    for choices, test for claims), else on the validation split."""
     if has_test_split(study):
         return {"split": TEST, "quantity": "test_f1_macro", "metric": "f1_macro", "protocol": "finetune",
                 "text": "test macro-F1 of the final model"}
-    return {"split": VALIDATION, "quantity": "f1_macro", "metric": "f1_macro", "protocol": "finetune",
-            "text": "best validation macro-F1"}
+    return {"split": VALIDATION, "quantity": "final_f1_macro", "metric": "f1_macro", "protocol": "finetune",
+            "text": "validation macro-F1 of the final model"}
+
+
+def timing(study: Study) -> dict[str, Any]:
+    """The time the study planned at its start (study.json "estimate") beside the time it took: total_time_s
+    once it finished, else the stage times so far."""
+    cfg = study.config
+    estimate = cfg.get("estimate") or None
+    total = cfg.get("total_time_s")
+    return {"estimated_s": (estimate or {}).get("estimated_s"), "estimate": estimate,
+            "total_s": total if total is not None else sum((cfg.get("stage_times_s") or {}).values()) or None,
+            "finished": total is not None}
 
 
 def evaluation_values(study: Study, runs: dict[str, dict[str, Any]], split: str = VALIDATION) -> dict[str, Any]:

@@ -10,64 +10,133 @@ import statistics
 from typing import Any
 
 from ..layout import CONFIG, SCRATCH
-from .formatting import duration, interval, mean_std, number
+from .formatting import at_step, duration, interval, mean_std, number
 from .results import PER_SEED, PROTOCOLS, Study, class_names, column, read_json
-from .rules import FRACTION_OF_BEST
+from .rules import PLATEAU_SPAN, TARGET_FRACTION
 from .summary import fraction_key, labels_at
 
 Table = tuple[list[str], list[list[str]]]
+STATES = {"plateau": "plateaued", "rising": "still improving", "unsettled": "not settled", "short": "too short"}
 
-TABLE_ROWS = (  # label, quantity, epoch quantity (shown in brackets), kind
-    ("best val macro-F1 (epoch)", "f1_macro", "f1_macro_epoch", "metric"),
-    ("best val macro precision (epoch)", "precision_macro", "precision_macro_epoch", "metric"),
-    ("best val macro recall (epoch)", "recall_macro", "recall_macro_epoch", "metric"),
-    ("best val accuracy (epoch)", "accuracy", "accuracy_epoch", "metric"),
-    ("lowest val loss (epoch)", "loss", "loss_epoch", "metric"),
-    ("final val macro-F1", "final_f1_macro", None, "metric"),
+TABLE_ROWS = (  # label, quantity, step quantity (shown in brackets), kind
+    ("final val macro-F1 (end of training)", "final_f1_macro", None, "metric"),
+    ("final val macro precision", "final_precision_macro", None, "metric"),
+    ("final val macro recall", "final_recall_macro", None, "metric"),
+    ("final val accuracy", "final_accuracy", None, "metric"),
+    ("final val loss", "final_loss", None, "metric"),
     ("test macro-F1 (final model)", "test_f1_macro", None, "metric"),
     ("test macro precision", "test_precision_macro", None, "metric"),
     ("test macro recall", "test_recall_macro", None, "metric"),
     ("test accuracy", "test_accuracy", None, "metric"),
     ("test loss", "test_loss", None, "metric"),
-    (f"epochs to {FRACTION_OF_BEST:.0%} of best macro-F1", "time_to_95_epoch", None, "epoch"),
-    (f"wall time to {FRACTION_OF_BEST:.0%} of best macro-F1 (s)", "time_to_95_wall_time_s", None, "seconds"),
-    ("plateau epoch", "plateau_epoch", None, "epoch"),
-    ("train − val accuracy, last epoch", "gap_accuracy", None, "metric"),
-    ("val − train loss, last epoch", "gap_loss", None, "metric"),
-    ("train loss after epoch 1", "train_loss_first_epoch", None, "metric"),
-    ("mean train loss over epochs", "train_loss_mean", None, "metric"),
-    ("epochs", "epochs", None, "epoch"),
+    ("secondary: best val macro-F1 over the evaluations (step)", "f1_macro", "f1_macro_step", "metric"),
+    ("secondary: best val accuracy (step)", "accuracy", "accuracy_step", "metric"),
+    ("secondary: lowest val loss (step)", "loss", "loss_step", "metric"),
+    ("normalised area under val macro-F1", "area_f1", None, "metric"),
+    ("train − val accuracy, last evaluation", "gap_accuracy", None, "metric"),
+    ("val − train loss, last evaluation", "gap_loss", None, "metric"),
+    ("optimizer steps trained", "steps", None, "step"),
+    ("evaluations", "evaluations", None, "step"),
     ("wall time (s)", "wall_time_s", None, "seconds"),
     ("mean images/s", "images_per_s", None, "rate"),
 )
 
 
 def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) -> Table:
-    """Rows = quantities; columns = arms, then pretrained minus scratch for each pretext arm."""
+    """Rows = quantities; columns = arms, then pretrained minus scratch for each pretext arm. The headline
+    quantity's row is marked primary."""
     f = fraction_key(fraction)
     agg, cmp = summary["aggregate"].get(f, {}), summary["comparison"].get(f, {})
     arms = [a for a in arms if a in agg]
     diff_arms = [a for a in arms if a in cmp]
-    header = ["quantity", *(f"{a} (n={agg[a]['f1_macro']['n']})" for a in arms),
-              *(f"{a} − scratch" for a in diff_arms)]
+    n = {a: max(v["n"] for v in agg[a].values()) for a in arms}
+    header = ["quantity", *(f"{a} (n={n[a]})" for a in arms), *(f"{a} − scratch" for a in diff_arms)]
     rows = []
-    for label, q, q_epoch, kind in TABLE_ROWS:
+    for label, q, q_step, kind in TABLE_ROWS:
         if not any(q in agg[a] for a in arms):
             continue
-        row = [label]
+        row = [f"**{label} (primary)**" if q == summary["headline"]["quantity"] else label]
         for a in arms:
             cell = mean_std(agg[a].get(q), kind)
-            if q_epoch and q_epoch in agg[a]:
-                cell += f" (ep {mean_std(agg[a][q_epoch], 'epoch')})"
+            if q_step and q_step in agg[a]:
+                cell += f" (step {mean_std(agg[a][q_step], 'step')})"
             row.append(cell)
         for a in diff_arms:
             c = cmp[a].get(q)
             cell = number(c["pretrained_minus_scratch"], kind, sign=True) if c else "–"
-            if c and q_epoch and q_epoch in cmp[a]:
-                cell += f" (ep {number(cmp[a][q_epoch]['pretrained_minus_scratch'], 'epoch', sign=True)})"
+            if c and q_step and q_step in cmp[a]:
+                cell += f" (step {number(cmp[a][q_step]['pretrained_minus_scratch'], 'step', sign=True)})"
             row.append(cell)
         rows.append(row)
     return header, rows
+
+
+def _diff(c: dict[str, Any] | None, kind: str) -> str:
+    """A paired difference with its 95% interval (none for one seed)."""
+    if not c:
+        return "–"
+    text = number(c["pretrained_minus_scratch"], kind, True)
+    return text + (f" {interval(c['paired_ci95'], True, kind)}" if c.get("paired_ci95") is not None else "")
+
+
+def _speed_rows(label: str, o: dict[str, Any] | None, budget: float) -> list[list[str]]:
+    """A speed rule over seeds: each arm's mean step (share of the budget) or how many seeds reached it."""
+    if not o:
+        return []
+    if o["reached"]["scratch"] < o["n"] or o["reached"]["pretrained"] < o["n"] or not o["steps"]:
+        return [[label, *(f"reached in {o['reached'][a]} of {o['n']} seeds" if o["n"] > 1
+                          else ("never reached" if not o["reached"][a] else "reached")
+                          for a in ("pretrained", "scratch")), "–", "–"]]
+    c = o["steps"]
+    speed = f"{o['speedup']['mean']:.2f}x" if o["speedup"] else "–"
+    return [[label, at_step(c["pretrained"], budget).removeprefix("step "),
+             at_step(c["scratch"], budget).removeprefix("step "), _diff(c, "step"), speed]]
+
+
+def dynamics_table(summary: dict[str, Any], fraction: float, arm: str) -> Table | None:
+    """The four questions for one fraction and pretrained arm (summary.json "dynamics" and "comparison"):
+    rows = measures; columns = the arm, scratch, the paired difference, the speed-up."""
+    d = (summary.get("dynamics") or {}).get(fraction_key(fraction), {}).get(arm)
+    if not d:
+        return None
+    o, budget = d["over_seeds"], d["budget"]
+    level = {k: f" {number(o[k]['level']['mean'], 'metric')}" if o[k] else "" for k in ("train_loss", "val_loss")}
+    rows = [*_speed_rows(f"training loss: steps to the common level{level['train_loss']}", o["train_loss"], budget),
+            *_speed_rows(f"validation loss: steps to the common level{level['val_loss']}", o["val_loss"], budget)]
+    if o["f1"]:
+        rows += _speed_rows(f"val macro-F1: steps to {number(o['f1']['target']['mean'], 'metric')} "
+                            f"({TARGET_FRACTION:.0%} of scratch's final)", o["f1"], budget)
+    if o["area"]:
+        rows.append(["normalised area under val macro-F1", number(o["area"]["pretrained"], "metric"),
+                     number(o["area"]["scratch"], "metric"), _diff(o["area"], "metric"), "–"])
+    if p := o["plateau"]:
+        if p["rise"]:
+            rows.append([f"val macro-F1 change over the last {PLATEAU_SPAN:.0%} of the budget",
+                         number(p["rise"]["pretrained"], "metric", True), number(p["rise"]["scratch"], "metric", True),
+                         _diff(p["rise"], "metric"), "–"])
+        n = len(d["seeds"])
+        if p["steps"] and p["steps"]["paired_n"] == n:
+            cells = [at_step(p["steps"][a], budget).removeprefix("step ") for a in ("pretrained", "scratch")]
+            rows.append(["plateau: first step", *cells, _diff(p["steps"], "step"), "–"])
+        else:
+            rows.append(["plateau", *("; ".join(f"{STATES[k]} in {v} of {n}" for k, v in p["states"][a].items())
+                                      for a in ("pretrained", "scratch")), "–", "–"])
+    if st := o["stop"]:
+        rows.append(["stopped at step (plateau schedule)",
+                     *(at_step(st["steps"][a], budget).removeprefix("step ") for a in ("pretrained", "scratch")),
+                     _diff(st["steps"], "step"), "–"])
+        if st["wall_time_s"]:
+            rows.append(["training time when it stopped", *(duration(st["wall_time_s"][a])
+                                                              for a in ("pretrained", "scratch")),
+                         _diff(st["wall_time_s"], "seconds") + " s", "–"])
+    for label, key in ((f"end of training: {summary['headline']['text']} (primary)", summary["headline"]["quantity"]),
+                       ("secondary: best val macro-F1 over the evaluations", "f1_macro")):
+        if c := o["end"].get(key):
+            rows.append([label, number(c["pretrained"], "metric"), number(c["scratch"], "metric"), _diff(c, "metric"),
+                         "–"])
+    n = len(d["seeds"])
+    return ["question", arm, "scratch", f"{arm} − scratch" + (f" [95% CI], {n} seeds" if n > 1 else ""),
+            "speed-up (scratch steps / arm steps)"], rows
 
 
 def _evaluation_cell(c: dict[str, Any] | None) -> str:
@@ -107,11 +176,11 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
 
 
 def answer_table(study: Study, summary: dict[str, Any]) -> Table:
-    """Rows = fractions; columns = labelled images, each arm's headline number (test macro-F1 of the final
-    model, else best validation macro-F1), pretrained minus scratch."""
+    """Rows = fractions; columns = labelled images, each arm's headline number (the final model's test
+    macro-F1, else its validation macro-F1), pretrained minus scratch."""
     pretext_arms = [a for a in study.arms if a != SCRATCH]
     q = summary["headline"]["quantity"]
-    label = "test macro-F1" if summary["headline"]["split"] == "test" else "best val macro-F1"
+    label = "test macro-F1" if summary["headline"]["split"] == "test" else "final val macro-F1"
     header = ["fraction", "labelled images", *(f"{a} {label}" for a in study.arms),
               *(f"{a} − scratch" for a in pretext_arms)]
     rows = []
@@ -218,7 +287,7 @@ def stage_table(study: Study, summary: dict[str, Any]) -> Table:
                      duration(times[stage]) if stage in times else "–", str(len(h) or "–"),
                      number(h[-1].get("wall_time_s") if h else None, "seconds"),
                      number(statistics.fmean(ips) if ips else None, "rate")])
-    return ["stage", "stage time (s)", "stage time", "epochs", "training time (s)", "mean images/s"], rows
+    return ["stage", "stage time (s)", "stage time", "evaluations", "training time (s)", "mean images/s"], rows
 
 
 def replication_table(replication: dict[str, Any]) -> Table:
