@@ -78,7 +78,8 @@ class Classification:
         return F.cross_entropy(out.float(), y, label_smoothing=self.smoothing)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        logits, y, _ = predict_part(model, self.splits.x_val, self.splits.y_val, self.splits.mean, self.splits.std, self.precision)
+        s = self.splits
+        logits, y, _ = predict_part(model, s.x_val, s.y_val, s.mean, s.std, self.precision)
         m = classification_metrics(logits, y, self.num_classes)
         m.pop("n")
         return m
@@ -122,7 +123,8 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
         load_backbone_weights(model.backbone, read_weights(init), init, cfg.transfer_stages)
     precision = run_precision(cfg.precision, dev, out_dir, decided)
     task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
-    meta = {"kind": "classifier", "backbone": backbone, **backbone_facts(backbone), "classes": ds.classes,
+    meta = {"kind": "classifier", "backbone": backbone, **backbone_facts(backbone), "precision": precision,
+            "classes": ds.classes,
             "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
             "data": dataclasses.asdict(data)}
@@ -227,7 +229,7 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     else:
         raise UserError(f"--split {split} is unknown; use val or test")
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    logits = predict_logits(model, part.images, mean, std)
+    logits = predict_logits(model, part.images, mean, std, precision=meta.get("precision", "fp32"))  # as trained
     return classification_metrics(logits, part.labels, len(ds.classes))
 
 
@@ -255,6 +257,7 @@ def predict_files(checkpoint: str, files: list[str], backbone: str | None = None
             raise UserError(f"{f} is not a readable image; pass JPEG, PNG or another format Pillow reads") from None
     x = torch.as_tensor(np.stack(arrays))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    probs = predict_logits(model, x, torch.tensor(meta["mean"]), torch.tensor(meta["std"])).softmax(1)
+    probs = predict_logits(model, x, torch.tensor(meta["mean"]), torch.tensor(meta["std"]),
+                           precision=meta.get("precision", "fp32")).softmax(1)
     conf, pred = probs.max(1)
     return [(f, meta["classes"][p], float(c)) for f, p, c in zip(files, pred.tolist(), conf.tolist())]

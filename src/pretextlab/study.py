@@ -366,7 +366,7 @@ def export_study(study_dir: Path, dest: Path, force: bool = False) -> tuple[int,
     """Copy a study's report, result files and figure inputs to dest, leaving out weights, checkpoints
     and TensorBoard logs; returns (files, bytes).
 
-    Why: a study can outlive the machine it runs on (hours of CPU, sessions that end). The copy is
+    Why: a study can outlive the machine it runs on (hours of CPU, a machine lent for a while). The copy is
     small enough to commit and is itself a study folder: given as --out, wherever it is copied to,
     `pretextlab study` keeps every finished run and probe, re-makes the pretrained backbones
     (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json,

@@ -204,7 +204,7 @@ def fit(
     the history (one row per epoch, as in metrics.csv).
 
     run_config is written to config.json and must equal the stored one on resume; resolved (facts
-    of this session that never change the numbers, e.g. data storage) is recorded but not compared;
+    of this process that never change the numbers, e.g. data storage) is recorded but not compared;
     meta (classes, normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else;
     precision is what the caller resolved cfg.precision to on this device (hw.pick_precision), once per run.
     """
