@@ -164,7 +164,7 @@ def test_a_difference_that_changes_sign_across_seeds_is_not_significant(tmp_path
     assert final["significant"] is False and final["paired_ci95"][0] < 0 < final["paired_ci95"][1]
     md = (root / "report.md").read_text()
     assert "context − baseline" in md and "not significant" in md and "**significant**" not in md
-    assert "the difference is significant at no fraction; not significant at 0.5" in md
+    assert "the difference is not significant at fraction 0.5." in md
     assert "the primary protocol): no significant difference: 0.4650 (context) vs 0.4500 (scratch)" in md
     assert "includes 0" in md
 

@@ -402,9 +402,9 @@ def significance_note(summary: dict[str, Any], arm: str) -> str:
     verdicts = {v: [f for f, c in cmp.items() if c.get("significant") is v] for v in (True, False, None)}
     if not verdicts[True] and not verdicts[False]:
         return ""  # one seed: the answer's lead says once what that cannot tell
-    parts = [f"significant at fraction {', '.join(verdicts[True])}" if verdicts[True] else "significant at no fraction"]
+    parts = [f"significant at fraction {', '.join(verdicts[True])}"] if verdicts[True] else []
     if verdicts[False]:
-        parts.append(f"not significant at {', '.join(verdicts[False])}")
+        parts.append(f"not significant at {'fraction ' if not parts else ''}{', '.join(verdicts[False])}")
     if verdicts[None]:
         parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
     two = [f for f, c in cmp.items() if c.get("significant") is not None and c.get("paired_n") == 2]
