@@ -48,6 +48,7 @@ from .presets import PRESETS, Preset, with_overrides
 from .probe import evaluate_frozen, features, frozen_features, probe_settings
 from .runs import json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
+from .train import eval_steps, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,8 @@ def _stages(p: Preset, data: DataConfig, ds: Dataset, dev: torch.device, out_dir
             cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
             dcfg = dataclasses.replace(data, fraction=f)
             n_train = int(round(n_pool * f))
-            evaluations = max(cfg.evals, cfg.epochs) + (cfg.epochs if cfg.evals else 0)
+            spe = steps_per_epoch(n_train, min(cfg.batch_size, n_train))
+            evaluations = len(eval_steps(cfg.epochs * spe, spe, cfg.evals))  # as fit() will evaluate
             for arm in ("scratch", *pretexts):
                 init = None if arm == "scratch" else str(out_dir / pretrain_dir(arm, owners[seed]) / BACKBONE)
                 name = run_name(f, arm, seed)
