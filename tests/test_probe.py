@@ -118,3 +118,11 @@ def test_a_feature_constant_on_the_labelled_set_is_ignored_not_blown_up():
     logits = linear_probe(train_f, train_y, val_f, 3)
     reference = linear_probe(train_f[:, :3], train_y, val_f[:, :3], 3)
     assert torch.isfinite(logits).all() and torch.allclose(logits, reference, atol=1e-4)
+
+
+def test_features_of_a_diverged_backbone_give_a_probe_not_a_crash():
+    g = torch.Generator().manual_seed(0)
+    train_f, train_y = torch.randn(40, 3, generator=g), torch.arange(40) % 2
+    train_f[:, 0], train_f[5, 1] = float("nan"), float("inf")
+    logits = linear_probe(train_f, train_y, torch.randn(10, 3, generator=g), 2)
+    assert torch.isfinite(logits).all()

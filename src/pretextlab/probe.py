@@ -99,8 +99,10 @@ def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: 
     i.e. 1 / (2n) ||W||^2 against the mean), so a small label set is regularised more, as a fixed
     prior on W would be. The validation split is never used to tune it.
     """
+    # a backbone that diverged gives inf/NaN features: those read as 0 (no information), not a crash
+    train_f, test_f = torch.nan_to_num(train_f, 0.0, 0.0, 0.0), torch.nan_to_num(test_f, 0.0, 0.0, 0.0)
     mu, sd = train_f.mean(0), train_f.std(0, correction=0)
-    live = sd > 1e-6  # a feature constant on the labelled set tells nothing: zeroed, not blown up by 1 / sd
+    live = torch.isfinite(sd) & (sd > 1e-6)  # a feature constant on the labelled set tells nothing: zeroed, not blown up by 1 / sd
     mu, sd = torch.where(live, mu, 0.0), torch.where(live, sd, float("inf"))
     x = (train_f - mu) / sd
     w = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
