@@ -125,13 +125,17 @@ def run_precision(requested: str, device: torch.device, out_dir: Path, decided: 
     config = Path(out_dir) / CONFIG
     stored = load_json(config).get("resolved", {}).get("precision") if (Path(out_dir) / CHECKPOINT).exists() \
         and config.exists() else None
-    if requested != "auto":
-        choice = requested
-    else:
-        choice = decided or stored or hw.pick_precision("auto", device)
+    return hold_precision(requested, stored, device, f"{out_dir} was trained in", decided)
+
+
+def hold_precision(requested: str, stored: str | None, device: torch.device, what: str,
+                   decided: str | None = None) -> str:
+    """An explicit precision, else the caller's decision, else the stored one, else a measurement; refused
+    in one line where a stored one exists and differs (`what` names the folder: "<dir> was trained in")."""
+    choice = requested if requested != "auto" else decided or stored or hw.pick_precision("auto", device)
     if stored and choice != stored:
-        raise UserError(f"{out_dir} was trained in {stored} and this command would resume it in {choice}; "
-                        f"resume it with --precision {stored}, or use another --out to start afresh")
+        raise UserError(f"{what} {stored} and this command would go on in {choice}; resume it with --precision "
+                        f"{stored} (or auto), or use another --out to start afresh")
     return choice
 
 

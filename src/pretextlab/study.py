@@ -46,7 +46,7 @@ from .layout import (
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .presets import PRESETS, Preset, with_overrides
 from .probe import evaluate_frozen, features, frozen_features, probe_settings
-from .runs import json_roundtrip, settings_diff, writer_lock
+from .runs import hold_precision, json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
 from .train import eval_steps, steps_per_epoch
 
@@ -350,11 +350,7 @@ def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
 
 def _study_precision(requested: str, stored: str | None, device: torch.device, out_dir: Path) -> str:
     """One precision for every run of a study, decided when it starts and recorded in study.json."""
-    choice = requested if requested != "auto" else stored or hw.pick_precision("auto", device)
-    if stored and choice != stored:
-        raise UserError(f"{out_dir} is a study in {stored}; resume it with --precision {stored} (or auto), "
-                        "or use another --out")
-    return choice
+    return hold_precision(requested, stored, device, f"{out_dir} is a study in")
 
 
 KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, checkpoints or logs

@@ -263,11 +263,8 @@ def fit(
             g = epoch_generator(cfg.seed, epoch)
             order, steps, bs = epoch_order(task.n_train, batch, g)
             order, bs, g = dist.shard(order, steps, bs, g)  # this rank's slice of every batch
-            model.train()
-            if cfg.freeze_backbone:  # a linear probe keeps the backbone's BatchNorm statistics too
-                model.backbone.eval()
+            _training_mode(model, cfg)
             t0 = time.perf_counter()
-            train_time = 0.0
             loss_sum = torch.zeros((), device=device)  # over the steps since the last evaluation
             correct = torch.zeros((), device=device)
             scored, since = 0, 0  # examples scored (a pretext batch may hold several inputs per image), steps
@@ -289,19 +286,19 @@ def fit(
                     correct += (out.detach().argmax(1) == y).sum()
                     scored += len(y)
                 done = epoch * steps + step + 1  # optimizer steps so far
-                if done % LOG_EVERY == 0:  # .item() syncs: not every step
-                    losses.append({"step": done, "train_loss": loss.item()})
-                    if writer:
-                        writer.add_scalar("train_loss_step", losses[-1]["train_loss"], done)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{loss.item():.3f}", **shown, refresh=False)
+                if done % LOG_EVERY == 0 or step == steps - 1:  # .item() syncs: not every step
+                    value = loss.item()
+                    bar.set_postfix(loss=f"{value:.3f}", **shown, refresh=False)
+                    if done % LOG_EVERY == 0:
+                        losses.append({"step": done, "train_loss": value})
+                        if writer:
+                            writer.add_scalar("train_loss_step", value, done)
                 bar.update(1)
                 if done not in evaluate_after:
                     continue
 
                 # evaluate: validation metrics and the training loss since the last evaluation
                 interval = time.perf_counter() - t0
-                train_time += interval
                 counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
                 dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
                 metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
@@ -331,9 +328,7 @@ def fit(
                     msg = f"{out_dir.name} step {done}/{total} (epoch {row['epoch']:g}) " + " ".join(
                         f"{k}={v:.4g}" for k, v in row.items() if k.startswith(("train_", "val_")))
                     (log.info if quiet else bar.write)(msg)
-                model.train()
-                if cfg.freeze_backbone:
-                    model.backbone.eval()
+                _training_mode(model, cfg)  # evaluating() restored train mode on the whole model
                 loss_sum, correct, scored, since, t0 = loss_sum * 0, correct * 0, 0, 0, time.perf_counter()
                 if stopped:
                     log.info("%s: validation %s has not improved for %d evaluations: stopping at step %d",
@@ -352,6 +347,13 @@ def fit(
         if writer:
             writer.close()
     return history
+
+
+def _training_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    """Train mode; a linear probe (frozen backbone) keeps the backbone's BatchNorm statistics too."""
+    model.train()
+    if cfg.freeze_backbone:
+        model.backbone.eval()
 
 
 def _check_world_size(out_dir: Path, stored: int) -> None:
