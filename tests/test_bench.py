@@ -124,3 +124,52 @@ def test_peer_race_with_lightly(capsys, make_image_folder):
 def test_peer_mistakes_are_user_errors(kw, message):
     with pytest.raises(UserError, match=message):
         run_bench(quick=True, backbones=("fast",), **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Time to accuracy
+
+
+def _curve(*points: tuple[float, float]) -> list[dict[str, float]]:
+    return [{"train_time_s": t, "val_f1_macro": f} for t, f in points]
+
+
+def test_time_to_accuracy_rules_read_the_curve():
+    from pretextlab.bench.accuracy import compare, first_time, value_within
+
+    old = {"train_time_s": 100.0, "final_val_f1_macro": 0.80, "curve": _curve((50, 0.6), (100, 0.8))}
+    new = {"curve": _curve((20, 0.5), (40, 0.81), (90, 0.84), (120, 0.86))}
+    assert first_time(new["curve"], 0.8) == 40 and first_time(new["curve"], 0.9) is None
+    assert value_within(new["curve"], 100) == 0.84 and value_within(new["curve"], 10) is None
+    c = compare(new, old)
+    assert c["val_f1_macro_within_before_budget"] == 0.84
+    assert c["train_time_s_to_before_f1"] == 40 and c["time_ratio"] == pytest.approx(2.5)
+    assert compare({"curve": _curve((20, 0.5))}, old)["time_ratio"] is None  # never reached: no ratio
+
+
+def test_time_to_accuracy_trains_the_full_label_arm_and_compares(make_image_folder, tmp_path):
+    from pretextlab.bench.accuracy import format_curve, time_to_accuracy
+    from pretextlab.io import save_json
+
+    folder = make_image_folder(n_per_class=10)
+    r = time_to_accuracy(str(folder), preset="smoke", precision="fp32", quiet=True)
+    curve = r["curve"]
+    assert r["n_train"] + r["n_val"] == 30 and r["precision"] == "fp32" and curve
+    assert all(0 < p["train_time_s"] <= p["wall_time_s"] for p in curve)  # evaluations are not training time
+    assert [p["train_time_s"] for p in curve] == sorted(p["train_time_s"] for p in curve)
+    assert r["final_val_f1_macro"] == curve[-1]["val_f1_macro"]
+    save_json(r, tmp_path / "before.json")
+    again = time_to_accuracy(str(folder), preset="smoke", precision="fp32", before=tmp_path / "before.json",
+                             quiet=True)
+    assert again["final_val_f1_macro"] == r["final_val_f1_macro"]  # same seed, same numbers
+    assert again["before"]["before_final_val_f1_macro"] == r["final_val_f1_macro"]
+    assert "against the earlier measurement" in format_curve(again)
+
+
+def test_time_to_accuracy_mistakes_are_one_line(run_cli, assert_user_error, make_image_folder, tmp_path):
+    assert_user_error(run_cli("bench", "--time-to-accuracy"), "give --data")
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    folder = make_image_folder()
+    assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--before", tmp_path / "x.json"),
+                      "not a time-to-accuracy result")
+    assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "nope"), "unknown")

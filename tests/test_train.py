@@ -13,7 +13,7 @@ from pretextlab.finetune import train_classifier
 from pretextlab.runs import read_csv, settings_diff
 from pretextlab.train import TrainConfig, epoch_order, eval_steps, lr_factor, plateaued, train_settings
 
-TIMING = {"images_per_s", "epoch_time_s", "wall_time_s"}  # wall-clock columns: never reproducible
+TIMING = {"images_per_s", "epoch_time_s", "wall_time_s", "train_time_s"}  # wall-clock columns: never reproducible
 
 
 def deterministic(rows: list[dict]) -> list[dict]:

@@ -321,11 +321,21 @@ def bench(
                                                   "extra: lightly==1.6.0)"),
     peer_epochs: int = typer.Option(0, help="with --peer: also train both SimCLRs this many epochs on the first "
                                             "backbone and score both with the same k-NN probe"),
+    time_to_accuracy: bool = typer.Option(False, help="instead: train the preset's 100%-label scratch run on --data "
+                                                      "and print validation macro-F1 against training seconds"),
+    preset: str = typer.Option("fast", help="with --time-to-accuracy: the recipe whose curve to measure"),
+    seed: int = typer.Option(0, help="with --time-to-accuracy: the run's seed (initialisation and batch order)"),
+    before: Optional[Path] = typer.Option(None, help="with --time-to-accuracy: an earlier --out JSON; also print the "
+                                                     "macro-F1 within its budget and the seconds to its macro-F1"),
     json_out: bool = typer.Option(False, "--json", help="last line of stdout: one JSON object"),
     out: Optional[Path] = typer.Option(None, help="also save the JSON here"),
 ) -> None:
     """Measure peak matmul, model-only, pipeline and naive-tutorial throughput side by side in one run, for
-    classification and every pretext task; with --peer, against another library's SimCLR."""
+    classification and every pretext task; with --peer, against another library's SimCLR; with
+    --time-to-accuracy, the recipe's validation macro-F1 against training seconds."""
+    if time_to_accuracy:
+        _time_to_accuracy(data, preset, seed, device, before, json_out, out)
+        return
     from .bench import run_bench
 
     names = tuple(b.strip() for b in backbones.split(",") if b.strip())
@@ -333,6 +343,21 @@ def bench(
         check_backbone(b)
     run_bench(quick=quick, data=data, backbones=names, batch_size=batch_size, json_out=json_out, out=out,
               device=device, peer=peer, peer_epochs=peer_epochs)
+
+
+def _time_to_accuracy(data: Optional[str], preset: str, seed: int, device: str, before: Optional[Path],
+                      json_out: bool, out: Optional[Path]) -> None:
+    from .bench.accuracy import format_curve, time_to_accuracy
+    from .io import save_json
+
+    if data is None:
+        raise UserError("--time-to-accuracy trains on real labels: give --data (an image folder or a dataset name)")
+    result = time_to_accuracy(data, preset, seed, device=device, before=before)
+    _echo(format_curve(result))
+    if out is not None:
+        save_json(result, out)
+    if json_out:
+        _echo(json.dumps(result))
 
 
 def _echo(text: str) -> None:

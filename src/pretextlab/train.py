@@ -230,7 +230,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     history: list[dict[str, float]] = []  # one row per evaluation, as in metrics.csv
     losses: list[dict[str, float]] = []  # the training loss every LOG_EVERY steps, as in steps.csv
-    start_epoch, elapsed, stopped = 0, 0.0, False
+    start_epoch, elapsed, trained, stopped = 0, 0.0, 0.0, False  # trained: seconds of training steps only
     if ckpt_path.exists():
         state = load_torch(ckpt_path, device)
         _check_world_size(out_dir, state.get("world_size", 1))
@@ -240,7 +240,8 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
-        losses, stopped = state.get("losses", []), state.get("stopped", False)
+        losses, stopped, trained = state.get("losses", []), state.get("stopped", False), state.get("trained", math.nan)
+        # (nan: a checkpoint from before the column; its training-only time is unknown)
         log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
     if main:
         save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
@@ -299,6 +300,7 @@ def fit(
 
                 # evaluate: validation metrics and the training loss since the last evaluation
                 interval = time.perf_counter() - t0
+                trained += interval
                 counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
                 dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
                 metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
@@ -314,6 +316,7 @@ def fit(
                     "images_per_s": since * bs * dist.world_size() / interval,
                     "epoch_time_s": time.perf_counter() - t0,  # since the last evaluation: training and evaluation
                     "wall_time_s": elapsed,
+                    "train_time_s": trained,  # wall time less the evaluations: what time to accuracy counts
                 }
                 history.append(row)
                 shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
@@ -337,7 +340,8 @@ def fit(
             if main:  # a checkpoint at every epoch's end (and where the plateau schedule stopped)
                 save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                            "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "history": history,
+                            "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "trained": trained,
+                            "history": history,
                             "losses": losses, "stopped": stopped, "world_size": dist.world_size(), "config": config,
                             "meta": meta or {}}, ckpt_path)
             if on_epoch_end and history:
