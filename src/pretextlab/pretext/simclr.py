@@ -94,13 +94,15 @@ def colour_jitter(x: Tensor, strength: float, p: float, g: torch.Generator) -> T
         a = (torch.rand(b, generator=g) * 2 - 1) * spread
         return torch.where(on, a, 0.0).to(x.device).view(b, 1, 1, 1)
 
-    x = (x * (1 + amount(0.8 * strength))).clamp(0, 1)  # brightness
+    # in place after the first product: the same operations in the same order (the same bits), without a
+    # new batch-sized tensor per operation, which is most of this function's cost on a CPU
+    x = (x * (1 + amount(0.8 * strength))).clamp_(0, 1)  # brightness
     m = gray(x).mean((1, 2, 3), keepdim=True)
-    x = (m + (x - m) * (1 + amount(0.8 * strength))).clamp(0, 1)  # contrast
+    x.sub_(m).mul_(1 + amount(0.8 * strength)).add_(m).clamp_(0, 1)  # contrast: m + (x - m) * k
     if x.shape[1] != 3:
         return x
     y = gray(x)
-    x = (y + (x - y) * (1 + amount(0.8 * strength))).clamp(0, 1)  # saturation
+    x.sub_(y).mul_(1 + amount(0.8 * strength)).add_(y).clamp_(0, 1)  # saturation: y + (x - y) * k
     return hue_rotate(x, amount(0.2 * strength).flatten() * 2 * math.pi)
 
 
@@ -112,7 +114,7 @@ def hue_rotate(x: Tensor, angle: Tensor) -> Tensor:
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
     yiq = RGB_TO_YIQ.to(x.device)
     m = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
-    return torch.einsum("bij,bjhw->bihw", m, x).clamp(0, 1)
+    return torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
 
 
 def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
@@ -122,7 +124,7 @@ def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
 
 def simclr_augment(x: Tensor, o: SimCLROptions, g: torch.Generator) -> Tensor:
     """One random view of every uint8 image of a batch: float in [0, 1], same shape."""
-    x = resized_crop(x.float().div(255), o.min_scale, g)
+    x = resized_crop(x.float().div_(255), o.min_scale, g)
     if o.flip:
         x = random_flip(x, g)
     return random_grayscale(colour_jitter(x, o.jitter, o.jitter_p, g), o.gray_p, g)
@@ -181,12 +183,13 @@ class SimCLR:
         """uint8 images (B) -> their two views (2B), float in [0, 1] before normalisation."""
         return simclr_augment(torch.cat([x, x]), self.options, g)
 
-    def normalise(self, v: Tensor) -> Tensor:
-        return (v - self.splits.mean.view(1, -1, 1, 1)) / self.splits.std.view(1, -1, 1, 1)
+    def normalise(self, v: Tensor, inplace: bool = False) -> Tensor:
+        v = v if inplace else v.clone()  # in place where the views are the caller's to spend (a batch)
+        return v.sub_(self.splits.mean.view(1, -1, 1, 1)).div_(self.splits.std.view(1, -1, 1, 1))
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         x = self.splits.x_pool[idx.to(self.splits.x_pool.device)]
-        return self.normalise(self.views(x, g)), positives(len(x), x.device)
+        return self.normalise(self.views(x, g), inplace=True), positives(len(x), x.device)
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
