@@ -1,5 +1,6 @@
 """Context prediction: patch geometry, defences, and that the task is learnable."""
 
+import pytest
 import torch
 
 from pretextlab.data import Splits, channel_stats
@@ -98,3 +99,19 @@ def test_pretext_head_learns_above_chance_on_synthetic_images():
         opt.step()
     acc = task.evaluate(model)["accuracy"]
     assert acc > 0.5  # chance is 0.125
+
+
+@pytest.mark.parametrize("size,k,patch", [(32, 2, 14), (16, 4, 14), (32, 2, 7), (8, 8, 14), (12, 1, 5)])
+def test_patches_cut_from_windows_equal_the_whole_image_upscaled(size, k, patch):
+    """Upscaling only a window around each patch gives the very bits of upscaling the whole image."""
+    import torch.nn.functional as F
+
+    from pretextlab.augment import crop_at
+    from pretextlab.pretext.context import upscaled_crop
+
+    g = torch.Generator().manual_seed(size + k)
+    x = torch.rand(32, 3, size, size, generator=g)
+    full = F.interpolate(x, size=(size * k, size * k), mode="bilinear", align_corners=False) if k > 1 else x
+    for _ in range(10):
+        c = torch.randint(0, size * k - patch + 1, (32, 2), generator=g)
+        assert torch.equal(upscaled_crop(x, c, patch, k), crop_at(full, c[:, 0], c[:, 1], patch, patch))

@@ -128,15 +128,14 @@ class ContextPrediction:
     def pairs(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
         o = self.options
-        x = x.float().div_(255)
         if o.flip and train:
-            x = random_flip(x, g)
-        if self.canvas != self.image_size:
-            x = F.interpolate(x, size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
+            x = random_flip(x, g)  # on uint8: a quarter of the bytes of float, the same values after
+        k = self.canvas // self.image_size
+        if self.canvas != k * self.image_size or k & (k - 1):  # not a power of two: upscale all, then cut
+            x = F.interpolate(unit(x), size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
+            k = 1
         p1, p2, label = sample_positions(len(x), self.canvas, o, g)
-        first = crop_at(x, p1[:, 0], p1[:, 1], o.patch, o.patch)
-        second = crop_at(x, p2[:, 0], p2[:, 1], o.patch, o.patch)
-        both = torch.cat([first, second])
+        both = unit(upscaled_crop(torch.cat([x, x]), torch.cat([p1, p2]), o.patch, k))  # centres, then neighbours
         both = colour_defence(both, o.colour, g)
         if o.downsample > 0:
             both = random_downsample(both, o.downsample, g)
@@ -145,7 +144,7 @@ class ContextPrediction:
     def normalise(self, patches: Tensor) -> Tensor:
         mean, std = self.splits.mean.view(1, -1, 1, 1), self.splits.std.view(1, -1, 1, 1)
         centre = patches.mean((2, 3), keepdim=True) if self.options.patch_norm else mean
-        return (patches - centre) / std
+        return (patches - centre).div_(std)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         first, second, label = self.pairs(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
@@ -186,6 +185,30 @@ class ContextPrediction:
             pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
         return {"first": to_uint8(first), "second": to_uint8(second), "true": label.cpu(), "pred": pred.cpu(),
                 "positions": POSITIONS}
+
+
+def unit(x: Tensor) -> Tensor:
+    """uint8 pixels as floats in [0, 1]; floats pass unchanged."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int) -> Tensor:
+    """The (patch x patch) window at canvas `corner` (B, 2) of x upscaled k times (bilinear), cut per image.
+
+    Only a small source window around each patch is upscaled (a pixel of margin on each side): with k a
+    power of two (1/k exact in binary) each canvas pixel's bilinear neighbours and weights are those of the
+    whole-image upscale, so the patch is the same, bit for bit, for a fraction of the work (on 32 px images,
+    k = 2 and 14 px patches: two 9 x 9 windows instead of the 32 x 32 image).
+    """
+    if k == 1:
+        return crop_at(x, corner[:, 0], corner[:, 1], patch, patch)
+    h, w = x.shape[-2:]
+    side_h, side_w = min(h, -(-patch // k) + 3), min(w, -(-patch // k) + 3)
+    top = (corner[:, 0] // k - 1).clamp(0, h - side_h)
+    left = (corner[:, 1] // k - 1).clamp(0, w - side_w)
+    window = unit(crop_at(x, top, left, side_h, side_w)).contiguous()  # NCHW, as the whole-image upscale
+    up = F.interpolate(window, size=(k * side_h, k * side_w), mode="bilinear", align_corners=False)
+    return crop_at(up, corner[:, 0] - k * top, corner[:, 1] - k * left, patch, patch)
 
 
 def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
