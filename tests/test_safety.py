@@ -26,7 +26,6 @@ from pretextlab.errors import UserError
 from pretextlab.finetune import train_classifier
 from pretextlab.runs import OWNER, writer_lock
 from pretextlab.study import export_study, run_study
-from pretextlab.train import TrainConfig
 
 
 class _Plant:

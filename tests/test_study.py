@@ -220,10 +220,12 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     for figure in ("examples_f1.png", "pretext_samples_context.png"):  # a re-rendered copy keeps its figures
         (kept / "figures" / figure).unlink()
     write_report(kept)
-    assert (kept / "figures" / "examples_f1.png").exists() and (kept / "figures" / "pretext_samples_context.png").exists()
+    assert (kept / "figures" / "examples_f1.png").exists()
+    assert (kept / "figures" / "pretext_samples_context.png").exists()
     original = (out / "pretrain-context-s0" / "backbone.safetensors").read_bytes()
     kept_summary = json.loads((kept / "pretrain-context-s0" / "summary.json").read_text())
-    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(out / "pretrain-context-s0" / "backbone.safetensors")
+    weights = out / "pretrain-context-s0" / "backbone.safetensors"
+    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(weights)
 
     shutil.rmtree(out)  # a new machine: only the kept files, in another folder than the study's --out
     moved = tmp_path / "elsewhere" / "study"

@@ -53,7 +53,8 @@ def cpu_bf16_speedup() -> float:
     Only CPUs with native bf16 (AVX512-BF16 / AMX) run it faster; elsewhere it is emulated and
     several times slower, so `--precision auto` measures instead of trusting a flag.
     """
-    if not torch.backends.mkldnn.is_available() or not getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)():
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    if not torch.backends.mkldnn.is_available() or not native():
         return 0.0
     n = 1024
 

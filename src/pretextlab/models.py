@@ -155,7 +155,8 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source:
     own = backbone.state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad or set(state) - set(own):
-        raise UserError(f"{source} holds weights of another backbone or input shape (e.g. '{(bad or list(set(state) - set(own)))[0]}'); "
+        example = (bad or list(set(state) - set(own)))[0]
+        raise UserError(f"{source} holds weights of another backbone or input shape (e.g. '{example}'); "
                         "pass --backbone matching the checkpoint")
     if stages:
         if not 0 < stages <= len(backbone.stages):

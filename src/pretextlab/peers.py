@@ -59,7 +59,8 @@ def version(name: str) -> str:
 
 
 def worker_counts() -> tuple[int, ...]:
-    """The DataLoader worker counts to try: 0, 1, 2, and up to 8 (lightly's examples use 8) where there are more cores."""
+    """The DataLoader worker counts to try: 0, 1, 2, and up to 8 (lightly's examples use 8) where there are
+    more cores."""
     return tuple(sorted({0, 1, 2, min(8, hw.available_cores())}))
 
 

@@ -102,7 +102,8 @@ def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: 
     # a backbone that diverged gives inf/NaN features: those read as 0 (no information), not a crash
     train_f, test_f = torch.nan_to_num(train_f, 0.0, 0.0, 0.0), torch.nan_to_num(test_f, 0.0, 0.0, 0.0)
     mu, sd = train_f.mean(0), train_f.std(0, correction=0)
-    live = torch.isfinite(sd) & (sd > 1e-6)  # a feature constant on the labelled set tells nothing: zeroed, not blown up by 1 / sd
+    # a feature constant on the labelled set tells nothing: zeroed, not blown up by 1 / sd
+    live = torch.isfinite(sd) & (sd > 1e-6)
     mu, sd = torch.where(live, mu, 0.0), torch.where(live, sd, float("inf"))
     x = (train_f - mu) / sd
     w = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)

@@ -45,8 +45,8 @@ def finished_summary(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
 
 
 def settings_diff(stored: dict[str, Any], new: dict[str, Any], here: Path) -> list[str]:
-    """The keys whose values differ, dotted where nested (train.lr); `here` is the folder the stored settings belong to (a run, or the
-    pretrained backbone's folder for its probes).
+    """The keys whose values differ, dotted where nested (train.lr); `here` is the folder the stored settings
+    belong to (a run, or the pretrained backbone's folder for its probes).
 
     A study's runs start from its own pretrain-<task>/backbone.safetensors and record that path under
     the study's --out of the time. A study folder moved or copied elsewhere (e.g. by `pretextlab export`)
@@ -90,7 +90,8 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
     for k in history[0]:
         if k.startswith("val_"):
             vals = [r[k] for r in history]
-            i = min(range(len(vals)), key=vals.__getitem__) if k.endswith("loss") else max(range(len(vals)), key=vals.__getitem__)
+            pick = min if k.endswith("loss") else max
+            i = pick(range(len(vals)), key=vals.__getitem__)
             best[k[4:]] = {"value": vals[i], "epoch": int(history[i]["epoch"]),
                            **({"step": int(history[i]["step"])} if "step" in history[i] else {})}
     return {"best": best, "last": history[-1], "epochs": len(history)}

@@ -179,7 +179,8 @@ class ContextPrediction:
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out patch pairs (as uint8) with true and predicted positions, for the report."""
         g = torch.Generator().manual_seed(1)
-        x = self.splits.x_val[torch.linspace(0, len(self.splits.x_val) - 1, k).long()]  # spread: data is often class-sorted
+        spread = torch.linspace(0, len(self.splits.x_val) - 1, k).long()  # data is often class-sorted
+        x = self.splits.x_val[spread]
         first, second, label = self.pairs(x, g, train=False)
         with evaluating(model):
             pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
