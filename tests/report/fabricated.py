@@ -118,7 +118,8 @@ def memory_run(fraction: float, arm: str, seed: int, f1: list[float], **spec) ->
     rows, summary, config = run_files(fraction, arm, seed, f1, **spec)
     rows = [{k: float(v) for k, v in r.items()} for r in rows]  # metrics.csv reads back as floats
     return Run(summary["run"], Path(summary["run"]), fraction, arm, seed, rows, summary, config["train"]["epochs"],
-               "fp32", STEPS_PER_EPOCH, summary.get("schedule") or config["train"]["schedule"])
+               "fp32", STEPS_PER_EPOCH, summary.get("schedule") or config["train"]["schedule"],
+               config["train"].get("patience"))
 
 
 def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict,

@@ -102,8 +102,8 @@ def test_test_split_numbers_are_reported_and_their_split_named(tmp_path: Path):
 
     assert "claims (the answer, the protocol comparison) are on the **test split** (60 images)" in md
     assert "The answer rests on the **test split**" in _answer_lead(md)
-    assert ("**Pretraining with context** was ahead at fraction 1 (+0.1100), 0.5 (+0.1100) (test macro-F1 of the "
-            "final model, pretrained minus scratch") in md
+    assert ("**Pretraining with context**, on test macro-F1 of the final model (pretrained minus scratch [paired 95% "
+            "t interval over seeds]): made no significant difference at fraction 1 (+0.1100 [") in md
     assert "| fraction | labelled images | scratch test macro-F1 | context test macro-F1 | context − scratch |" in md
     assert "Test macro-F1: mean ± std [95% CI] over seeds" in md and "Validation macro-F1: mean ± std" in md
     assert "**linear probe, context vs random init** (test macro-F1)" in md

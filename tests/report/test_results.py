@@ -43,3 +43,17 @@ def test_runs_of_both_formats_read_as_curves_over_optimizer_steps(tmp_path: Path
     pair = json.loads((root / "summary.json").read_text())["dynamics"]["0.5"]["context"]["by_seed"]["0"]
     assert pair["budget"] == 40 and pair["f1"]["scratch_step"] == 40 and pair["f1"]["pretrained_step"] == 30
     assert "context at step 30 (75% of the budget), scratch at step 40 (100% of the budget)" in md
+
+
+def test_patience_is_read_from_the_config_when_a_summary_lacks_it(tmp_path: Path):
+    """Runs finished before summaries recorded the plateau schedule's patience still report it."""
+    from fabricated import write_finetune_run
+
+    root = tmp_path / "old"
+    root.mkdir()
+    write_finetune_run(root, 0.1, "scratch", 0, [0.3, 0.4, 0.4], {}, schedule="plateau", patience=4)
+    summary_path = root / "f0.1-scratch-s0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.pop("patience")
+    summary_path.write_text(json.dumps(summary))
+    assert load_study(root).runs[0].patience == 4

@@ -92,7 +92,7 @@ def loss_sentence(d: dict[str, Any], key: str, who: dict[str, str]) -> str | Non
         steps = (f"{who['pretrained']} {_reach(r['pretrained_step'], budget)}, scratch "
                  f"{_reach(r['scratch_step'], budget)}")
         if r["sooner"] == "same":
-            return f"{name} fell about equally fast: to {level}, {steps} (within {SAME_SPEED:.0%} of the budget)."
+            return f"{name} fell about equally fast: to {level}, {steps} (at most {SAME_SPEED:.0%} of the budget apart)."
         if r["sooner"] == "neither":
             return f"{name}: neither arm reached {level}."
         return f"{name} fell faster for {who[r['sooner']]}: to {level}, {steps}{_ratio(r['speedup'], who)}."
@@ -125,8 +125,8 @@ def rise_sentence(d: dict[str, Any], who: dict[str, str]) -> str:
                   f"{number(r['scratch_final'], 'metric')})")
         steps = f"{arm} {_reach(r['pretrained_step'], budget)}, scratch {_reach(r['scratch_step'], budget)}"
         if r["sooner"] == "same":
-            head = (f"Validation macro-F1 rose about equally fast: to {target}, {steps} (within {SAME_SPEED:.0%} of "
-                    "the budget)")
+            head = (f"Validation macro-F1 rose about equally fast: to {target}, {steps} (at most {SAME_SPEED:.0%} of "
+                    "the budget apart)")
         elif r["sooner"] == "neither":
             head = f"Validation macro-F1: neither arm reached {target}"
         else:
@@ -319,36 +319,70 @@ def _sentence(text: str) -> str:
 
 def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: list[float]) -> list[str]:
     """At which fractions the pretrained arm was ahead (on the headline quantity: the final model's test, else
-    validation, macro-F1), by how much, whether the paired interval over seeds supports it, and a trend across
-    fractions only where summary.json's "trend" (rules.trend) found one."""
+    validation, macro-F1) and by how much, by the verdict rule: with several seeds only where the paired
+    interval excludes 0, with one seed beyond EQUAL_WITHIN; and a trend across fractions only where
+    summary.json's "trend" (rules.trend) found one."""
     out = []
     q, name = summary["headline"]["quantity"], summary["headline"]["text"]
     for arm in arms:
-        diffs = {float(f): c[arm][q]["pretrained_minus_scratch"]
-                 for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
-        if not diffs:
+        cmp = {float(f): c[arm][q] for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
+        if not cmp:
             out.append(f"{arm}: no fraction has finished runs of both scratch and {arm} yet, so no answer.")
             continue
-        pending = [f"{f:g}" for f in fractions if f not in diffs]
-        # "ahead"/"behind", not "helped"/"hurt": whether a difference is real is said by the significance note
-        groups = {"ahead": [], "behind": [], "equal": []}
-        for f in sorted(diffs, reverse=True):
-            v = verdict(diffs[f], False, EQUAL_WITHIN)
-            groups["equal" if v == "equal" else "ahead" if v == "pretrained" else "behind"].append(
-                f"{f:g} ({diffs[f]:+.4f})")
-        parts = [f"was ahead at fraction {', '.join(groups['ahead'])}" if groups["ahead"]
-                 else "was ahead at no fraction"]
-        if groups["behind"]:
-            parts.append(f"behind at {', '.join(groups['behind'])}")
-        if groups["equal"]:
-            parts.append(f"made about no difference at {', '.join(groups['equal'])}")
-        text = (f"**Pretraining with {arm}** " + "; ".join(parts) + f" ({name}, pretrained minus "
-                f"scratch; differences within {EQUAL_WITHIN} count as no difference).")
+        pending = [f"{f:g}" for f in fractions if f not in cmp]
+        tested = {f: c for f, c in cmp.items() if c.get("significant") is not None}
+        single = {f: c for f, c in cmp.items() if c.get("significant") is None}
+        parts = []
+        if tested:
+            parts.append(f"on {name} (pretrained minus scratch [paired 95% t interval over seeds]): "
+                         + _tested_groups(tested) + ".")
+        if single:
+            parts.append(f"{'on ' if not parts else 'Where there is one seed, on '}{name} (pretrained minus scratch; "
+                         f"one seed: differences within {EQUAL_WITHIN} count as no difference, nothing is called "
+                         "significant): " + _single_groups(single) + ".")
+        text = f"**Pretraining with {arm}**, " + " ".join(parts)
+        two = [f"{f:g}" for f, c in tested.items() if c.get("paired_n") == 2]
+        if two:
+            text += f" At fraction {', '.join(two)} the interval rests on two seeds: {TWO_SEEDS}."
         if pending:
             text += f" Not comparable yet at fraction {', '.join(pending)} (runs missing or unfinished)."
-        text += significance_note(summary, arm) + trend_sentence(summary, arm) + cost_sentence(summary, arm)
+        text += trend_sentence(summary, arm) + cost_sentence(summary, arm)
         out.append(text)
     return out
+
+
+def _tested_groups(cmp: dict[float, dict[str, Any]]) -> str:
+    """Several seeds: significantly ahead / behind where the paired interval excludes 0, else no difference."""
+    groups: dict[str, list[str]] = {"ahead": [], "behind": [], "none": []}
+    for f in sorted(cmp, reverse=True):
+        c = cmp[f]
+        d, (lo, hi) = c["pretrained_minus_scratch"], c["paired_ci95"]
+        key = "none" if not c["significant"] else "ahead" if d > 0 else "behind"
+        groups[key].append(f"{f:g} ({d:+.4f} [{lo:+.4f}, {hi:+.4f}])")
+    parts = [f"was significantly ahead at fraction {', '.join(groups['ahead'])}"] if groups["ahead"] else []
+    if groups["behind"]:
+        parts.append(f"{'was ' if not parts else ''}significantly behind at "
+                     f"{'fraction ' if not parts else ''}{', '.join(groups['behind'])}")
+    if groups["none"]:
+        parts.append(f"{'made ' if not parts else ''}no significant difference at "
+                     f"{'fraction ' if not parts else ''}{', '.join(groups['none'])}")
+    return "; ".join(parts)
+
+
+def _single_groups(cmp: dict[float, dict[str, Any]]) -> str:
+    """One seed: ahead / behind / about equal by EQUAL_WITHIN, an observation."""
+    groups: dict[str, list[str]] = {"pretrained": [], "scratch": [], "equal": []}
+    for f in sorted(cmp, reverse=True):
+        d = cmp[f]["pretrained_minus_scratch"]
+        groups[verdict(d, False, EQUAL_WITHIN)].append(f"{f:g} ({d:+.4f})")
+    parts = [f"was ahead at fraction {', '.join(groups['pretrained'])}"] if groups["pretrained"] else []
+    if groups["scratch"]:
+        parts.append(f"{'was ' if not parts else ''}behind at {'fraction ' if not parts else ''}"
+                     f"{', '.join(groups['scratch'])}")
+    if groups["equal"]:
+        parts.append(f"{'made ' if not parts else ''}about no difference at {'fraction ' if not parts else ''}"
+                     f"{', '.join(groups['equal'])}")
+    return "; ".join(parts)
 
 
 def cost_sentence(summary: dict[str, Any], arm: str) -> str:
@@ -393,23 +427,6 @@ def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro")
             out.append(f"**{PROTOCOLS[protocol]}, {method} vs {baseline_name(protocol)}** ({split} {NAMES[metric]}): "
                        + "; ".join(p for p in parts if p) + ".")
     return out
-
-
-def significance_note(summary: dict[str, Any], arm: str) -> str:
-    """Which headline differences of `arm` the paired interval supports, or that none was tested."""
-    q = summary["headline"]["quantity"]
-    cmp = {f: c[arm][q] for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
-    verdicts = {v: [f for f, c in cmp.items() if c.get("significant") is v] for v in (True, False, None)}
-    if not verdicts[True] and not verdicts[False]:
-        return ""  # one seed: the answer's lead says once what that cannot tell
-    parts = [f"significant at fraction {', '.join(verdicts[True])}"] if verdicts[True] else []
-    if verdicts[False]:
-        parts.append(f"not significant at {'fraction ' if not parts else ''}{', '.join(verdicts[False])}")
-    if verdicts[None]:
-        parts.append(f"not tested at {', '.join(verdicts[None])} (one seed)")
-    two = [f for f, c in cmp.items() if c.get("significant") is not None and c.get("paired_n") == 2]
-    caution = f" At fraction {', '.join(two)} the interval rests on two seeds: {TWO_SEEDS}." if two else ""
-    return " Paired over seeds (95% t interval), the difference is " + "; ".join(parts) + "." + caution
 
 
 def trend_sentence(summary: dict[str, Any], arm: str) -> str:

@@ -97,7 +97,7 @@ def run_curves(run: Run) -> dict[str, Any]:
     f1 = run.curve("val_f1_macro")
     out: dict[str, Any] = {
         "schedule": run.schedule, "budget": budget, "steps": steps,
-        "stopped_early": s.get("stopped_early", steps < budget), "patience": s.get("patience"),
+        "stopped_early": s.get("stopped_early", steps < budget), "patience": run.patience,
         "evaluations": len(run.history), "steps_known": "step" in last or run.steps_per_epoch is not None,
         "wall_time_s": s.get("wall_time_s", last.get("wall_time_s")),
         "final_f1": (s.get("final") or {}).get("f1_macro", last.get("val_f1_macro")),
@@ -207,7 +207,7 @@ def dynamics_summary(study: Study) -> dict[str, Any]:
             first = pairs[min(pairs)][0]
             out.setdefault(fraction_key(f), {})[arm] = {
                 "seeds": sorted(pairs), "schedule": first.schedule, "budget": by_seed[min(pairs)]["budget"],
-                "patience": (first.summary or {}).get("patience"),
+                "patience": first.patience,
                 "steps_known": run_curves(first)["steps_known"], "by_seed": by_seed, "over_seeds": over_seeds(by_seed)}
     return out
 

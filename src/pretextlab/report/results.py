@@ -60,6 +60,7 @@ class Run:
     precision: str | None = None  # config.json "resolved": what the run actually trained in
     steps_per_epoch: int | None = None  # config.json "resolved"
     schedule: str | None = None  # config.json "train": onecycle | cosine | constant | plateau
+    patience: int | None = None  # config.json "train": the plateau schedule's patience (None: not that schedule)
 
     @property
     def finished(self) -> bool:
@@ -183,7 +184,8 @@ def load_study(study_dir: Path) -> Study:
         cfg = read_json(study_dir / name / CONFIG)
         runs.append(Run(name, study_dir / name, key.fraction, key.arm, key.seed, history, summary, *_run_config(cfg),
                         (cfg.get("resolved") or {}).get("steps_per_epoch"),
-                        (summary or {}).get("schedule") or (cfg.get("train") or {}).get("schedule")))
+                        (summary or {}).get("schedule") or (cfg.get("train") or {}).get("schedule"),
+                        (summary or {}).get("patience") or (cfg.get("train") or {}).get("patience") or None))
 
     pretrainings = _pretrain_folders(config, folders)
     found: dict[str, list[PretextRun]] = {}

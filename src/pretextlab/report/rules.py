@@ -23,8 +23,9 @@ MIN_DELTA = 0.001  # the plateau schedule's improvement (spelled again: the repo
 SAME_SPEED = 0.05  # one seed: steps within 5% of the budget are "about equally fast"
 EQUAL_WITHIN = 0.005  # one seed: metric differences at most this large are "about equal"
 
-LOSS_RULE = (f"each loss is smoothed by a trailing mean over the evaluations in the last {SMOOTH_SPAN:.0%} of the "
-             "budget (a training-loss point is already the mean over the steps since the evaluation before); the "
+LOSS_RULE = (f"each loss point at step s is replaced by the mean of the evaluations at steps in (s - w, s], w = "
+             f"{SMOOTH_SPAN:.0%} of the budget (an evaluation exactly w steps earlier is left out; a training-loss "
+             "point is already the mean over the steps since the evaluation before); the "
              "common level is the final smoothed level of the arm that ends higher (the slower); each arm's time "
              "is the first optimizer step at which its smoothed curve is at or below that level; speed-up = "
              "scratch's steps / the pretrained arm's steps")
@@ -42,8 +43,8 @@ PLATEAU_RULE = (f"under a decaying schedule a curve is still improving at the en
 STOP_RULE = (f"under the plateau schedule a run stops when validation macro-F1 has not beaten its best by more than "
              f"{MIN_DELTA} for `patience` evaluations; the arm that stopped first trained the fewer optimizer steps; "
              "its last improvement is the evaluation that set that best")
-VERDICT_RULE = (f"with one seed, times within {SAME_SPEED:.0%} of the budget count as equally fast and metric "
-                f"differences within {EQUAL_WITHIN} as equal, and nothing is called significant; with several "
+VERDICT_RULE = (f"with one seed, times at most {SAME_SPEED:.0%} of the budget apart count as equally fast and metric "
+                f"differences of at most {EQUAL_WITHIN} as equal, and nothing is called significant; with several "
                 "seeds every quantity is computed per seed and a difference (pretrained minus scratch, paired by "
                 "seed) is called only when its 95% t interval excludes 0; a time is known to the nearest evaluation "
                 "only (runs from before the step column evaluated once per epoch)")
