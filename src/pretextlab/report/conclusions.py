@@ -92,7 +92,8 @@ def loss_sentence(d: dict[str, Any], key: str, who: dict[str, str]) -> str | Non
         steps = (f"{who['pretrained']} {_reach(r['pretrained_step'], budget)}, scratch "
                  f"{_reach(r['scratch_step'], budget)}")
         if r["sooner"] == "same":
-            return f"{name} fell about equally fast: to {level}, {steps} (at most {SAME_SPEED:.0%} of the budget apart)."
+            return (f"{name} fell about equally fast: to {level}, {steps} (at most {SAME_SPEED:.0%} of the budget "
+                    "apart).")
         if r["sooner"] == "neither":
             return f"{name}: neither arm reached {level}."
         return f"{name} fell faster for {who[r['sooner']]}: to {level}, {steps}{_ratio(r['speedup'], who)}."
