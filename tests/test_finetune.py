@@ -183,3 +183,21 @@ def test_examples_show_every_class_once_where_there_are_few():
     idx = example_indices(labels, 10)
     assert len(idx) == 10 and len(set(idx.tolist())) == 10
     assert {int(labels[i]) for i in idx} == {0, 1, 2} and {0, 2, 3} <= set(idx.tolist())  # the first of each
+
+
+def test_test_time_augmentation_averages_the_logits_of_its_views(trained_run):
+    from pretextlab.finetune import predict_logits, tta_views
+
+    model, meta = load_classifier(trained_run.checkpoint)
+    x = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8)
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    plain, mirror = predict_logits(model, x, mean, std), predict_logits(model, x.flip(3), mean, std)
+    assert torch.allclose(predict_logits(model, x, mean, std, tta="flip"), (plain + mirror) / 2, atol=1e-5)
+    views = tta_views(x, "flip-translate")
+    assert len(views) == 6 and sum(w for w, _ in views) == 1.0
+    assert torch.equal(views[2][1][:, :, 1:, 1:], x[:, :, :-1, :-1])  # shifted by one pixel, reflected at the edge
+    assert torch.equal(tta_views(x, "none")[0][1], x)
+    tta = evaluate_checkpoint(str(trained_run.checkpoint), None, "val", tta="flip")
+    assert set(tta) == METRIC_KEYS and tta["n"] == 9
+    with pytest.raises(UserError, match="--tta spin is unknown"):
+        evaluate_checkpoint(str(trained_run.checkpoint), None, "val", tta="spin")

@@ -136,12 +136,14 @@ def evaluate(
     split: str = typer.Option("val", help="val (the run's held-out split) | test"),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
+    tta: str = typer.Option("none", help="test-time augmentation: none | flip (the image and its mirror) | "
+                                         "flip-translate (also shifted by a pixel both ways), logits averaged"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Macro-F1, precision, recall, accuracy and loss of a trained classifier on a split."""
     from .finetune import evaluate_checkpoint
 
-    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir, backbone)
+    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir, backbone, tta)
     if json_out:
         typer.echo(json.dumps(m))
     else:

@@ -39,15 +39,41 @@ def example_indices(labels: Tensor, n: int = N_EXAMPLES) -> Tensor:
     return torch.tensor(sorted(firsts + spread[: n - len(firsts)]))
 
 
+TTA = ("none", "flip", "flip-translate")
+
+
+def tta_views(x: Tensor, tta: str) -> list[tuple[float, Tensor]]:
+    """(weight, view) pairs of a uint8 batch whose weighted logits make the prediction (Jordan 2024, airbench,
+    arXiv 2404.00498): none; flip: the image and its mirror, 1/2 each; flip-translate: those (1/2 in all) and
+    both shifted by one pixel up-left and down-right (reflect-padded), 1/8 each."""
+    if tta not in TTA:
+        raise UserError(f"--tta {tta} is unknown; use {', '.join(TTA)}")
+    if tta == "none":
+        return [(1.0, x)]
+    views = [(0.5, x), (0.5, x.flip(3))]
+    if tta == "flip-translate":
+        views = [(w / 2, v) for w, v in views]
+        padded = F.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(x.dtype)
+        for shifted in (padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]):
+            views += [(0.125, shifted), (0.125, shifted.flip(3))]
+    return views
+
+
 def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
-                   precision: str = "fp32", channels_last: bool = True) -> Tensor:
-    """Logits for uint8 images, in batches, without gradients (eval-mode BatchNorm)."""
+                   precision: str = "fp32", channels_last: bool = True, tta: str = "none") -> Tensor:
+    """Logits for uint8 images, in batches, without gradients (eval-mode BatchNorm); with test-time
+    augmentation, the weighted mean of the logits of each view (tta_views)."""
     device = next(model.parameters()).device
     outs = []
     with evaluating(model):
         for chunk in x.split(batch_size):
-            with hw.autocast(device, precision):
-                outs.append(model(normalize(chunk.to(device), mean, std, channels_last)).float())
+            chunk = chunk.to(device)
+            total = None
+            for weight, view in tta_views(chunk, tta):
+                with hw.autocast(device, precision):
+                    logits = model(normalize(view, mean, std, channels_last)).float() * weight
+                total = logits if total is None else total + logits
+            outs.append(total)
     return torch.cat(outs)
 
 
@@ -207,9 +233,11 @@ def _user_backbone(meta: dict[str, Any], given: str | None, path: Path) -> str:
     return given
 
 
-def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
-                        cache_dir: str | None = None, backbone: str | None = None) -> dict[str, float]:
-    """Metrics of a saved classifier on the val split it was trained with, or the source's test split."""
+def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val", cache_dir: str | None = None,
+                        backbone: str | None = None, tta: str = "none") -> dict[str, float]:
+    """Metrics of a saved classifier on the val split it was trained with, or the source's test split;
+    tta scores it with test-time augmentation (tta_views) instead of the plain images."""
+    tta_views(torch.zeros(1, 1, 3, 3, dtype=torch.uint8), tta)  # an unknown name fails before any loading
     hw.setup_threads()
     model, meta = load_classifier(checkpoint, backbone)
     d = meta["data"]
@@ -229,7 +257,8 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     else:
         raise UserError(f"--split {split} is unknown; use val or test")
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    logits = predict_logits(model, part.images, mean, std, precision=meta.get("precision", "fp32"))  # as trained
+    precision = meta.get("precision", "fp32")  # as trained
+    logits = predict_logits(model, part.images, mean, std, precision=precision, tta=tta)
     return classification_metrics(logits, part.labels, len(ds.classes))
 
 
