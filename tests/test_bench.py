@@ -175,3 +175,15 @@ def test_time_to_accuracy_mistakes_are_one_line(run_cli, assert_user_error, make
     assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--before", tmp_path / "x.json"),
                       "not a time-to-accuracy result")
     assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "nope"), "unknown")
+
+
+def test_time_to_accuracy_command_writes_its_curve(run_cli, make_image_folder, tmp_path):
+    folder = make_image_folder(n_per_class=8)
+    out = tmp_path / "tta.json"
+    proc = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "first reached (training seconds)" in proc.stdout and out.exists() and out.with_suffix(".png").exists()
+    again = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--before", out, "--out",
+                    tmp_path / "tta2.json")
+    assert again.returncode == 0, again.stderr
+    assert "against the earlier measurement" in again.stdout and (tmp_path / "tta2.png").exists()

@@ -330,7 +330,8 @@ def bench(
     before: Optional[Path] = typer.Option(None, help="with --time-to-accuracy: an earlier --out JSON; also print the "
                                                      "macro-F1 within its budget and the seconds to its macro-F1"),
     json_out: bool = typer.Option(False, "--json", help="last line of stdout: one JSON object"),
-    out: Optional[Path] = typer.Option(None, help="also save the JSON here"),
+    out: Optional[Path] = typer.Option(None, help="also save the JSON here (with --time-to-accuracy, its curve "
+                                                  "beside it as a PNG)"),
 ) -> None:
     """Measure peak matmul, model-only, pipeline and naive-tutorial throughput side by side in one run, for
     classification and every pretext task; with --peer, against another library's SimCLR; with
@@ -349,8 +350,8 @@ def bench(
 
 def _time_to_accuracy(data: Optional[str], preset: str, seed: int, device: str, before: Optional[Path],
                       json_out: bool, out: Optional[Path]) -> None:
-    from .bench.accuracy import format_curve, time_to_accuracy
-    from .io import save_json
+    from .bench.accuracy import format_curve, plot_curve, time_to_accuracy
+    from .io import load_json, save_json
 
     if data is None:
         raise UserError("--time-to-accuracy trains on real labels: give --data (an image folder or a dataset name)")
@@ -358,6 +359,8 @@ def _time_to_accuracy(data: Optional[str], preset: str, seed: int, device: str, 
     _echo(format_curve(result))
     if out is not None:
         save_json(result, out)
+        plot_curve(result, out.with_suffix(".png"), load_json(before) if before is not None else None)
+        _echo(f"wrote {out} and {out.with_suffix('.png')}")
     if json_out:
         _echo(json.dumps(result))
 

@@ -93,6 +93,25 @@ def _read_before(path: Path) -> dict[str, Any]:
     return earlier
 
 
+def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
+    """Validation macro-F1 against training seconds (and, where given, the earlier measurement's) as a PNG."""
+    from ..report.canvas import legend_above, new_figure, save_png
+
+    fig = new_figure(7.0, 3.6)
+    ax = fig.add_subplot()
+    for label, r, style in (("earlier", before, "--"), ("now", result, "-")):
+        if r is not None:
+            c = r["curve"]
+            ax.plot([p["train_time_s"] for p in c], [p["val_f1_macro"] for p in c], style, marker=".",
+                    label=f"{label}: {r['preset']}, {r['precision']}, {r['threads']} thread(s)", color="#555555"
+                    if label == "earlier" else "#0072B2")
+    ax.set_xlabel("training seconds (evaluations excluded)")
+    ax.set_ylabel("validation macro-F1")
+    ax.grid(alpha=0.3)
+    legend_above(fig, *ax.get_legend_handles_labels())
+    save_png(fig, path)
+
+
 def format_curve(result: dict[str, Any]) -> str:
     """The curve as a reader checks it: one line per evaluation, then the levels and the comparison."""
     lines = [f"time to accuracy: preset {result['preset']} ({result['backbone']}), 100% labels "
@@ -109,10 +128,10 @@ def format_curve(result: dict[str, Any]) -> str:
         b = result["before"]
         within = b["val_f1_macro_within_before_budget"]
         lines.append(f"against the earlier measurement ({b['before_final_val_f1_macro']:.4f} in "
-                     f"{b['before_train_time_s']:.0f} s): "
+                     f"{b['before_train_time_s']:.1f} s): "
                      + (f"{within:.4f} within that budget; " if within is not None else
                         "no evaluation within that budget; ")
-                     + (f"its macro-F1 after {b['train_time_s_to_before_f1']:.0f} s ({b['time_ratio']:.2f}x)"
+                     + (f"its macro-F1 after {b['train_time_s_to_before_f1']:.1f} s ({b['time_ratio']:.2f}x)"
                         if b["train_time_s_to_before_f1"] else "its macro-F1 never reached"))
     if result["load_avg_1min_at_start"] > 0.5:
         lines.append(f"other processes were using the CPU (1-min load average {result['load_avg_1min_at_start']:.1f})"
