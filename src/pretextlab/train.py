@@ -328,8 +328,9 @@ def fit(
                     writer.flush()
                     write_csv(history, out_dir / METRICS)
                     write_csv(losses, out_dir / STEPS)
+                    shown_keys = [k for k in row if k.startswith("val_") or k in ("train_loss", "train_accuracy")]
                     msg = f"{out_dir.name} step {done}/{total} (epoch {row['epoch']:g}) " + " ".join(
-                        f"{k}={v:.4g}" for k, v in row.items() if k.startswith("val_") or k in ("train_loss", "train_accuracy"))
+                        f"{k}={row[k]:.4g}" for k in shown_keys)
                     (log.info if quiet else bar.write)(msg)
                 _training_mode(model, cfg)  # evaluating() restored train mode on the whole model
                 loss_sum, correct, scored, since, t0 = loss_sum * 0, correct * 0, 0, 0, time.perf_counter()
