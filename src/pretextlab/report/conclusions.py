@@ -358,16 +358,11 @@ def _tested_groups(cmp: dict[float, dict[str, Any]]) -> str:
     for f in sorted(cmp, reverse=True):
         c = cmp[f]
         d, (lo, hi) = c["pretrained_minus_scratch"], c["paired_ci95"]
-        key = "none" if not c["significant"] else "ahead" if d > 0 else "behind"
-        groups[key].append(f"{f:g} ({d:+.4f} [{lo:+.4f}, {hi:+.4f}])")
-    parts = [f"was significantly ahead at fraction {', '.join(groups['ahead'])}"] if groups["ahead"] else []
-    if groups["behind"]:
-        parts.append(f"{'was ' if not parts else ''}significantly behind at "
-                     f"{'fraction ' if not parts else ''}{', '.join(groups['behind'])}")
-    if groups["none"]:
-        parts.append(f"{'made ' if not parts else ''}no significant difference at "
-                     f"{'fraction ' if not parts else ''}{', '.join(groups['none'])}")
-    return "; ".join(parts)
+        groups["none" if not c["significant"] else "ahead" if d > 0 else "behind"].append(
+            f"{f:g} ({d:+.4f} [{lo:+.4f}, {hi:+.4f}])")
+    return _phrase([("was", "significantly ahead at", groups["ahead"]),
+                    ("was", "significantly behind at", groups["behind"]),
+                    ("made", "no significant difference at", groups["none"])])
 
 
 def _single_groups(cmp: dict[float, dict[str, Any]]) -> str:
@@ -376,13 +371,16 @@ def _single_groups(cmp: dict[float, dict[str, Any]]) -> str:
     for f in sorted(cmp, reverse=True):
         d = cmp[f]["pretrained_minus_scratch"]
         groups[verdict(d, False, EQUAL_WITHIN)].append(f"{f:g} ({d:+.4f})")
-    parts = [f"was ahead at fraction {', '.join(groups['pretrained'])}"] if groups["pretrained"] else []
-    if groups["scratch"]:
-        parts.append(f"{'was ' if not parts else ''}behind at {'fraction ' if not parts else ''}"
-                     f"{', '.join(groups['scratch'])}")
-    if groups["equal"]:
-        parts.append(f"{'made ' if not parts else ''}about no difference at {'fraction ' if not parts else ''}"
-                     f"{', '.join(groups['equal'])}")
+    return _phrase([("was", "ahead at", groups["pretrained"]), ("was", "behind at", groups["scratch"]),
+                    ("made", "about no difference at", groups["equal"])])
+
+
+def _phrase(groups: list[tuple[str, str, list[str]]]) -> str:
+    """'was ahead at fraction 1 (...); behind at 0.1 (...)': the verb and 'fraction' once, in the first part."""
+    parts = []
+    for verb, what, items in groups:
+        if items:
+            parts.append(f"{what} {', '.join(items)}" if parts else f"{verb} {what} fraction {', '.join(items)}")
     return "; ".join(parts)
 
 
