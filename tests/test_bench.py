@@ -30,6 +30,9 @@ def test_quick_bench_reports_every_field(capsys, tmp_path):
     result = run_bench(quick=True, json_out=True, out=out)
     lines = capsys.readouterr().out.strip().splitlines()
     assert "overhead" in "\n".join(lines[:-1])  # the human-readable table comes first
+    verdict = next(line for line in lines if "of its model step" in line or "under their model step" in line)
+    over = [k for k, v in result["task_overheads"].items() if v > 0.03]
+    assert all(k in verdict for k in over) and ("within 3%" in verdict) == (not over)
     reported = json.loads(lines[-1])  # the last stdout line is exactly one JSON object
     assert reported == json.loads(json.dumps(result))
     assert json.loads(out.read_text()) == reported

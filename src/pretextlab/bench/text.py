@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+TARGET_OVERHEAD = 0.03  # a training path should cost at most this much more than its model step alone
+
 # ----------------------------------------------------------------------------------------------
 # Report
 
@@ -44,6 +46,9 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", f"==> {first}: pipeline overhead {r['overhead']:+.1%} vs the model alone, "
                   f"{r['speedup_vs_naive']:.1f}x the naive DataLoader loop, MFU {r['mfu']:.1%}; pretext overheads "
               + ", ".join(f"{k} {v:+.1%}" for k, v in r["task_overheads"].items() if k != "classification")]
+    over = [f"{k} {v:+.1%}" for k, v in r["task_overheads"].items() if v > TARGET_OVERHEAD]
+    lines.append(f"==> every path of {first} within {TARGET_OVERHEAD:.0%} of its model step" if not over else
+                 f"==> paths of {first} more than {TARGET_OVERHEAD:.0%} under their model step: {', '.join(over)}")
     if "peer" in r:
         p = r["peer"]
         lines.append(f"==> {p['backbone']} SimCLR: pretextlab {r['speedup_vs_lightly']:.2f}x lightly's pipeline "
