@@ -45,9 +45,18 @@ def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
     return _gather(x, rows, cols)
 
 
-def random_flip(x: Tensor, g: torch.Generator) -> Tensor:
-    flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
+def flip_mask(n: int, g: torch.Generator, device: torch.device | str = "cpu") -> Tensor:
+    """Which of n images a random horizontal flip mirrors (each with probability 1/2)."""
+    return (torch.rand(n, generator=g) < 0.5).to(device)
+
+
+def flip_where(x: Tensor, flip: Tensor) -> Tensor:
+    """x with the images where `flip` is true mirrored left to right."""
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def random_flip(x: Tensor, g: torch.Generator) -> Tensor:
+    return flip_where(x, flip_mask(x.shape[0], g, x.device))
 
 
 def augment(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> Tensor:

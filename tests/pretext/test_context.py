@@ -106,12 +106,19 @@ def test_patches_cut_from_windows_equal_the_whole_image_upscaled(size, k, patch)
     """Upscaling only a window around each patch gives the very bits of upscaling the whole image."""
     import torch.nn.functional as F
 
-    from pretextlab.augment import crop_at
-    from pretextlab.pretext.context import upscaled_crop
+    from pretextlab.augment import crop_at, flip_where
+    from pretextlab.pretext.context import unit, upscaled_crop
 
     g = torch.Generator().manual_seed(size + k)
-    x = torch.rand(32, 3, size, size, generator=g)
-    full = F.interpolate(x, size=(size * k, size * k), mode="bilinear", align_corners=False) if k > 1 else x
+    x = torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g)
+    flip = torch.rand(32, generator=g) < 0.5
+
+    def upscale(images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(unit(images), size=(size * k, size * k), mode="bilinear", align_corners=False)
+
+    full, mirrored = (upscale(x), upscale(flip_where(x, flip))) if k > 1 else (x, flip_where(x, flip))
     for _ in range(10):
         c = torch.randint(0, size * k - patch + 1, (32, 2), generator=g)
-        assert torch.equal(upscaled_crop(x, c, patch, k), crop_at(full, c[:, 0], c[:, 1], patch, patch))
+        assert torch.equal(unit(upscaled_crop(x, c, patch, k)), unit(crop_at(full, c[:, 0], c[:, 1], patch, patch)))
+        assert torch.equal(unit(upscaled_crop(x, c, patch, k, flip)),  # mirrored images: only windows are flipped
+                           unit(crop_at(mirrored, c[:, 0], c[:, 1], patch, patch)))

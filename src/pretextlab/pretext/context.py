@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import crop_at, random_flip
+from ..augment import crop_at, flip_mask, flip_where
 from ..data import Splits
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
@@ -128,17 +128,19 @@ class ContextPrediction:
     def pairs(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
         o = self.options
-        if o.flip and train:
-            x = random_flip(x, g)  # on uint8: a quarter of the bytes of float, the same values after
+        flip = flip_mask(len(x), g, x.device) if o.flip and train else None  # the whole image is mirrored first
         k = self.canvas // self.image_size
-        if self.canvas != k * self.image_size or k & (k - 1):  # not a power of two: upscale all, then cut
-            x = F.interpolate(unit(x), size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
-            k = 1
+        if k == 1 or self.canvas != k * self.image_size or k & (k - 1):  # not a power of two: upscale all, then cut
+            x = flip_where(x, flip) if flip is not None else x
+            if self.canvas != self.image_size:
+                x = F.interpolate(unit(x), size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
+            k, flip = 1, None
         p1, p2, label = sample_positions(len(x), self.canvas, o, g)
-        both = unit(upscaled_crop(torch.cat([x, x]), torch.cat([p1, p2]), o.patch, k))  # centres, then neighbours
+        both = unit(upscaled_crop(torch.cat([x, x]), torch.cat([p1, p2]), o.patch, k,  # centres, then neighbours
+                                  None if flip is None else torch.cat([flip, flip])))
         both = colour_defence(both, o.colour, g)
         if o.downsample > 0:
-            both = random_downsample(both, o.downsample, g)
+            both = random_downsample(both, o.downsample, g, inplace=True)  # `both` is this call's own
         return both[: len(x)], both[len(x):], label.to(x.device)
 
     def normalise(self, patches: Tensor) -> Tensor:
@@ -193,21 +195,24 @@ def unit(x: Tensor) -> Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
-def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int) -> Tensor:
-    """The (patch x patch) window at canvas `corner` (B, 2) of x upscaled k times (bilinear), cut per image.
+def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int, flip: Tensor | None = None) -> Tensor:
+    """The (patch x patch) window at canvas `corner` (B, 2) of x upscaled k times (bilinear), cut per image;
+    with `flip`, of x mirrored left to right where flip is true.
 
     Only a small source window around each patch is upscaled (a pixel of margin on each side): with k a
     power of two (1/k exact in binary) each canvas pixel's bilinear neighbours and weights are those of the
     whole-image upscale, so the patch is the same, bit for bit, for a fraction of the work (on 32 px images,
-    k = 2 and 14 px patches: two 9 x 9 windows instead of the 32 x 32 image).
+    k = 2 and 14 px patches: two 9 x 9 windows instead of the 32 x 32 image). A mirrored image's window is
+    the mirrored window of the other side of the image: only the small windows are flipped.
     """
     if k == 1:
-        return crop_at(x, corner[:, 0], corner[:, 1], patch, patch)
+        return crop_at(x if flip is None else flip_where(x, flip), corner[:, 0], corner[:, 1], patch, patch)
     h, w = x.shape[-2:]
     side_h, side_w = min(h, -(-patch // k) + 3), min(w, -(-patch // k) + 3)
     top = (corner[:, 0] // k - 1).clamp(0, h - side_h)
     left = (corner[:, 1] // k - 1).clamp(0, w - side_w)
-    window = unit(crop_at(x, top, left, side_h, side_w)).contiguous()  # NCHW, as the whole-image upscale
+    window = crop_at(x, top, left if flip is None else torch.where(flip, w - side_w - left, left), side_h, side_w)
+    window = unit((window if flip is None else flip_where(window, flip)).contiguous())  # NCHW, as the whole image
     up = F.interpolate(window, size=(k * side_h, k * side_w), mode="bilinear", align_corners=False)
     return crop_at(up, corner[:, 0] - k * top, corner[:, 1] - k * left, patch, patch)
 
@@ -228,14 +233,15 @@ def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
     raise ValueError(f"unknown colour defence {mode}; use project, drop or none")
 
 
-def random_downsample(x: Tensor, share: float, g: torch.Generator) -> Tensor:
-    """Down-and-up sample a random share of patches to a random size in [p/2, p) (one size a batch)."""
+def random_downsample(x: Tensor, share: float, g: torch.Generator, inplace: bool = False) -> Tensor:
+    """Down-and-up sample a random share of patches to a random size in [p/2, p) (one size a batch);
+    inplace: into x itself (a fresh batch of the caller's), without a copy."""
     p = x.shape[-1]
     size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
     pick = (torch.rand(x.shape[0], generator=g) < share).nonzero().flatten().to(x.device)
     if len(pick) == 0:
         return x
     low = F.interpolate(x[pick], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    x = x.clone()
+    x = x if inplace else x.clone()
     x[pick] = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
     return x
