@@ -63,7 +63,7 @@ def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) ->
             row.append(cell)
         for a in diff_arms:
             c = cmp[a].get(q)
-            cell = number(c["pretrained_minus_scratch"], kind, sign=True) if c else "–"
+            cell = paired_cell(c, kind) if c else "–"
             if c and q_step and q_step in cmp[a]:
                 cell += f" (step {number(cmp[a][q_step]['pretrained_minus_scratch'], 'step', sign=True)})"
             row.append(cell)
@@ -189,9 +189,17 @@ def answer_table(study: Study, summary: dict[str, Any]) -> Table:
         agg, cmp = summary["aggregate"].get(fk, {}), summary["comparison"].get(fk, {})
         rows.append([f"{f:g}", str(labels_at(summary, f) or "–"),
                      *(mean_std(agg.get(a, {}).get(q), "metric") for a in study.arms),
-                     *(number(cmp[a][q]["pretrained_minus_scratch"], "metric", True) if q in cmp.get(a, {}) else "–"
-                       for a in pretext_arms)])
+                     *(paired_cell(cmp[a][q], "metric") if q in cmp.get(a, {}) else "–" for a in pretext_arms)])
     return header, rows
+
+
+def paired_cell(c: dict[str, Any], kind: str) -> str:
+    """A paired difference; where the arms' means cover different seeds (a study part-way), over how many
+    seeds the difference is paired, so that it is not read as the difference of the two means beside it."""
+    text = number(c["pretrained_minus_scratch"], kind, sign=True)
+    n = c.get("n_seeds") or []
+    k = c["paired_n"]
+    return text + (f" (paired over {k} seed{'s' if k != 1 else ''})" if n and len(set(n)) > 1 else "")
 
 
 def pretext_table(summary: dict[str, Any]) -> Table:
