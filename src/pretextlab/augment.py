@@ -45,6 +45,11 @@ def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
     return _gather(x, rows, cols)
 
 
+def unit(x: Tensor) -> Tensor:
+    """uint8 pixels as floats in [0, 1]; floats pass unchanged."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def flip_mask(n: int, g: torch.Generator, device: torch.device | str = "cpu") -> Tensor:
     """Which of n images a random horizontal flip mirrors (each with probability 1/2)."""
     return (torch.rand(n, generator=g) < 0.5).to(device)

@@ -42,21 +42,24 @@ def example_indices(labels: Tensor, n: int = N_EXAMPLES) -> Tensor:
 TTA = ("none", "flip", "flip-translate")
 
 
-def tta_views(x: Tensor, tta: str) -> list[tuple[float, Tensor]]:
-    """(weight, view) pairs of a uint8 batch whose weighted logits make the prediction (Jordan 2024, airbench,
-    arXiv 2404.00498): none; flip: the image and its mirror, 1/2 each; flip-translate: those (1/2 in all) and
-    both shifted by one pixel up-left and down-right (reflect-padded), 1/8 each."""
+def check_tta(tta: str) -> None:
     if tta not in TTA:
         raise UserError(f"--tta {tta} is unknown; use {', '.join(TTA)}")
+
+
+def tta_views(x: Tensor, tta: str) -> list[tuple[float, Tensor]]:
+    """(weight, view) pairs of a uint8 batch whose weighted logits make the prediction (Jordan 2024, airbench,
+    arXiv 2404.00498): none; flip: the image and its mirror, 1/2 each; flip-translate: those, 1/4 each, and
+    both shifted by one pixel up-left and down-right (reflect-padded), 1/8 each."""
+    check_tta(tta)
     if tta == "none":
         return [(1.0, x)]
-    views = [(0.5, x), (0.5, x.flip(3))]
-    if tta == "flip-translate":
-        views = [(w / 2, v) for w, v in views]
-        padded = F.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(x.dtype)
-        for shifted in (padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]):
-            views += [(0.125, shifted), (0.125, shifted.flip(3))]
-    return views
+    if tta == "flip":
+        return [(0.5, x), (0.5, x.flip(3))]
+    padded = F.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(x.dtype)
+    up_left, down_right = padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]
+    return [(0.25, x), (0.25, x.flip(3)), (0.125, up_left), (0.125, up_left.flip(3)), (0.125, down_right),
+            (0.125, down_right.flip(3))]
 
 
 def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
@@ -237,7 +240,7 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
                         backbone: str | None = None, tta: str = "none") -> dict[str, float]:
     """Metrics of a saved classifier on the val split it was trained with, or the source's test split;
     tta scores it with test-time augmentation (tta_views) instead of the plain images."""
-    tta_views(torch.zeros(1, 1, 3, 3, dtype=torch.uint8), tta)  # an unknown name fails before any loading
+    check_tta(tta)  # an unknown name fails before any loading
     hw.setup_threads()
     model, meta = load_classifier(checkpoint, backbone)
     d = meta["data"]

@@ -23,15 +23,15 @@ from ..finetune import train_classifier
 from ..io import load_json
 from ..layout import CONFIG, METRICS
 from ..presets import PRESETS
+from ..report.rules import EPS, first_step
 from ..runs import read_csv
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)  # macro-F1 levels whose first training second is reported
-EPS = 1e-12
 
 
 def first_time(curve: list[dict[str, float]], level: float) -> float | None:
     """Training seconds of the first evaluation at or above `level` (None: never)."""
-    return next((p["train_time_s"] for p in curve if p["val_f1_macro"] >= level - EPS), None)
+    return first_step([(p["train_time_s"], p["val_f1_macro"]) for p in curve], level, below=False)
 
 
 def value_within(curve: list[dict[str, float]], seconds: float) -> float | None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import crop_at, flip_mask, flip_where
+from ..augment import crop_at, flip_mask, flip_where, unit
 from ..data import Splits
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
@@ -119,6 +119,8 @@ class ContextPrediction:
         self.image_size = splits.x_pool.shape[-1]
         self.options = (options or ContextOptions()).resolved(self.image_size)
         self.canvas = int(round(self.image_size * self.options.scale))
+        k = self.canvas // self.image_size  # patches cut from upscaled windows where that gives the same bits
+        self.window_scale = k if self.canvas == k * self.image_size and not k & (k - 1) else 1
         if geometry_margin(self.image_size, self.options) < self.options.jitter:
             raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
 
@@ -129,12 +131,11 @@ class ContextPrediction:
         """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
         o = self.options
         flip = flip_mask(len(x), g, x.device) if o.flip and train else None  # the whole image is mirrored first
-        k = self.canvas // self.image_size
-        if k == 1 or self.canvas != k * self.image_size or k & (k - 1):  # not a power of two: upscale all, then cut
-            x = flip_where(x, flip) if flip is not None else x
-            if self.canvas != self.image_size:
-                x = F.interpolate(unit(x), size=(self.canvas, self.canvas), mode="bilinear", align_corners=False)
-            k, flip = 1, None
+        k = self.window_scale
+        if k == 1 and self.canvas != self.image_size:  # a scale not a power of two: mirror, upscale all, then cut
+            x = F.interpolate(unit(x if flip is None else flip_where(x, flip)), size=(self.canvas, self.canvas),
+                              mode="bilinear", align_corners=False)
+            flip = None
         p1, p2, label = sample_positions(len(x), self.canvas, o, g)
         both = unit(upscaled_crop(torch.cat([x, x]), torch.cat([p1, p2]), o.patch, k,  # centres, then neighbours
                                   None if flip is None else torch.cat([flip, flip])))
@@ -188,11 +189,6 @@ class ContextPrediction:
             pred = model(self.normalise(torch.cat([first, second]))).argmax(1)
         return {"first": to_uint8(first), "second": to_uint8(second), "true": label.cpu(), "pred": pred.cpu(),
                 "positions": POSITIONS}
-
-
-def unit(x: Tensor) -> Tensor:
-    """uint8 pixels as floats in [0, 1]; floats pass unchanged."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int, flip: Tensor | None = None) -> Tensor:

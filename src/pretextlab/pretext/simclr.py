@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import random_flip
+from ..augment import random_flip, unit
 from ..data import Splits
 from ..models import evaluating
 from ..probe import spread_subset
@@ -124,7 +124,7 @@ def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
 
 def simclr_augment(x: Tensor, o: SimCLROptions, g: torch.Generator) -> Tensor:
     """One random view of every uint8 image of a batch: float in [0, 1], same shape."""
-    x = resized_crop(x.float().div_(255), o.min_scale, g)
+    x = resized_crop(unit(x), o.min_scale, g)
     if o.flip:
         x = random_flip(x, g)
     return random_grayscale(colour_jitter(x, o.jitter, o.jitter_p, g), o.gray_p, g)
@@ -183,13 +183,12 @@ class SimCLR:
         """uint8 images (B) -> their two views (2B), float in [0, 1] before normalisation."""
         return simclr_augment(torch.cat([x, x]), self.options, g)
 
-    def normalise(self, v: Tensor, inplace: bool = False) -> Tensor:
-        v = v if inplace else v.clone()  # in place where the views are the caller's to spend (a batch)
-        return v.sub_(self.splits.mean.view(1, -1, 1, 1)).div_(self.splits.std.view(1, -1, 1, 1))
+    def normalise(self, v: Tensor) -> Tensor:
+        return (v - self.splits.mean.view(1, -1, 1, 1)).div_(self.splits.std.view(1, -1, 1, 1))
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         x = self.splits.x_pool[idx.to(self.splits.x_pool.device)]
-        return self.normalise(self.views(x, g), inplace=True), positives(len(x), x.device)
+        return self.normalise(self.views(x, g)), positives(len(x), x.device)
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
