@@ -218,7 +218,9 @@ def curves_caption(runs: Sequence[Any]) -> str:
         every = sorted({int(np.median(np.diff(c.x))) for c in logs})
         parts.append(f"training loss: {STEPS}'s loss every {'/'.join(map(str, every))} steps, smoothed by a centred "
                      "running mean over "
-                     f"{SMOOTH_SHARE:.0%} of the run's logged values (at least {MIN_WINDOW})"
+                     f"{SMOOTH_SHARE:.0%} of the run's logged values (at least {MIN_WINDOW}) for display; the "
+                     "loss answers use metrics.csv's loss per evaluation interval with the trailing mean their rule "
+                     "states"
                      + (f"; for the {_runs(len(runs) - logged)} without {STEPS}, metrics.csv's mean over each "
                         "evaluation interval" if logged < len(runs) else ""))
     else:
