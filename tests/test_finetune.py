@@ -201,3 +201,21 @@ def test_test_time_augmentation_averages_the_logits_of_its_views(trained_run):
     assert set(tta) == METRIC_KEYS and tta["n"] == 9
     with pytest.raises(UserError, match="--tta spin is unknown"):
         evaluate_checkpoint(str(trained_run.checkpoint), None, "val", tta="spin")
+
+
+def test_evaluate_recalibrates_batchnorm(trained_run, tmp_path):
+    """Re-estimated statistics depend on the weights only: a checkpoint whose running averages were spoilt
+    scores like the original after recalibration, and unlike it before."""
+    from pretextlab.io import load_torch
+
+    ckpt = load_torch(trained_run.checkpoint)
+    spoilt = {k: (v + 5.0 if k.endswith("running_mean") else v) for k, v in ckpt["model"].items()}
+    path = tmp_path / "spoilt.pt"
+    torch.save({**ckpt, "model": spoilt}, path)
+    original, bad = str(trained_run.checkpoint), str(path)
+    assert evaluate_checkpoint(bad, None, "val")["loss"] != pytest.approx(evaluate_checkpoint(original, None, "val")["loss"])
+    fixed = evaluate_checkpoint(bad, None, "val", recalibrate_bn=20)
+    assert fixed == pytest.approx(evaluate_checkpoint(original, None, "val", recalibrate_bn=20), abs=1e-6)
+    assert set(fixed) == METRIC_KEYS
+    with pytest.raises(UserError, match="--recalibrate-bn must be >= 0"):
+        evaluate_checkpoint(original, None, "val", recalibrate_bn=-1)

@@ -138,12 +138,15 @@ def evaluate(
     backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
     tta: str = typer.Option("none", help="test-time augmentation: none | flip (the image and its mirror) | "
                                          "flip-translate (also shifted by a pixel both ways), logits averaged"),
+    recalibrate_bn: int = typer.Option(0, help="first re-estimate BatchNorm statistics on this many training-pool "
+                                               "images (0: as trained); tells stale running averages from a "
+                                               "network that did not learn"),
     json_out: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
 ) -> None:
     """Macro-F1, precision, recall, accuracy and loss of a trained classifier on a split."""
     from .finetune import evaluate_checkpoint
 
-    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir, backbone, tta)
+    m = evaluate_checkpoint(str(checkpoint), data, split, cache_dir, backbone, tta, recalibrate_bn)
     if json_out:
         typer.echo(json.dumps(m))
     else:

@@ -22,6 +22,7 @@ from .io import load_torch, save_json, save_torch, sha256_file
 from .layout import EXAMPLES, INDICES, SUMMARY
 from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
+from .probe import recalibrate_bn as recalibrate
 from .runs import finished_summary, run_precision, summarize, writer_lock
 from .sources import Dataset, ImageSet, rows
 from .train import TrainConfig, fit, run_length, steps_per_epoch, train_settings
@@ -237,10 +238,14 @@ def _user_backbone(meta: dict[str, Any], given: str | None, path: Path) -> str:
 
 
 def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val", cache_dir: str | None = None,
-                        backbone: str | None = None, tta: str = "none") -> dict[str, float]:
+                        backbone: str | None = None, tta: str = "none", recalibrate_bn: int = 0) -> dict[str, float]:
     """Metrics of a saved classifier on the val split it was trained with, or the source's test split;
-    tta scores it with test-time augmentation (tta_views) instead of the plain images."""
+    tta scores it with test-time augmentation (tta_views) instead of the plain images; recalibrate_bn > 0
+    first re-estimates its BatchNorm statistics on that many of the run's training-pool images (no labels
+    used), to tell a network that learnt from one whose running statistics lag its weights."""
     check_tta(tta)  # an unknown name fails before any loading
+    if recalibrate_bn < 0:
+        raise UserError("--recalibrate-bn must be >= 0 (0: the statistics as trained)")
     hw.setup_threads()
     model, meta = load_classifier(checkpoint, backbone)
     d = meta["data"]
@@ -250,16 +255,18 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
         raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
                         f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")
+    pool, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
     if split == "test":
         if ds.test is None:
             raise UserError(f"{ds.name} has no test split; use --split val, or a root with train/ and test/")
         part = ds.test
     elif split == "val":
-        _, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
         part = ImageSet(rows(ds.train.images, va), ds.train.labels[va])
     else:
         raise UserError(f"--split {split} is unknown; use val or test")
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    if recalibrate_bn:
+        recalibrate(model, rows(ds.train.images, pool), mean, std, max_images=recalibrate_bn)
     precision = meta.get("precision", "fp32")  # as trained
     logits = predict_logits(model, part.images, mean, std, precision=precision, tta=tta)
     return classification_metrics(logits, part.labels, len(ds.classes))

@@ -36,12 +36,15 @@ def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, ba
     """Re-estimate BatchNorm running statistics on whole images.
 
     A backbone pretrained on small patches carries the patches' statistics; evaluated frozen on
-    whole images they no longer match and features look worse than they are.
+    whole images they no longer match and features look worse than they are. Running averages with a
+    small momentum (torchvision's MobileNetV3: 0.01) also lag weights that a constant learning rate
+    keeps moving, which can make a well-trained network look near chance (precise BatchNorm: Wu and
+    Johnson 2021, "Rethinking 'Batch' in BatchNorm", arXiv 2105.07576).
     """
     bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
-    was = backbone.training
+    was, momenta = backbone.training, [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the pass
@@ -49,8 +52,8 @@ def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, ba
     device = next(backbone.parameters()).device
     for chunk in spread_subset(x, max_images).split(batch_size):
         backbone(normalize(chunk.to(device), mean, std, channels_last=True))
-    for m in bns:
-        m.momentum = 0.1
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
     backbone.train(was)
 
 
