@@ -213,7 +213,8 @@ def test_evaluate_recalibrates_batchnorm(trained_run, tmp_path):
     path = tmp_path / "spoilt.pt"
     torch.save({**ckpt, "model": spoilt}, path)
     original, bad = str(trained_run.checkpoint), str(path)
-    assert evaluate_checkpoint(bad, None, "val")["loss"] != pytest.approx(evaluate_checkpoint(original, None, "val")["loss"])
+    as_trained = evaluate_checkpoint(original, None, "val")["loss"]
+    assert evaluate_checkpoint(bad, None, "val")["loss"] != pytest.approx(as_trained)
     fixed = evaluate_checkpoint(bad, None, "val", recalibrate_bn=20)
     assert fixed == pytest.approx(evaluate_checkpoint(original, None, "val", recalibrate_bn=20), abs=1e-6)
     assert set(fixed) == METRIC_KEYS
