@@ -297,3 +297,34 @@ def test_test_data_of_other_classes_is_refused(make_image_folder, cache_dir, tmp
     with pytest.raises(UserError, match="--test-data .* same classes"):
         run_study(data, tmp_path / "s", fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
     assert not (tmp_path / "s").exists()
+
+
+def test_probes_extract_features_in_the_study_precision_and_hold_it(make_image_folder, cache_dir, tmp_path,
+                                                                     monkeypatch):
+    """A new probe folder records the precision its features were extracted in; a folder from before the
+    record (fp32 then) keeps fp32 when a bf16 study resumes it, so one folder never mixes two."""
+    from pretextlab.data import open_data
+    from pretextlab.models import random_backbone
+
+    data = _data(make_image_folder(n_per_class=8, size=16), cache_dir)
+    _, ds = open_data(data, "cpu", None)
+    used = []
+    real = study_mod.frozen_features
+    monkeypatch.setattr(study_mod, "frozen_features", lambda *a: used.append(a[-1]) or real(*a))
+    run = lambda folder, keys: study_mod.run_probes(random_backbone("fast", ds.channels, 0), {"init": "random"},
+                                                    folder, keys, data, ds, torch.device("cpu"), "bf16")
+    new = tmp_path / "new"
+    new.mkdir()
+    run(new, [(1.0, 0)])
+    assert used == ["bf16"]
+    assert json.loads((new / "probes.json").read_text())["settings"]["features_precision"] == "bf16"
+
+    old = tmp_path / "old"
+    old.mkdir()
+    store = json.loads((new / "probes.json").read_text())
+    del store["settings"]["features_precision"]
+    store["results"] = {}
+    (old / "probes.json").write_text(json.dumps(store))
+    run(old, [(1.0, 0)])
+    assert used == ["bf16", "fp32"]
+    assert json.loads((old / "probes.json").read_text())["settings"]["features_precision"] == "fp32"

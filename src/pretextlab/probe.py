@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import hw
 from .augment import normalize
 from .models import evaluating
 
@@ -57,12 +58,17 @@ def recalibrate_bn(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, ba
     backbone.train(was)
 
 
-def features(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000) -> Tensor:
-    """Pooled features of uint8 images x, in eval mode (BatchNorm on its running statistics)."""
+def features(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_size: int = 1000,
+             precision: str = "fp32") -> Tensor:
+    """Pooled features of uint8 images x, in eval mode (BatchNorm on its running statistics), under the
+    study's precision: in fp32 a probe of a deep backbone costs as much as a bf16 fine-tuning run."""
     device = next(backbone.parameters()).device
+    outs = []
     with evaluating(backbone):
-        return torch.cat([backbone(normalize(c.to(device), mean, std, channels_last=True)).float()
-                          for c in x.split(batch_size)])
+        for c in x.split(batch_size):
+            with hw.autocast(device, precision):
+                outs.append(backbone(normalize(c.to(device), mean, std, channels_last=True)).float())
+    return torch.cat(outs)
 
 
 @torch.no_grad()
@@ -148,12 +154,13 @@ def evaluate_frozen(train_f: Tensor, train_y: Tensor, val_f: Tensor, val_y: Tens
 
 
 def frozen_features(backbone: nn.Module, x_pool: Tensor, x_val: Tensor, mean: Tensor,
-                    std: Tensor) -> tuple[Tensor, Tensor]:
+                    std: Tensor, precision: str = "fp32") -> tuple[Tensor, Tensor]:
     """Features of every pool and validation image, once, without augmentation, after re-estimating
     BatchNorm statistics on whole pool images (for a backbone pretrain() already recalibrated on the
     same pool this recomputes the same statistics)."""
     recalibrate_bn(backbone, x_pool, mean, std)
-    return features(backbone, x_pool, mean, std), features(backbone, x_val, mean, std)
+    return (features(backbone, x_pool, mean, std, precision=precision),
+            features(backbone, x_val, mean, std, precision=precision))
 
 
 def probe_settings() -> dict[str, Any]:

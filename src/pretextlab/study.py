@@ -63,21 +63,26 @@ def peak_rss_mib() -> float:
 
 
 def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[tuple[float, int]],
-               data: DataConfig, ds: Dataset, device: torch.device) -> dict[str, Any]:
+               data: DataConfig, ds: Dataset, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
     """Linear probe and k-NN of one frozen backbone at each (fraction, seed) missing from folder/probes.json.
 
     The labelled subset of (fraction, seed) is the one fine-tuning trains on (same split, same
     label_fraction draw). Features are extracted once for the whole pool and the validation split
     and reused for every entry; each finished entry is saved at once (atomically), so an
-    interrupted stage resumes at the first missing entry and a finished one costs nothing.
+    interrupted stage resumes at the first missing entry and a finished one costs nothing. Features are
+    extracted under the study's precision, recorded; a folder's probes keep the precision they began
+    with (probes from before it was recorded were fp32), so one folder never mixes two.
     """
     if not dist.is_main():  # probes are cheap and single-process: rank 0 computes and writes them
         dist.barrier()
         return {}
     path = folder / PROBES
+    store = load_json(path) if path.exists() else None
+    if store is not None:
+        precision = store["settings"].setdefault("features_precision", "fp32")
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
-                               **probe_settings()})
-    store = load_json(path) if path.exists() else {"settings": settings, "results": {}}
+                               **probe_settings(), "features_precision": precision})
+    store = store or {"settings": settings, "results": {}}
     diff = settings_diff(store["settings"], settings, folder)
     if diff:
         raise UserError(f"{path} holds probes with other settings ({', '.join(diff)}); use another --out or "
@@ -88,10 +93,11 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
         return store
     splits = make_splits(ds, 1.0, 0, data.val_fraction, data.split_seed).to(device)  # pool in split order
     pool_y = splits.y_train  # fraction 1.0: the labelled set is the whole pool, in pool order
-    pool_f, val_f = frozen_features(net.to(device), splits.x_pool, splits.x_val, splits.mean, splits.std)
+    pool_f, val_f = frozen_features(net.to(device), splits.x_pool, splits.x_val, splits.mean, splits.std, precision)
     test = None  # the test split, when the source has one, scored by the same fitted probes
     if splits.test is not None:
-        test = (features(net, splits.test.images, splits.mean, splits.std), splits.test.labels.to(device))
+        test = (features(net, splits.test.images, splits.mean, splits.std, precision=precision),
+                splits.test.labels.to(device))
     for f, seed in todo:
         t0 = time.perf_counter()
         idx = label_fraction(pool_y.cpu(), f, seed, ds.classes).to(device)
@@ -269,13 +275,15 @@ def _stages(p: Preset, data: DataConfig, ds: Dataset, dev: torch.device, out_dir
             add(f"probe-{folder.name.removeprefix('pretrain-')}", "probe", plan.probe_work(n_pool, n_val, n_test,
                                                                                          len(own)),
                 lambda folder=folder, own=own, origin=origin: run_probes(
-                    pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder, own, data, ds, dev))
+                    pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder, own, data, ds, dev,
+                    precision))
     for seed in seeds:  # the baseline: each seed's random initialisation, frozen
         origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
         own = [k for k in keys if k[1] == seed]
         add(f"probe-random-s{seed}", "probe", plan.probe_work(n_pool, n_val, n_test, len(own)),
             lambda seed=seed, origin=origin, own=own: run_probes(
-                random_backbone(backbone, ds.channels, seed), origin, out_dir / RANDOM_INIT_DIR, own, data, ds, dev))
+                random_backbone(backbone, ds.channels, seed), origin, out_dir / RANDOM_INIT_DIR, own, data, ds, dev,
+                precision))
     for f in sorted(fractions):
         for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
             cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
