@@ -63,12 +63,9 @@ def features(backbone: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch_si
     """Pooled features of uint8 images x, in eval mode (BatchNorm on its running statistics), under the
     study's precision: in fp32 a probe of a deep backbone costs as much as a bf16 fine-tuning run."""
     device = next(backbone.parameters()).device
-    outs = []
-    with evaluating(backbone):
-        for c in x.split(batch_size):
-            with hw.autocast(device, precision):
-                outs.append(backbone(normalize(c.to(device), mean, std, channels_last=True)).float())
-    return torch.cat(outs)
+    with evaluating(backbone), hw.autocast(device, precision):
+        return torch.cat([backbone(normalize(c.to(device), mean, std, channels_last=True)).float()
+                          for c in x.split(batch_size)])
 
 
 @torch.no_grad()

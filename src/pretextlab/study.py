@@ -78,11 +78,12 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
         return {}
     path = folder / PROBES
     store = load_json(path) if path.exists() else None
-    if store is not None:
+    if store is not None:  # the folder keeps the precision it began with (fp32 before it was recorded)
         precision = store["settings"].setdefault("features_precision", "fp32")
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
                                **probe_settings(), "features_precision": precision})
-    store = store or {"settings": settings, "results": {}}
+    if store is None:
+        store = {"settings": settings, "results": {}}
     diff = settings_diff(store["settings"], settings, folder)
     if diff:
         raise UserError(f"{path} holds probes with other settings ({', '.join(diff)}); use another --out or "
