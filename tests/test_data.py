@@ -14,7 +14,7 @@ from conftest import COLOURS, GRAYS, SORTED_CLASSES
 from PIL import Image
 
 from pretextlab import data as data_mod
-from pretextlab.augment import augment, normalize, random_crop, random_flip
+from pretextlab.augment import augment, crop_at, normalize, random_crop, random_flip
 from pretextlab.data import channel_stats, label_fraction, load_dataset, make_splits, stratified_split
 from pretextlab.errors import UserError
 
@@ -393,6 +393,25 @@ def test_augment_is_translation_then_optional_flip(batch):
     ok = [a is not None or b is not None
           for a, b in zip(_window_offsets(out, batch, 2), _window_offsets(out.flip(3), batch, 2))]
     assert all(ok)
+
+
+def test_augment_is_the_crop_then_the_flip_drawn_after_it(batch):
+    """The flip folded into the crop's gather gives the bits of cropping, then flipping with the next draw."""
+    for pad in (0, 2):
+        g = gen(7)
+        cropped = random_crop(batch, pad, g)
+        assert torch.equal(augment(batch, gen(7), pad=pad), random_flip(cropped, g))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_crop_at_equals_indexing_in_either_layout(batch, channels_last):
+    x = batch.float().contiguous(memory_format=torch.channels_last) if channels_last else batch.float()
+    top, left, flip = torch.tensor([0, 3, 5, 1]), torch.tensor([2, 0, 4, 5]), torch.tensor([True, False, True, False])
+    out = crop_at(x[:4], top, left, 5, 4, flip)
+    for i in range(4):
+        image = x[i].flip(2) if flip[i] else x[i]
+        assert torch.equal(out[i], image[:, top[i]:top[i] + 5, left[i]:left[i] + 4])
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_augmentation_deterministic_for_a_seed(batch):

@@ -9,18 +9,31 @@ import torch
 from torch import Tensor
 
 
-def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> Tensor:
-    """Cut an (h, w) window at a per-image (top, left) from every image of a batch, in one gather."""
+def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int, flip: Tensor | None = None) -> Tensor:
+    """Cut an (h, w) window at a per-image (top, left) from every image of a batch, in one gather; with
+    `flip`, the window of the image mirrored left to right where flip is true (read in reverse, no extra pass)."""
     rows = top.to(x.device)[:, None] + torch.arange(h, device=x.device)  # (B, h)
     cols = left.to(x.device)[:, None] + torch.arange(w, device=x.device)  # (B, w)
+    if flip is not None:  # column j of the mirrored image is column W - 1 - j of the image
+        cols = torch.where(flip.to(x.device)[:, None], x.shape[-1] - 1 - cols, cols)
     return _gather(x, rows, cols)
 
 
 def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]]: one advanced-indexing gather."""
-    b = torch.arange(x.shape[0], device=x.device)[:, None, None]
-    out = x[b, :, rows[:, :, None], cols[:, None, :]]  # (B, h, w, C)
-    return out.permute(0, 3, 1, 2)  # NCHW view with channels-last strides
+    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], as an NCHW tensor with channels-last strides.
+
+    One torch.gather over the flattened pixels, in x's own layout (NCHW, or NHWC for a channels-last x):
+    several times faster on a CPU than the same copy by advanced indexing (x[b, :, rows, cols]).
+    """
+    b, c, hh, ww = x.shape
+    h, w = rows.shape[1], cols.shape[1]
+    pixel = rows[:, :, None] * ww + cols[:, None, :]  # (B, h, w) flat pixel index
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, hh * ww, c)  # a view: the memory is already NHWC
+        out = nhwc.gather(1, pixel.view(b, h * w, 1).expand(b, h * w, c))
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)
+    out = x.reshape(b, c, hh * ww).gather(2, pixel.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def _reflect(i: Tensor, n: int) -> Tensor:
@@ -29,19 +42,23 @@ def _reflect(i: Tensor, n: int) -> Tensor:
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
-def random_crop(x: Tensor, pad: int, g: torch.Generator) -> Tensor:
-    """Pad-and-crop translation for a whole batch, the standard CIFAR augmentation.
+def random_crop(x: Tensor, pad: int, g: torch.Generator, flip: bool = False) -> Tensor:
+    """Pad-and-crop translation for a whole batch, the standard CIFAR augmentation; with flip, a random
+    half of the crops mirrored left to right as well (the mask drawn after the offsets).
 
-    Equivalent to reflect-padding by `pad` and cropping at a random offset, but done as one gather
-    of reflected indices: no padded copy and no uint8 -> float -> uint8 round trip.
+    Equivalent to reflect-padding by `pad`, cropping at a random offset and flipping, but done as one
+    gather of reflected (and, where mirrored, reversed) indices: no padded copy, no second pass and no
+    uint8 -> float -> uint8 round trip.
     """
     if pad <= 0:
-        return x
+        return random_flip(x, g) if flip else x
     b, c, h, w = x.shape
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
     rows = _reflect(dy[:, None] + torch.arange(h, device=x.device) - pad, h)
     cols = _reflect(dx[:, None] + torch.arange(w, device=x.device) - pad, w)
+    if flip:
+        cols = torch.where(flip_mask(b, g, x.device)[:, None], cols.flip(1), cols)
     return _gather(x, rows, cols)
 
 
@@ -66,8 +83,7 @@ def random_flip(x: Tensor, g: torch.Generator) -> Tensor:
 
 def augment(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> Tensor:
     """The standard CIFAR augmentation (random translation by up to `pad` px, horizontal flip)."""
-    x = random_crop(x, pad, g)
-    return random_flip(x, g) if flip else x
+    return random_crop(x, pad, g, flip)
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False) -> Tensor:

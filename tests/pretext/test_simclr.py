@@ -18,6 +18,7 @@ from pretextlab.pretext.simclr import (
     hue_rotate,
     positives,
     random_grayscale,
+    resized_crop,
     simclr_augment,
     similarity_logits,
 )
@@ -62,6 +63,17 @@ def test_augment_keeps_shape_dtype_range_and_is_seeded(channels):
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, simclr_augment(x, o, torch.Generator().manual_seed(0)))
     assert not torch.equal(a, simclr_augment(x, o, torch.Generator().manual_seed(1)))
+
+
+def test_the_flip_in_the_crop_grid_mirrors_the_crop():
+    """Mirroring by the sampling grid gives the bits of cropping and then flipping (at an even width)."""
+    from pretextlab.augment import flip_mask, flip_where
+
+    x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    plain = resized_crop(x, 0.2, g)
+    assert torch.equal(resized_crop(x, 0.2, torch.Generator().manual_seed(1), flip=True),
+                       flip_where(plain, flip_mask(16, g)))
 
 
 def test_augment_draws_per_image_and_runs_batched():

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import random_flip, unit
+from ..augment import flip_mask, unit
 from ..data import Splits
 from ..models import evaluating
 from ..probe import spread_subset
@@ -67,8 +67,9 @@ def gray(x: Tensor) -> Tensor:
     return x if x.shape[1] != 3 else (x * LUMA.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def resized_crop(x: Tensor, min_scale: float, g: torch.Generator) -> Tensor:
-    """Random resized crop of every image, back to its size, in one grid_sample.
+def resized_crop(x: Tensor, min_scale: float, g: torch.Generator, flip: bool = False) -> Tensor:
+    """Random resized crop of every image, back to its size, in one grid_sample; with flip, a random half
+    of the crops mirrored left to right by the same sampling grid (no pass of its own).
 
     Area share uniform in [min_scale, 1], aspect ratio log-uniform in [3/4, 4/3], as torchvision;
     a side that would exceed the image is clipped to it (torchvision re-draws instead).
@@ -79,8 +80,9 @@ def resized_crop(x: Tensor, min_scale: float, g: torch.Generator) -> Tensor:
     w, h = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)  # sides, shares of the image
     cx = (torch.rand(b, generator=g) * 2 - 1) * (1 - w)  # crop centre in [-1, 1] image coordinates
     cy = (torch.rand(b, generator=g) * 2 - 1) * (1 - h)
+    sx = torch.where(flip_mask(b, g), -w, w) if flip else w  # a mirrored crop reads its columns right to left
     zero = torch.zeros(b)
-    theta = torch.stack([torch.stack([w, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1).to(x.device)
+    theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1).to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -117,17 +119,18 @@ def hue_rotate(x: Tensor, angle: Tensor) -> Tensor:
     return torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
 
 
-def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
-    on = (torch.rand(len(x), generator=g) < p).to(x.device).view(-1, 1, 1, 1)
-    return torch.where(on, gray(x).expand_as(x), x)
+def random_grayscale(x: Tensor, p: float, g: torch.Generator, inplace: bool = False) -> Tensor:
+    """A share p of the images turned gray (only those are read and written); inplace: into x itself."""
+    on = (torch.rand(len(x), generator=g) < p).nonzero().flatten().to(x.device)
+    x = x if inplace else x.clone()
+    x[on] = gray(x[on]).expand(-1, x.shape[1], -1, -1)  # the same calls for any batch (no branch on the draw)
+    return x
 
 
 def simclr_augment(x: Tensor, o: SimCLROptions, g: torch.Generator) -> Tensor:
     """One random view of every uint8 image of a batch: float in [0, 1], same shape."""
-    x = resized_crop(unit(x), o.min_scale, g)
-    if o.flip:
-        x = random_flip(x, g)
-    return random_grayscale(colour_jitter(x, o.jitter, o.jitter_p, g), o.gray_p, g)
+    x = resized_crop(unit(x), o.min_scale, g, flip=o.flip)
+    return random_grayscale(colour_jitter(x, o.jitter, o.jitter_p, g), o.gray_p, g, inplace=True)  # a fresh batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +184,8 @@ class SimCLR:
 
     def views(self, x: Tensor, g: torch.Generator) -> Tensor:
         """uint8 images (B) -> their two views (2B), float in [0, 1] before normalisation."""
-        return simclr_augment(torch.cat([x, x]), self.options, g)
+        u = unit(x)  # converted once, for both views
+        return simclr_augment(torch.cat([u, u]), self.options, g)
 
     def normalise(self, v: Tensor) -> Tensor:
         return (v - self.splits.mean.view(1, -1, 1, 1)).div_(self.splits.std.view(1, -1, 1, 1))
