@@ -123,6 +123,9 @@ def test_peer_race_with_lightly(capsys, make_image_folder):
         assert 0 <= peer[k] <= 1
     assert peer["train_img_s"]["pretextlab"] > 0 and peer["train_img_s"]["lightly"] > 0
     assert reported["knn_pretextlab"] == peer["knn_pretextlab"] and reported["knn_lightly"] == peer["knn_lightly"]
+    d = peer["knn_difference"]  # paired over the same held-out images
+    assert d["value"] == pytest.approx(peer["knn_pretextlab"] - peer["knn_lightly"], abs=1e-9)
+    assert d["ci95"][0] <= d["value"] <= d["ci95"][1]
 
 
 @pytest.mark.parametrize("kw, message", [({"peer": "vissl"}, "unknown"), ({"peer_epochs": 1}, "--peer lightly")])

@@ -84,12 +84,19 @@ def knn_predict(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: i
     return torch.cat(preds)
 
 
-def knn_accuracy(backbone: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor,
-                 mean: Tensor, std: Tensor, num_classes: int, k: int = KNN_K) -> float:
-    """k-NN accuracy on the validation images, with BatchNorm re-estimated on whole images first."""
+def knn_hits(backbone: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor,
+             mean: Tensor, std: Tensor, num_classes: int, k: int = KNN_K) -> Tensor:
+    """Whether k-NN classifies each validation image rightly (float 0/1), with BatchNorm re-estimated on whole
+    images first: per image, so that two backbones scored on the same images can be compared pairwise."""
     train_f, val_f = frozen_features(backbone, x_train, x_val, mean, std)
     pred = knn_predict(train_f, y_train.to(train_f.device), val_f, num_classes, k)
-    return float((pred.cpu() == y_val.cpu()).float().mean())
+    return (pred.cpu() == y_val.cpu()).float()
+
+
+def knn_accuracy(backbone: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor,
+                 mean: Tensor, std: Tensor, num_classes: int, k: int = KNN_K) -> float:
+    """k-NN accuracy on the validation images (the mean of knn_hits)."""
+    return float(knn_hits(backbone, x_train, y_train, x_val, y_val, mean, std, num_classes, k).mean())
 
 
 def linear_probe(train_f: Tensor, train_y: Tensor, test_f: Tensor, num_classes: int,

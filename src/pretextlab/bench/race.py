@@ -14,7 +14,8 @@ from .. import peers
 from ..models import make_backbone
 from ..pretext import make_task
 from ..pretext.simclr import SimCLR
-from ..probe import knn_accuracy
+from ..probe import knn_hits
+from ..stats import mean_ci
 from .paths import Setup, batch_ms, fit_path, fit_quietly, pretext_net, train_step, training_seconds
 from .timing import PRETRAIN, interleaved, measure, timed, warm_up
 
@@ -105,11 +106,16 @@ def train_both(name: str, s: Setup, epochs: int, workers: int) -> dict[str, Any]
     untrained = make_backbone(name, s.ds.channels).to(s.device)
     sp = s.splits
 
-    def knn(backbone: nn.Module) -> float:
-        return knn_accuracy(backbone, sp.x_train, sp.y_train, sp.x_val, sp.y_val, sp.mean, sp.std, len(sp.classes))
+    def hits(backbone: nn.Module) -> torch.Tensor:
+        return knn_hits(backbone, sp.x_train, sp.y_train, sp.x_val, sp.y_val, sp.mean, sp.std, len(sp.classes))
 
-    return {"knn_pretextlab": knn(ours.backbone), "knn_lightly": knn(theirs.model.backbone),
-            "knn_untrained": knn(untrained), "knn_images": {"bank": len(sp.x_train), "val": len(sp.x_val)},
+    h_ours, h_theirs = hits(ours.backbone), hits(theirs.model.backbone)
+    # paired over the same held-out images: the interval of the mean per-image difference (normal approximation)
+    diff, _, ci = mean_ci((h_ours - h_theirs).tolist())
+    return {"knn_pretextlab": float(h_ours.mean()), "knn_lightly": float(h_theirs.mean()),
+            "knn_untrained": float(hits(untrained).mean()),
+            "knn_difference": {"value": diff, "ci95": list(ci) if ci else None},
+            "knn_images": {"bank": len(sp.x_train), "val": len(sp.x_val)},
             "train_img_s": {"pretextlab": ours_seen / ours_s, "lightly": theirs_seen / theirs_s},
             "final_train_loss": {"pretextlab": history[-1]["train_loss"], "lightly": theirs_loss}}
 

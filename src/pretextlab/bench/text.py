@@ -74,6 +74,13 @@ def peer_lines(r: dict[str, Any]) -> list[str]:
         speed = p["train_img_s"]
         lines.append(f"after {p['epochs']} epoch(s) on {p['knn_images']['bank']} images: k-NN accuracy on "
                      f"{p['knn_images']['val']} held out, pretextlab {p['knn_pretextlab']:.4f}, lightly "
-                     f"{p['knn_lightly']:.4f}, untrained {p['knn_untrained']:.4f}; training img/s pretextlab "
+                     f"{p['knn_lightly']:.4f}, untrained {p['knn_untrained']:.4f}; pretextlab - lightly "
+                     f"{_signed_ci(p['knn_difference'])}; training img/s pretextlab "
                      f"{speed['pretextlab']:.0f}, lightly {speed['lightly']:.0f}")
     return lines
+
+
+def _signed_ci(d: dict[str, Any]) -> str:
+    """'+0.0123 [-0.0040, +0.0286]' (paired over the same images), or the value alone without an interval."""
+    ci = d["ci95"]
+    return f"{d['value']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
