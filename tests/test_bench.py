@@ -189,7 +189,11 @@ def test_time_to_accuracy_command_writes_its_curve(run_cli, make_image_folder, t
     proc = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "first reached (training seconds)" in proc.stdout and out.exists() and out.with_suffix(".png").exists()
-    again = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--before", out, "--out",
-                    tmp_path / "tta2.json")
+    again = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--tta", "flip", "--before",
+                    out, "--out", tmp_path / "tta2.json")
     assert again.returncode == 0, again.stderr
     assert "against the earlier measurement" in again.stdout and (tmp_path / "tta2.png").exists()
+    assert "scored with flip test-time augmentation" in again.stdout
+    first, second = (json.loads(p.read_text()) for p in (out, tmp_path / "tta2.json"))
+    assert first["tta"] == "none" and second["tta"] == "flip"
+    assert [p["step"] for p in first["curve"]] == [p["step"] for p in second["curve"]]  # the same training

@@ -203,6 +203,31 @@ def test_test_time_augmentation_averages_the_logits_of_its_views(trained_run):
         evaluate_checkpoint(str(trained_run.checkpoint), None, "val", tta="spin")
 
 
+def test_a_run_with_tta_scores_every_evaluation_with_it_and_trains_the_same(trained_run, tiny_train_config,
+                                                                            tiny_data_config, tmp_path):
+    """tta changes what an evaluation scores, not the training: the weights equal the plain run's, the last
+    row of metrics.csv is `evaluate --tta` of the checkpoint, and the stored config says which views."""
+    from pretextlab.io import load_json, load_torch
+    from pretextlab.runs import read_csv
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRETEXTLAB_THREADS", "1")
+        mp.setenv("PRETEXTLAB_CACHE", str(trained_run.cache_dir))
+        dcfg = tiny_data_config(trained_run.data, trained_run.cache_dir)
+        train_classifier(dcfg, tiny_train_config(tta="flip-translate"), "fast", tmp_path / "tta", device="cpu",
+                         quiet=True)
+        assert load_json(tmp_path / "tta" / "config.json")["train"]["tta"] == "flip-translate"
+        assert "tta" not in load_json(trained_run.out / "config.json")["train"]  # the default is not stored
+        ours, plain = (load_torch(d / "checkpoint.pt", "cpu")["model"] for d in (tmp_path / "tta", trained_run.out))
+        assert all(torch.equal(ours[k], plain[k]) for k in plain)
+        last = read_csv(tmp_path / "tta" / "metrics.csv")[-1]
+        scored = evaluate_checkpoint(str(tmp_path / "tta" / "checkpoint.pt"), None, "val", tta="flip-translate")
+        assert last["val_f1_macro"] == pytest.approx(scored["f1_macro"], abs=1e-6)
+        with pytest.raises(UserError, match="--tta spin is unknown"):
+            train_classifier(dcfg, tiny_train_config(tta="spin"), "fast", tmp_path / "bad", device="cpu", quiet=True)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_recalibrates_batchnorm(trained_run, tmp_path):
     """Re-estimated statistics depend on the weights only: a checkpoint whose running averages were spoilt
     scores like the original after recalibration, and unlike it before."""

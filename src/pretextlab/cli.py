@@ -48,6 +48,8 @@ PRESET_HELP = {  # what each preset runs, and about how long the default study t
     "gpu": "ResNet-18 (CIFAR stem), 60 pretext and 30 fine-tuning epochs, batch 512 (for a GPU)",
     "smoke": "1 epoch of everything on tiny batches (seconds to minutes: checks a setup end to end)",
 }
+TTA_HELP = ("test-time augmentation: none | flip (the image and its mirror) | flip-translate (also shifted by a "
+            "pixel both ways), logits averaged")
 CACHE_HELP = "where decoded datasets are cached (default ~/.cache/pretextlab)"
 PRECISION_HELP = "auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on CUDA; bf16 on a CPU only where measured faster)"
 
@@ -86,6 +88,7 @@ def train(
     evals: int = typer.Option(0, help="validation evaluations over the run, evenly spaced in steps (0: per epoch)"),
     warmup: float = typer.Option(0.2, help="share of the steps spent warming up"),
     label_smoothing: float = typer.Option(0.1, help="label smoothing of the cross-entropy"),
+    tta: str = typer.Option("none", help=TTA_HELP + ", at every evaluation (each costs a forward pass per view)"),
     backbone_lr_scale: float = typer.Option(1.0, help="backbone learning rate relative to the head's"),
     freeze_backbone: bool = typer.Option(False, help="train the head only (linear probe)"),
     init: Optional[str] = typer.Option(None, help="start from these weights (checkpoint.pt or .safetensors)"),
@@ -115,7 +118,7 @@ def train(
                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing,
                       backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone,
                       transfer_stages=transfer_stages, seed=seed, precision=precision, evals=evals,
-                      patience=patience)
+                      patience=patience, tta=tta)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
                       image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage,
                       test_source=test_data)
@@ -136,8 +139,7 @@ def evaluate(
     split: str = typer.Option("val", help="val (the run's held-out split) | test"),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     backbone: Optional[str] = typer.Option(None, help=USER_BACKBONE_HELP),
-    tta: str = typer.Option("none", help="test-time augmentation: none | flip (the image and its mirror) | "
-                                         "flip-translate (also shifted by a pixel both ways), logits averaged"),
+    tta: str = typer.Option("none", help=TTA_HELP),
     recalibrate_bn: int = typer.Option(0, help="first re-estimate BatchNorm statistics on this many training-pool "
                                                "images (0: as trained); tells stale running averages from a "
                                                "network that did not learn"),
@@ -330,6 +332,7 @@ def bench(
                                                       "and print validation macro-F1 against training seconds"),
     preset: str = typer.Option("fast", help="with --time-to-accuracy: the recipe whose curve to measure"),
     seed: int = typer.Option(0, help="with --time-to-accuracy: the run's seed (initialisation and batch order)"),
+    tta: str = typer.Option("none", help="with --time-to-accuracy: " + TTA_HELP + ", at every point of the curve"),
     before: Optional[Path] = typer.Option(None, help="with --time-to-accuracy: an earlier --out JSON; also print the "
                                                      "macro-F1 within its budget and the seconds to its macro-F1"),
     json_out: bool = typer.Option(False, "--json", help="last line of stdout: one JSON object"),
@@ -340,7 +343,7 @@ def bench(
     classification and every pretext task; with --peer, against another library's SimCLR; with
     --time-to-accuracy, the recipe's validation macro-F1 against training seconds."""
     if time_to_accuracy:
-        _time_to_accuracy(data, preset, seed, device, before, json_out, out)
+        _time_to_accuracy(data, preset, seed, tta, device, before, json_out, out)
         return
     from .bench import run_bench
 
@@ -351,14 +354,14 @@ def bench(
               device=device, peer=peer, peer_epochs=peer_epochs)
 
 
-def _time_to_accuracy(data: Optional[str], preset: str, seed: int, device: str, before: Optional[Path],
+def _time_to_accuracy(data: Optional[str], preset: str, seed: int, tta: str, device: str, before: Optional[Path],
                       json_out: bool, out: Optional[Path]) -> None:
     from .bench.accuracy import format_curve, plot_curve, time_to_accuracy
     from .io import load_json, save_json
 
     if data is None:
         raise UserError("--time-to-accuracy trains on real labels: give --data (an image folder or a dataset name)")
-    result = time_to_accuracy(data, preset, seed, device=device, before=before)
+    result = time_to_accuracy(data, preset, seed, device=device, before=before, tta=tta)
     _echo(format_curve(result))
     if out is not None:
         save_json(result, out)

@@ -82,10 +82,10 @@ def predict_logits(model: nn.Module, x: Tensor, mean: Tensor, std: Tensor, batch
 
 
 def predict_part(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: Tensor,
-                 precision: str = "fp32") -> tuple[Tensor, Tensor, slice]:
+                 precision: str = "fp32", tta: str = "none") -> tuple[Tensor, Tensor, slice]:
     """Logits and labels of this rank's part of (x, y), and which part it is (all of it on one process)."""
     part = dist.shard_slice(len(y))
-    logits = predict_logits(model, x[part], mean, std, precision=precision)
+    logits = predict_logits(model, x[part], mean, std, precision=precision, tta=tta)
     return logits, y[part].to(logits.device), part
 
 
@@ -94,8 +94,10 @@ class Classification:
 
     monitor = ("f1_macro", "max")  # what the plateau schedule watches
 
-    def __init__(self, splits: Splits, pad: int, flip: bool, label_smoothing: float, precision: str = "fp32"):
+    def __init__(self, splits: Splits, pad: int, flip: bool, label_smoothing: float, precision: str = "fp32",
+                 tta: str = "none"):
         self.splits, self.pad, self.flip, self.smoothing, self.precision = splits, pad, flip, label_smoothing, precision
+        self.tta = tta  # every evaluation scores the weighted views of tta_views
         self.n_train = len(splits.y_train)
         self.num_classes = len(splits.classes)
 
@@ -109,7 +111,7 @@ class Classification:
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         s = self.splits
-        logits, y, _ = predict_part(model, s.x_val, s.y_val, s.mean, s.std, self.precision)
+        logits, y, _ = predict_part(model, s.x_val, s.y_val, s.mean, s.std, self.precision, self.tta)
         m = classification_metrics(logits, y, self.num_classes)
         m.pop("n")
         return m
@@ -129,6 +131,7 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train (or resume, or just return) the run in out_dir and return its summary; precision is the
     caller's decision for `--precision auto` (a study decides once for all its runs)."""
+    check_tta(cfg.tta)  # before anything is written
     with writer_lock(out_dir):
         return _train_classifier(data, cfg, backbone, Path(out_dir), init, dataset, device, quiet, on_epoch_end,
                                  precision)
@@ -152,7 +155,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
     if init:
         load_backbone_weights(model.backbone, read_weights(init), init, cfg.transfer_stages)
     precision = run_precision(cfg.precision, dev, out_dir, decided)
-    task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision)
+    task = Classification(splits, pad, data.flip, cfg.label_smoothing, precision, cfg.tta)
     meta = {"kind": "classifier", "backbone": backbone, **backbone_facts(backbone), "precision": precision,
             "classes": ds.classes,
             "channels": ds.channels,
@@ -168,7 +171,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
                   precision)
 
     # Final evaluation (each rank its part): confusion matrix, examples with predictions, the test split if any.
-    logits, y, part = predict_part(model, splits.x_val, splits.y_val, splits.mean, splits.std, precision)
+    logits, y, part = predict_part(model, splits.x_val, splits.y_val, splits.mean, splits.std, precision, cfg.tta)
     pick = example_indices(splits.y_val.cpu()).to(splits.y_val.device)
     batch = dist.global_batch(min(cfg.batch_size, len(splits.y_train)))  # as fit() batched it
     probs = dist.gather_rows(logits.softmax(1), part, pick)

@@ -56,6 +56,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward/backward (pays off on long runs)
     evals: int = 0  # at least this many validation evaluations per run, spaced evenly in each epoch (0: per epoch)
     patience: int = 0  # plateau schedule: stop after this many evaluations without improvement
+    tta: str = "none"  # classification: test-time augmentation at every evaluation (none | flip | flip-translate)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -77,7 +78,7 @@ class TrainConfig:
 SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
 # Fields added after runs were first stored, left out of config.json at their default so that those runs
 # still compare equal (and resume) under the same settings.
-LATER_FIELDS = {"evals": 0, "patience": 0}
+LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none"}
 MIN_DELTA = 1e-3  # plateau schedule: an evaluation improves on the best when it beats it by more than this
 LOG_EVERY = 10  # optimizer steps between training-loss points in steps.csv and TensorBoard
 

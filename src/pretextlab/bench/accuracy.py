@@ -52,13 +52,14 @@ def compare(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
 
 
 def time_to_accuracy(data: str, preset: str = "fast", seed: int = 0, precision: str = "auto", device: str = "auto",
-                     before: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train the preset's full-label scratch run on `data` (in a temporary folder) and return its curve."""
+                     before: Path | None = None, quiet: bool = False, tta: str = "none") -> dict[str, Any]:
+    """Train the preset's full-label scratch run on `data` (in a temporary folder) and return its curve; with
+    tta, every point of it scored with test-time augmentation (the training itself is the same, bit for bit)."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset} is unknown; use one of {', '.join(PRESETS)}")
     earlier = _read_before(before) if before is not None else None
     p = PRESETS[preset]
-    cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(1.0), seed=seed, precision=precision)
+    cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(1.0), seed=seed, precision=precision, tta=tta)
     load_before = os.getloadavg()[0]
     threads = hw.setup_threads()
     with tempfile.TemporaryDirectory(prefix="pretextlab-tta-") as tmp:
@@ -70,7 +71,8 @@ def time_to_accuracy(data: str, preset: str = "fast", seed: int = 0, precision: 
     curve = [{k: r[k] for k in ("step", "images_seen", "train_time_s", "wall_time_s", "val_f1_macro",
                                 "val_accuracy")} for r in rows]
     result: dict[str, Any] = {
-        "preset": preset, "backbone": p.backbone, "seed": seed, "epochs": cfg.epochs, "precision": used["precision"],
+        "preset": preset, "backbone": p.backbone, "seed": seed, "tta": tta, "epochs": cfg.epochs,
+        "precision": used["precision"],
         "device": used["device"], "threads": threads, "machine": hw.machine_info(),
         "load_avg_1min_at_start": load_before, "data": data, "n_train": summary["n_train"], "n_val": summary["n_val"],
         "curve": curve, "final_val_f1_macro": curve[-1]["val_f1_macro"], "train_time_s": curve[-1]["train_time_s"],
@@ -103,7 +105,8 @@ def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None
         if r is not None:
             c = r["curve"]
             ax.plot([p["train_time_s"] for p in c], [p["val_f1_macro"] for p in c], style, marker=".",
-                    label=f"{label}: {r['preset']}, {r['precision']}, {r['threads']} thread(s)", color="#555555"
+                    label=f"{label}: {r['preset']}{_tta_label(r)}, {r['precision']}, {r['threads']} thread(s)",
+                    color="#555555"
                     if label == "earlier" else "#0072B2")
     ax.set_xlabel("training seconds (evaluations excluded)")
     ax.set_ylabel("validation macro-F1")
@@ -112,12 +115,18 @@ def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None
     save_png(fig, path)
 
 
+def _tta_label(result: dict[str, Any]) -> str:
+    tta = result.get("tta", "none")  # measurements from before the option were scored without
+    return "" if tta == "none" else f", {tta} TTA"
+
+
 def format_curve(result: dict[str, Any]) -> str:
     """The curve as a reader checks it: one line per evaluation, then the levels and the comparison."""
     lines = [f"time to accuracy: preset {result['preset']} ({result['backbone']}), 100% labels "
              f"({result['n_train']} images), seed {result['seed']}, {result['epochs']} epochs, "
              f"{result['precision']} on {result['device']}, {result['threads']} thread(s); validation: "
-             f"{result['n_val']} images",
+             f"{result['n_val']} images" + (f", scored with {result['tta']} test-time augmentation"
+                                            if result.get("tta", "none") != "none" else ""),
              f"{'step':>6} {'images':>9} {'train s':>9} {'wall s':>9} {'val macro-F1':>13}"]
     for p in result["curve"]:
         lines.append(f"{p['step']:>6.0f} {p['images_seen']:>9.0f} {p['train_time_s']:>9.1f} "
