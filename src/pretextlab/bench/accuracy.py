@@ -106,8 +106,7 @@ def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None
             c = r["curve"]
             ax.plot([p["train_time_s"] for p in c], [p["val_f1_macro"] for p in c], style, marker=".",
                     label=f"{label}: {r['preset']}{_tta_label(r)}, {r['precision']}, {r['threads']} thread(s)",
-                    color="#555555"
-                    if label == "earlier" else "#0072B2")
+                    color="#555555" if label == "earlier" else "#0072B2")
     ax.set_xlabel("training seconds (evaluations excluded)")
     ax.set_ylabel("validation macro-F1")
     ax.grid(alpha=0.3)
