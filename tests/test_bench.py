@@ -139,7 +139,8 @@ def test_peer_mistakes_are_user_errors(kw, message):
 
 
 def _curve(*points: tuple[float, float]) -> list[dict[str, float]]:
-    return [{"train_time_s": t, "val_f1_macro": f} for t, f in points]
+    """Evaluations at (training seconds, macro-F1), 100 training images a second."""
+    return [{"train_time_s": t, "images_seen": 100 * t, "val_f1_macro": f} for t, f in points]
 
 
 def test_time_to_accuracy_rules_read_the_curve():
@@ -149,10 +150,15 @@ def test_time_to_accuracy_rules_read_the_curve():
     new = {"curve": _curve((20, 0.5), (40, 0.81), (90, 0.84), (120, 0.86))}
     assert first_time(new["curve"], 0.8) == 40 and first_time(new["curve"], 0.9) is None
     assert value_within(new["curve"], 100) == 0.84 and value_within(new["curve"], 10) is None
+    assert first_time(new["curve"], 0.8, "images_seen") == 4000
     c = compare(new, old)
-    assert c["val_f1_macro_within_before_budget"] == 0.84
-    assert c["train_time_s_to_before_f1"] == 40 and c["time_ratio"] == pytest.approx(2.5)
-    assert compare({"curve": _curve((20, 0.5))}, old)["time_ratio"] is None  # never reached: no ratio
+    assert c["val_f1_macro_within_before_train_time_s"] == 0.84 and c["val_f1_macro_within_before_images"] == 0.84
+    assert c["train_time_s_to_before_f1"] == 40 and c["train_time_s_ratio"] == pytest.approx(2.5)
+    assert c["images_to_before_f1"] == 4000 and c["images_ratio"] == pytest.approx(2.5)
+    slower = {"curve": [dict(p, train_time_s=2 * p["train_time_s"]) for p in new["curve"]]}  # a loaded machine
+    c = compare(slower, old)
+    assert c["train_time_s_ratio"] == pytest.approx(1.25) and c["images_ratio"] == pytest.approx(2.5)
+    assert compare({"curve": _curve((20, 0.5))}, old)["train_time_s_ratio"] is None  # never reached: no ratio
 
 
 def test_time_to_accuracy_trains_the_full_label_arm_and_compares(make_image_folder, tmp_path):

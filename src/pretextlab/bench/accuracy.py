@@ -29,26 +29,31 @@ from ..runs import read_csv
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)  # macro-F1 levels whose first training second is reported
 
 
-def first_time(curve: list[dict[str, float]], level: float) -> float | None:
-    """Training seconds of the first evaluation at or above `level` (None: never)."""
-    return first_step([(p["train_time_s"], p["val_f1_macro"]) for p in curve], level, below=False)
+def first_time(curve: list[dict[str, float]], level: float, axis: str = "train_time_s") -> float | None:
+    """Training seconds (or, with axis="images_seen", training images) of the first evaluation at or above
+    `level` (None: never)."""
+    return first_step([(p[axis], p["val_f1_macro"]) for p in curve], level, below=False)
 
 
-def value_within(curve: list[dict[str, float]], seconds: float) -> float | None:
-    """Macro-F1 of the last evaluation made within `seconds` of training (None: none that early)."""
-    within = [p["val_f1_macro"] for p in curve if p["train_time_s"] <= seconds + EPS]
+def value_within(curve: list[dict[str, float]], budget: float, axis: str = "train_time_s") -> float | None:
+    """Macro-F1 of the last evaluation made within `budget` training seconds (or images) (None: none that early)."""
+    within = [p["val_f1_macro"] for p in curve if p[axis] <= budget + EPS]
     return within[-1] if within else None
 
 
 def compare(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    """The recipe now against an earlier measurement: macro-F1 within the old budget, seconds to the old
-    macro-F1, and their ratio (> 1: the old accuracy is reached faster now)."""
-    budget, target = before["train_time_s"], before["final_val_f1_macro"]
-    seconds = first_time(after["curve"], target)
-    return {"before_train_time_s": budget, "before_final_val_f1_macro": target,
-            "val_f1_macro_within_before_budget": value_within(after["curve"], budget),
-            "train_time_s_to_before_f1": seconds,
-            "time_ratio": budget / seconds if seconds else None}
+    """The recipe now against an earlier measurement: macro-F1 within the old budget, the budget to the old
+    macro-F1, and their ratio (> 1: the old accuracy is reached sooner now); in training seconds, which the
+    machine's load moves, and in training images, which it does not (the comparison for one architecture)."""
+    target = before["final_val_f1_macro"]
+    out: dict[str, Any] = {"before_final_val_f1_macro": target}
+    for axis, unit in (("train_time_s", "train_time_s"), ("images_seen", "images")):
+        budget = before["curve"][-1][axis]
+        needed = first_time(after["curve"], target, axis)
+        out |= {f"before_{unit}": budget, f"val_f1_macro_within_before_{unit}": value_within(after["curve"], budget,
+                                                                                             axis),
+                f"{unit}_to_before_f1": needed, f"{unit}_ratio": budget / needed if needed else None}
+    return out
 
 
 def time_to_accuracy(data: str, preset: str = "fast", seed: int = 0, precision: str = "auto", device: str = "auto",
@@ -134,13 +139,14 @@ def format_curve(result: dict[str, Any]) -> str:
     lines.append(f"first reached (training seconds): {reached or 'none of the levels'}")
     if "before" in result:
         b = result["before"]
-        within = b["val_f1_macro_within_before_budget"]
-        lines.append(f"against the earlier measurement ({b['before_final_val_f1_macro']:.4f} in "
-                     f"{b['before_train_time_s']:.1f} s): "
-                     + (f"{within:.4f} within that budget; " if within is not None else
-                        "no evaluation within that budget; ")
-                     + (f"its macro-F1 after {b['train_time_s_to_before_f1']:.1f} s ({b['time_ratio']:.2f}x)"
-                        if b["train_time_s_to_before_f1"] else "its macro-F1 never reached"))
+        for unit, name, fmt in (("train_time_s", "training seconds", ".1f"), ("images", "training images", ".0f")):
+            within, needed = b[f"val_f1_macro_within_before_{unit}"], b[f"{unit}_to_before_f1"]
+            lines.append(f"against the earlier measurement ({b['before_final_val_f1_macro']:.4f} after "
+                         f"{b[f'before_{unit}']:{fmt}} {name}): "
+                         + (f"{within:.4f} within that budget; " if within is not None else
+                            "no evaluation within that budget; ")
+                         + (f"its macro-F1 after {needed:{fmt}} ({b[f'{unit}_ratio']:.2f}x)" if needed else
+                            "its macro-F1 never reached"))
     if result["load_avg_1min_at_start"] > 0.5:
         lines.append(f"other processes were using the CPU (1-min load average {result['load_avg_1min_at_start']:.1f})"
                      ": seconds are depressed; compare runs made side by side")
