@@ -101,21 +101,25 @@ def _read_before(path: Path) -> dict[str, Any]:
 
 
 def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
-    """Validation macro-F1 against training seconds (and, where given, the earlier measurement's) as a PNG."""
+    """Validation macro-F1 against training seconds and against training images (and, where given, the
+    earlier measurement's) as a PNG: seconds are what a user waits, images what the machine's load leaves alone."""
     from ..report.canvas import legend_above, new_figure, save_png
 
-    fig = new_figure(7.0, 3.6)
-    ax = fig.add_subplot()
-    for label, r, style in (("earlier", before, "--"), ("now", result, "-")):
-        if r is not None:
-            c = r["curve"]
-            ax.plot([p["train_time_s"] for p in c], [p["val_f1_macro"] for p in c], style, marker=".",
-                    label=f"{label}: {r['preset']}{_tta_label(r)}, {r['precision']}, {r['threads']} thread(s)",
-                    color="#555555" if label == "earlier" else "#0072B2")
-    ax.set_xlabel("training seconds (evaluations excluded)")
-    ax.set_ylabel("validation macro-F1")
-    ax.grid(alpha=0.3)
-    legend_above(fig, *ax.get_legend_handles_labels())
+    fig = new_figure(9.0, 3.6)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, name in ((axes[0], "train_time_s", "training seconds (evaluations excluded)"),
+                          (axes[1], "images_seen", "training images (thousands)")):
+        for label, r, style in (("earlier", before, "--"), ("now", result, "-")):
+            if r is not None:
+                c = r["curve"]
+                ax.plot([p[key] for p in c], [p["val_f1_macro"] for p in c], style, marker=".",
+                        label=f"{label}: {r['preset']}{_tta_label(r)}, {r['precision']}, {r['threads']} thread(s)",
+                        color="#555555" if label == "earlier" else "#0072B2")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}")
+    axes[0].set_ylabel("validation macro-F1")
+    legend_above(fig, *axes[0].get_legend_handles_labels())
     save_png(fig, path)
 
 
