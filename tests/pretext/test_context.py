@@ -101,7 +101,8 @@ def test_pretext_head_learns_above_chance_on_synthetic_images():
     assert acc > 0.5  # chance is 0.125
 
 
-@pytest.mark.parametrize("size,k,patch", [(32, 2, 14), (16, 4, 14), (32, 2, 7), (8, 8, 14), (12, 1, 5)])
+@pytest.mark.parametrize("size,k,patch", [(32, 2, 14), (16, 4, 14), (32, 2, 7), (8, 8, 14), (12, 1, 5), (32, 2, 13),
+                                          (24, 2, 21), (16, 4, 9), (20, 4, 30), (10, 8, 27)])
 def test_patches_cut_from_windows_equal_the_whole_image_upscaled(size, k, patch):
     """Upscaling only a window around each patch gives the very bits of upscaling the whole image."""
     import torch.nn.functional as F

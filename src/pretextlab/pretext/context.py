@@ -22,6 +22,7 @@ Every size can be set explicitly; 0 means "derive from the image size" as just d
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +130,12 @@ class ContextPrediction:
 
     def pairs(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 images -> (first, second) float patches in [0, 1] before normalisation, and labels."""
+        both, label = self.cut(x, g, train)
+        return both[: len(x)], both[len(x):], label
+
+    def cut(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Tensor]:
+        """uint8 images (B) -> the centre patches then the neighbour patches (2B, float in [0, 1] before
+        normalisation), and the labels: the model's input as one tensor."""
         o = self.options
         flip = flip_mask(len(x), g, x.device) if o.flip and train else None  # the whole image is mirrored first
         k = self.window_scale
@@ -142,7 +149,7 @@ class ContextPrediction:
         both = colour_defence(both, o.colour, g)
         if o.downsample > 0:
             both = random_downsample(both, o.downsample, g, inplace=True)  # `both` is this call's own
-        return both[: len(x)], both[len(x):], label.to(x.device)
+        return both, label.to(x.device)
 
     def normalise(self, patches: Tensor) -> Tensor:
         mean, std = self.splits.mean.view(1, -1, 1, 1), self.splits.std.view(1, -1, 1, 1)
@@ -150,8 +157,8 @@ class ContextPrediction:
         return (patches - centre).div_(std)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        first, second, label = self.pairs(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
-        return self.normalise(torch.cat([first, second])), label
+        both, label = self.cut(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
+        return self.normalise(both), label
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), target)
@@ -198,13 +205,15 @@ def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int, flip: Tensor | 
     Only a small source window around each patch is upscaled (a pixel of margin on each side): with k a
     power of two (1/k exact in binary) each canvas pixel's bilinear neighbours and weights are those of the
     whole-image upscale, so the patch is the same, bit for bit, for a fraction of the work (on 32 px images,
-    k = 2 and 14 px patches: two 10 x 10 windows instead of the 32 x 32 image). A mirrored image's window is
+    k = 2 and 14 px patches: two 9 x 9 windows instead of the 32 x 32 image). A mirrored image's window is
     read from the image in reverse: nothing else is flipped.
     """
     if k == 1:
         return crop_at(x, corner[:, 0], corner[:, 1], patch, patch, flip)
     h, w = x.shape[-2:]
-    side_h, side_w = min(h, -(-patch // k) + 3), min(w, -(-patch // k) + 3)
+    # the source pixels a patch reads, from one left of corner // k, over every corner modulo k: 9 for 14 px at k = 2
+    side = max(math.floor((r + patch - 0.5) / k - 0.5) for r in range(k)) + 3
+    side_h, side_w = min(h, side), min(w, side)
     top = (corner[:, 0] // k - 1).clamp(0, h - side_h)
     left = (corner[:, 1] // k - 1).clamp(0, w - side_w)
     window = unit(crop_at(x, top, left, side_h, side_w, flip))  # channels-last: the faster upscale, the same bits
