@@ -5,8 +5,16 @@ choice, so a batch is a pure function of (images, generator): seeded and exactly
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+
+
+def take(x: Any, idx: Tensor) -> Tensor:
+    """x[idx] for a 1-D index along the first axis: index_select for a tensor (an order of magnitude faster on
+    a CPU than advanced indexing, the same values), x[idx] for what is only indexed like one (shards)."""
+    return x.index_select(0, idx.to(x.device)) if isinstance(x, Tensor) else x[idx.to(x.device)]
 
 
 def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int, flip: Tensor | None = None) -> Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import dist, hw
-from .augment import augment, normalize
+from .augment import augment, normalize, take
 from .backbones import backbone_facts, file_sha256, is_user_file
 from .data import DataConfig, Splits, data_facts, data_settings, load_data, make_splits, open_data, stratified_split
 from .errors import UserError
@@ -103,8 +103,8 @@ class Classification:
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         idx = idx.to(self.splits.x_train.device)
-        x = augment(self.splits.x_train[idx], g, self.pad, self.flip)
-        return normalize(x, self.splits.mean, self.splits.std), self.splits.y_train[idx]
+        x = augment(take(self.splits.x_train, idx), g, self.pad, self.flip)
+        return normalize(x, self.splits.mean, self.splits.std), take(self.splits.y_train, idx)
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(out.float(), y, label_smoothing=self.smoothing)

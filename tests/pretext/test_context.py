@@ -62,6 +62,10 @@ def test_colour_defences():
     projected = colour_defence(x, "project", g)
     axis = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
     assert (projected * axis.view(1, 3, 1, 1)).sum(1).abs().max() < 1e-5  # no green-magenta left
+    a = axis.view(1, 3, 1, 1)
+    for layout in (torch.contiguous_format, torch.channels_last):  # the bits of the textbook formula
+        xl = x.contiguous(memory_format=layout)
+        assert torch.equal(colour_defence(xl, "project", g), xl - (xl * a).sum(1, keepdim=True) * a)
     dropped = colour_defence(x, "drop", g)
     # exactly one channel kept as is in every patch; the others are near-constant noise
     kept = (dropped == x).flatten(2).all(2).sum(1)
@@ -77,6 +81,22 @@ def test_random_downsample_keeps_shape_and_blurs_some():
     assert y.shape == x.shape
     changed = (y - x).abs().flatten(1).amax(1) > 1e-6
     assert 10 < changed.sum() < 54
+
+
+@pytest.mark.parametrize("p", [14, 9, 21])
+def test_random_downsample_is_the_plain_down_and_up(p):
+    """Down in one layout and up in another gives the bits of both in the patches' own layout."""
+    import torch.nn.functional as F
+
+    x = torch.rand(64, 3, p, p, generator=torch.Generator().manual_seed(p))
+    x = x.contiguous(memory_format=torch.channels_last)  # as the cut patches are laid out
+    g = torch.Generator().manual_seed(1)
+    size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
+    pick = (torch.rand(64, generator=g) < 0.5).nonzero().flatten()
+    expected = x.clone()
+    low = F.interpolate(x[pick], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    expected[pick] = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
+    assert torch.equal(random_downsample(x, 0.5, torch.Generator().manual_seed(1)), expected)
 
 
 def test_pretext_head_learns_above_chance_on_synthetic_images():

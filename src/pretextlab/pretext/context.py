@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import crop_at, flip_mask, flip_where, unit
+from ..augment import crop_at, flip_mask, flip_where, take, unit
 from ..data import Splits
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
@@ -157,7 +157,7 @@ class ContextPrediction:
         return (patches - centre).div_(std)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        both, label = self.cut(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
+        both, label = self.cut(take(self.splits.x_pool, idx), g)
         return self.normalise(both), label
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
@@ -226,8 +226,10 @@ def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
     if x.shape[1] != 3 or mode == "none":
         return x
     if mode == "project":
-        a = GREEN_MAGENTA.to(x.device).view(1, 3, 1, 1)
-        return x - (x * a).sum(1, keepdim=True) * a
+        a = GREEN_MAGENTA.to(x.device)
+        # x . a per pixel, added in the order (x * a).sum(1) adds: the same bits, without a 3-channel product
+        along = x[:, 0:1] * a[0] + x[:, 1:2] * a[1] + x[:, 2:3] * a[2]
+        return x - along * a.view(1, 3, 1, 1)
     if mode == "drop":
         keep = torch.randint(0, 3, (x.shape[0],), generator=g).to(x.device)
         mask = F.one_hot(keep, 3).to(x.dtype)[:, :, None, None]
@@ -245,7 +247,10 @@ def random_downsample(x: Tensor, share: float, g: torch.Generator, inplace: bool
     pick = (torch.rand(x.shape[0], generator=g) < share).nonzero().flatten().to(x.device)
     if len(pick) == 0:
         return x
-    low = F.interpolate(x[pick], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    # down in NCHW, up in channels-last: each layout's faster kernel, the same bits
+    low = F.interpolate(x.index_select(0, pick).contiguous(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
     x = x if inplace else x.clone()
-    x[pick] = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
+    x[pick] = F.interpolate(low.contiguous(memory_format=torch.channels_last), size=(p, p), mode="bilinear",
+                            align_corners=False)
     return x

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import augment, normalize
+from ..augment import augment, normalize, take
 from ..data import Splits
 from ..models import evaluating, feature_map
 from ..probe import spread_subset
@@ -123,7 +123,7 @@ class Reconstruction:
         return x.masked_fill(m, 0.0), Hidden(x, m.to(x.dtype))
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Hidden]:
-        return self.masked(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g)
+        return self.masked(take(self.splits.x_pool, idx), g)
 
     def loss(self, out: Tensor, target: Hidden) -> Tensor:
         return masked_mse(out, target)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import augment, normalize
+from ..augment import augment, normalize, take
 from ..data import Splits
 from ..models import Classifier, evaluating
 from ..probe import spread_subset
@@ -76,7 +76,7 @@ class Rotation:
         return Classifier(backbone, 4)  # a linear head: the features must carry the answer
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = augment(self.splits.x_pool[idx.to(self.splits.x_pool.device)], g, self.pad, self.options.flip)
+        x = augment(take(self.splits.x_pool, idx), g, self.pad, self.options.flip)
         x, k = rotations(x, self.options.all_rotations, g)
         return normalize(x, self.splits.mean, self.splits.std), k
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import flip_mask, unit
+from ..augment import flip_mask, take, unit
 from ..data import Splits
 from ..models import evaluating
 from ..probe import spread_subset
@@ -191,7 +191,7 @@ class SimCLR:
         return (v - self.splits.mean.view(1, -1, 1, 1)).div_(self.splits.std.view(1, -1, 1, 1))
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = self.splits.x_pool[idx.to(self.splits.x_pool.device)]
+        x = take(self.splits.x_pool, idx)
         return self.normalise(self.views(x, g)), positives(len(x), x.device)
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
