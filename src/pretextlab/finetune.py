@@ -102,7 +102,6 @@ class Classification:
         self.num_classes = len(splits.classes)
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        idx = idx.to(self.splits.x_train.device)
         x = augment(take(self.splits.x_train, idx), g, self.pad, self.flip)
         return normalize(x, self.splits.mean, self.splits.std), take(self.splits.y_train, idx)
 

@@ -27,6 +27,9 @@ from ..report.rules import EPS, first_step
 from ..runs import read_csv
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)  # macro-F1 levels whose first training second is reported
+# The two budgets a curve is read against: (curve column, key stem in `compare`, words, number format).
+AXES = (("train_time_s", "train_time_s", "training seconds", ".1f"),
+        ("images_seen", "images", "training images", ".0f"))
 
 
 def first_time(curve: list[dict[str, float]], level: float, axis: str = "train_time_s") -> float | None:
@@ -47,11 +50,11 @@ def compare(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     machine's load moves, and in training images, which it does not (the comparison for one architecture)."""
     target = before["final_val_f1_macro"]
     out: dict[str, Any] = {"before_final_val_f1_macro": target}
-    for axis, unit in (("train_time_s", "train_time_s"), ("images_seen", "images")):
+    for axis, unit, _, _ in AXES:
         budget = before["curve"][-1][axis]
         needed = first_time(after["curve"], target, axis)
-        out |= {f"before_{unit}": budget, f"val_f1_macro_within_before_{unit}": value_within(after["curve"], budget,
-                                                                                             axis),
+        within = value_within(after["curve"], budget, axis)
+        out |= {f"before_{unit}": budget, f"val_f1_macro_within_before_{unit}": within,
                 f"{unit}_to_before_f1": needed, f"{unit}_ratio": budget / needed if needed else None}
     return out
 
@@ -123,9 +126,12 @@ def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None
     save_png(fig, path)
 
 
+def _tta(result: dict[str, Any]) -> str:
+    return result.get("tta", "none")  # measurements from before the option were scored without
+
+
 def _tta_label(result: dict[str, Any]) -> str:
-    tta = result.get("tta", "none")  # measurements from before the option were scored without
-    return "" if tta == "none" else f", {tta} TTA"
+    return "" if _tta(result) == "none" else f", {_tta(result)} TTA"
 
 
 def format_curve(result: dict[str, Any]) -> str:
@@ -133,8 +139,8 @@ def format_curve(result: dict[str, Any]) -> str:
     lines = [f"time to accuracy: preset {result['preset']} ({result['backbone']}), 100% labels "
              f"({result['n_train']} images), seed {result['seed']}, {result['epochs']} epochs, "
              f"{result['precision']} on {result['device']}, {result['threads']} thread(s); validation: "
-             f"{result['n_val']} images" + (f", scored with {result['tta']} test-time augmentation"
-                                            if result.get("tta", "none") != "none" else ""),
+             f"{result['n_val']} images" + (f", scored with {_tta(result)} test-time augmentation"
+                                            if _tta(result) != "none" else ""),
              f"{'step':>6} {'images':>9} {'train s':>9} {'wall s':>9} {'val macro-F1':>13}"]
     for p in result["curve"]:
         lines.append(f"{p['step']:>6.0f} {p['images_seen']:>9.0f} {p['train_time_s']:>9.1f} "
@@ -143,7 +149,7 @@ def format_curve(result: dict[str, Any]) -> str:
     lines.append(f"first reached (training seconds): {reached or 'none of the levels'}")
     if "before" in result:
         b = result["before"]
-        for unit, name, fmt in (("train_time_s", "training seconds", ".1f"), ("images", "training images", ".0f")):
+        for _, unit, name, fmt in AXES:
             within, needed = b[f"val_f1_macro_within_before_{unit}"], b[f"{unit}_to_before_f1"]
             lines.append(f"against the earlier measurement ({b['before_final_val_f1_macro']:.4f} after "
                          f"{b[f'before_{unit}']:{fmt}} {name}): "
