@@ -84,19 +84,21 @@ def test_random_downsample_keeps_shape_and_blurs_some():
 
 
 @pytest.mark.parametrize("p", [14, 9, 21])
-def test_random_downsample_is_the_plain_down_and_up(p):
-    """Down in one layout and up in another gives the bits of both in the patches' own layout."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_random_downsample_is_the_plain_down_and_up(p, layout):
+    """The blur matrices give F.interpolate down (antialiased) then up, to float rounding, in either layout."""
     import torch.nn.functional as F
 
-    x = torch.rand(64, 3, p, p, generator=torch.Generator().manual_seed(p))
-    x = x.contiguous(memory_format=torch.channels_last)  # as the cut patches are laid out
+    x = torch.rand(64, 3, p, p, generator=torch.Generator().manual_seed(p)).contiguous(memory_format=layout)
     g = torch.Generator().manual_seed(1)
     size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
     pick = (torch.rand(64, generator=g) < 0.5).nonzero().flatten()
     expected = x.clone()
     low = F.interpolate(x[pick], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     expected[pick] = F.interpolate(low, size=(p, p), mode="bilinear", align_corners=False)
-    assert torch.equal(random_downsample(x, 0.5, torch.Generator().manual_seed(1)), expected)
+    got = random_downsample(x, 0.5, torch.Generator().manual_seed(1))
+    assert not torch.equal(got, x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
 
 
 def test_pretext_head_learns_above_chance_on_synthetic_images():
@@ -121,25 +123,30 @@ def test_pretext_head_learns_above_chance_on_synthetic_images():
     assert acc > 0.5  # chance is 0.125
 
 
-@pytest.mark.parametrize("size,k,patch", [(32, 2, 14), (16, 4, 14), (32, 2, 7), (8, 8, 14), (12, 1, 5), (32, 2, 13),
-                                          (24, 2, 21), (16, 4, 9), (20, 4, 30), (10, 8, 27)])
-def test_patches_cut_from_windows_equal_the_whole_image_upscaled(size, k, patch):
-    """Upscaling only a window around each patch gives the very bits of upscaling the whole image."""
+@pytest.mark.parametrize("size,canvas,patch", [(32, 64, 14), (16, 64, 14), (32, 64, 7), (8, 64, 14), (12, 12, 5),
+                                               (32, 64, 13), (24, 48, 21), (16, 64, 9), (20, 80, 30), (24, 64, 14),
+                                               (12, 30, 7), (32, 32, 10)])
+def test_patches_sampled_equal_the_whole_image_upscaled_and_cut(size, canvas, patch):
+    """Sampling each patch from the image gives what upscaling the whole image and cutting gives (to float
+    rounding), for mirrored images too, at any scale, and the pixels themselves at scale 1."""
     import torch.nn.functional as F
 
-    from pretextlab.augment import crop_at, flip_where
-    from pretextlab.pretext.context import unit, upscaled_crop
+    from pretextlab.augment import crop_at, flip_where, unit
+    from pretextlab.pretext.context import sample_patches
 
-    g = torch.Generator().manual_seed(size + k)
+    g = torch.Generator().manual_seed(size + canvas)
     x = torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g)
     flip = torch.rand(32, generator=g) < 0.5
 
     def upscale(images: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(unit(images), size=(size * k, size * k), mode="bilinear", align_corners=False)
+        return F.interpolate(unit(images), size=(canvas, canvas), mode="bilinear", align_corners=False)
 
-    full, mirrored = (upscale(x), upscale(flip_where(x, flip))) if k > 1 else (x, flip_where(x, flip))
-    for _ in range(10):
-        c = torch.randint(0, size * k - patch + 1, (32, 2), generator=g)
-        assert torch.equal(unit(upscaled_crop(x, c, patch, k)), unit(crop_at(full, c[:, 0], c[:, 1], patch, patch)))
-        assert torch.equal(unit(upscaled_crop(x, c, patch, k, flip)),  # mirrored images: only windows are flipped
-                           unit(crop_at(mirrored, c[:, 0], c[:, 1], patch, patch)))
+    full, mirrored = upscale(x), upscale(flip_where(x, flip))
+    for _ in range(5):
+        c = torch.randint(0, canvas - patch + 1, (32, 2, 2), generator=g)
+        for f, image in ((None, full), (flip, mirrored)):
+            want = torch.cat([crop_at(image, c[:, i, 0], c[:, i, 1], patch, patch) for i in range(2)])
+            torch.testing.assert_close(sample_patches(x, c, patch, canvas, f), want, rtol=0, atol=2e-6)
+    if canvas == size:  # no upscaling: the very pixels
+        pixels = [unit(crop_at(x, c[:, i, 0], c[:, i, 1], patch, patch)) for i in range(2)]
+        assert torch.equal(sample_patches(x, c, patch, canvas), torch.cat(pixels))

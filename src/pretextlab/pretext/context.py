@@ -17,12 +17,13 @@ images smaller than 64 px are upscaled to a 64 px canvas (x2 for CIFAR) and cut 
 14/64 of the canvas (14 px) with gaps of half a patch (7 px, the paper's ratio) and a jitter of
 1/32 of the canvas (+-2 px), so each CIFAR patch shows about a 7x7 px region of the original image.
 Every size can be set explicitly; 0 means "derive from the image size" as just described.
+The canvas is never materialised: each patch is sampled from the image at canvas resolution.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import crop_at, flip_mask, flip_where, take, unit
+from ..augment import crop_at, flip_mask, take, unit
 from ..data import Splits
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
@@ -120,8 +121,6 @@ class ContextPrediction:
         self.image_size = splits.x_pool.shape[-1]
         self.options = (options or ContextOptions()).resolved(self.image_size)
         self.canvas = int(round(self.image_size * self.options.scale))
-        k = self.canvas // self.image_size  # patches cut from upscaled windows where that gives the same bits
-        self.window_scale = k if self.canvas == k * self.image_size and not k & (k - 1) else 1
         if geometry_margin(self.image_size, self.options) < self.options.jitter:
             raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
 
@@ -138,14 +137,8 @@ class ContextPrediction:
         normalisation), and the labels: the model's input as one tensor."""
         o = self.options
         flip = flip_mask(len(x), g, x.device) if o.flip and train else None  # the whole image is mirrored first
-        k = self.window_scale
-        if k == 1 and self.canvas != self.image_size:  # a scale not a power of two: mirror, upscale all, then cut
-            x = F.interpolate(unit(x if flip is None else flip_where(x, flip)), size=(self.canvas, self.canvas),
-                              mode="bilinear", align_corners=False)
-            flip = None
         p1, p2, label = sample_positions(len(x), self.canvas, o, g)
-        both = unit(upscaled_crop(torch.cat([x, x]), torch.cat([p1, p2]), o.patch, k,  # centres, then neighbours
-                                  None if flip is None else torch.cat([flip, flip])))
+        both = sample_patches(x, torch.stack([p1, p2], 1), o.patch, self.canvas, flip)
         both = colour_defence(both, o.colour, g)
         if o.downsample > 0:
             both = random_downsample(both, o.downsample, g, inplace=True)  # `both` is this call's own
@@ -198,27 +191,34 @@ class ContextPrediction:
                 "positions": POSITIONS}
 
 
-def upscaled_crop(x: Tensor, corner: Tensor, patch: int, k: int, flip: Tensor | None = None) -> Tensor:
-    """The (patch x patch) window at canvas `corner` (B, 2) of x upscaled k times (bilinear), cut per image;
-    with `flip`, of x mirrored left to right where flip is true.
+def sample_patches(x: Tensor, corners: Tensor, patch: int, canvas: int, flip: Tensor | None = None) -> Tensor:
+    """The (patch x patch) windows at canvas `corners` (B, n, 2) of the images x (B) upscaled to a
+    canvas x canvas image (bilinear), in one grid_sample: (n * B) float patches in [0, 1], the images'
+    first patches, then their second ones, ...; with `flip`, of each image mirrored left to right where
+    flip is true.
 
-    Only a small source window around each patch is upscaled (a pixel of margin on each side): with k a
-    power of two (1/k exact in binary) each canvas pixel's bilinear neighbours and weights are those of the
-    whole-image upscale, so the patch is the same, bit for bit, for a fraction of the work (on 32 px images,
-    k = 2 and 14 px patches: two 9 x 9 windows instead of the 32 x 32 image). A mirrored image's window is
-    read from the image in reverse: nothing else is flipped.
+    Canvas pixel r lies at (2r + 1) / canvas - 1 in grid_sample's [-1, 1] coordinates, at any image
+    size: sampling there is what F.interpolate(x, size=canvas) and cutting would give (to float
+    rounding; exactly the same positions and weights for a power-of-two canvas), without making the
+    canvas or a window of it. Mirroring negates the x coordinate. Border padding repeats the edge
+    pixel, as interpolate's clamping does. Without upscaling (canvas = image size) the patches are cut
+    as they are.
     """
-    if k == 1:
-        return crop_at(x, corner[:, 0], corner[:, 1], patch, patch, flip)
-    h, w = x.shape[-2:]
-    # the source pixels a patch reads, from one left of corner // k, over every corner modulo k: 9 for 14 px at k = 2
-    side = max(math.floor((r + patch - 0.5) / k - 0.5) for r in range(k)) + 3
-    side_h, side_w = min(h, side), min(w, side)
-    top = (corner[:, 0] // k - 1).clamp(0, h - side_h)
-    left = (corner[:, 1] // k - 1).clamp(0, w - side_w)
-    window = unit(crop_at(x, top, left, side_h, side_w, flip))  # channels-last: the faster upscale, the same bits
-    up = F.interpolate(window, size=(k * side_h, k * side_w), mode="bilinear", align_corners=False)
-    return crop_at(up, corner[:, 0] - k * top, corner[:, 1] - k * left, patch, patch)
+    b, n = corners.shape[:2]
+    if canvas == x.shape[-1]:  # no upscaling: the pixels themselves, by one gather (exact at any size)
+        c = corners.transpose(0, 1).reshape(n * b, 2)
+        return unit(crop_at(x.repeat(n, 1, 1, 1), c[:, 0], c[:, 1], patch, patch,
+                            None if flip is None else flip.repeat(n)))
+    steps = 2 * (corners.to(x.device)[..., None] + torch.arange(patch, device=x.device)) + 1  # (B, n, 2, patch)
+    at = steps / canvas - 1
+    rows, cols = at[:, :, 0], at[:, :, 1]
+    if flip is not None:
+        cols = torch.where(flip.to(x.device)[:, None, None], -cols, cols)
+    grid = torch.stack([cols[:, :, None, :].expand(b, n, patch, patch),  # (x, y) per output pixel
+                        rows[:, :, :, None].expand(b, n, patch, patch)], -1)
+    out = F.grid_sample(unit(x), grid.view(b, n * patch, patch, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)  # (B, C, n * patch, patch): an image's patches one below the other
+    return torch.cat(out.split(patch, 2))
 
 
 def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
@@ -241,16 +241,27 @@ def colour_defence(x: Tensor, mode: str, g: torch.Generator) -> Tensor:
 
 def random_downsample(x: Tensor, share: float, g: torch.Generator, inplace: bool = False) -> Tensor:
     """Down-and-up sample a random share of patches to a random size in [p/2, p) (one size a batch);
-    inplace: into x itself (a fresh batch of the caller's), without a copy."""
+    inplace: into x itself (a fresh batch of the caller's), without a copy.
+
+    Antialiased bilinear down- and bilinear up-sampling are both linear and separable, so the round trip
+    is one p x p matrix per axis (`blur_matrix`): two small matrix products instead of two resampling
+    passes, several times cheaper on a CPU and equal to F.interpolate down then up to float rounding.
+    """
     p = x.shape[-1]
     size = int(torch.randint(max(2, p // 2), p, (1,), generator=g))
     pick = (torch.rand(x.shape[0], generator=g) < share).nonzero().flatten().to(x.device)
     if len(pick) == 0:
         return x
-    # down in NCHW, up in channels-last: each layout's faster kernel, the same bits
-    low = F.interpolate(x.index_select(0, pick).contiguous(), size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False)
+    blur = blur_matrix(p, size).to(x.device)
     x = x if inplace else x.clone()
-    x[pick] = F.interpolate(low.contiguous(memory_format=torch.channels_last), size=(p, p), mode="bilinear",
-                            align_corners=False)
-    return x
+    return x.index_copy_(0, pick, blur @ x.index_select(0, pick) @ blur.t())
+
+
+@functools.lru_cache(maxsize=None)
+def blur_matrix(p: int, size: int) -> Tensor:
+    """R (p x p) with R @ v = v resampled to `size` (bilinear, antialiased) and back to p (bilinear),
+    for any vector v along one axis: F.interpolate applied to the basis vectors."""
+    basis = torch.eye(p).view(p, 1, 1, p)  # p images of 1 x p pixels
+    low = F.interpolate(basis, size=(1, size), mode="bilinear", antialias=True, align_corners=False)
+    back = F.interpolate(low, size=(1, p), mode="bilinear", align_corners=False)
+    return back.view(p, p).t().contiguous()  # column i: where basis vector i goes
