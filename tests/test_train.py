@@ -128,10 +128,10 @@ def test_short_run_learns_and_writes_its_files(tiny_dataset, tiny_train_config, 
     assert len(read_csv(out / "metrics.csv")) == 3
 
 
-def _run(ds, tdc, ttc, out, global_seed: int | None, **kw):
+def _run(ds, tdc, ttc, out, global_seed: int | None, ema: float = 0.0, **kw):
     if global_seed is not None:
         torch.manual_seed(global_seed)
-    return train_classifier(tdc("tiny", out.parent / "cache"), ttc(epochs=3), "fast", out, dataset=ds,
+    return train_classifier(tdc("tiny", out.parent / "cache"), ttc(epochs=3, ema=ema), "fast", out, dataset=ds,
                             device="cpu", quiet=True, **kw)
 
 
@@ -140,21 +140,22 @@ def _stop_after_first_epoch(epoch: int, row: dict) -> None:
         raise KeyboardInterrupt
 
 
-def test_resume_gives_the_uninterrupted_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_gives_the_uninterrupted_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path, ema):
     # The global RNG is pinned before each call because train_classifier builds the model before
     # fit() seeds torch (see test_same_seed_gives_same_run): this test isolates resumption.
-    a = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "A" / "run", global_seed=11)
+    a = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "A" / "run", global_seed=11, ema=ema)
 
     out_b = tmp_path / "B" / "run"
     with pytest.raises(KeyboardInterrupt):
-        _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=11,
+        _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=11, ema=ema,
              on_epoch_end=_stop_after_first_epoch)
     assert len(read_csv(out_b / "metrics.csv")) == 1
     assert torch.load(out_b / "checkpoint.pt", weights_only=False)["epoch"] == 0
     assert not (out_b / "summary.json").exists()
 
     # the resumed process's global RNG is elsewhere: the checkpoint must carry everything
-    b = _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=999)
+    b = _run(tiny_dataset, tiny_data_config, tiny_train_config, out_b, global_seed=999, ema=ema)
 
     rows_a, rows_b = read_csv(tmp_path / "A" / "run" / "metrics.csv"), read_csv(out_b / "metrics.csv")
     assert len(rows_b) == 3
@@ -162,6 +163,31 @@ def test_resume_gives_the_uninterrupted_run(tiny_dataset, tiny_train_config, tin
     assert rows_b[-1]["wall_time_s"] >= rows_b[0]["wall_time_s"]
     assert comparable(b) == comparable(a)
     assert torch.equal(torch.load(tmp_path / "A" / "run" / "examples.pt"), torch.load(out_b / "examples.pt"))
+
+
+def test_weight_average_is_what_is_scored_and_kept(make_image_folder, tiny_train_config, tiny_data_config,
+                                                    tmp_path):
+    """With --ema every evaluation scores the averaged weights, and the checkpoint holds them (so evaluate
+    gives the run's last numbers) beside the last step's weights that training resumes from."""
+    from pretextlab.finetune import evaluate_checkpoint
+
+    data = tiny_data_config(make_image_folder(size=12), tmp_path / "cache")
+    rows = {}
+    for ema in (0.0, 0.9):
+        torch.manual_seed(11)
+        train_classifier(data, tiny_train_config(epochs=3, ema=ema), "fast", tmp_path / str(ema), device="cpu",
+                         quiet=True)
+        rows[ema] = read_csv(tmp_path / str(ema) / "metrics.csv")
+    assert [r["train_loss"] for r in rows[0.9]] == [r["train_loss"] for r in rows[0.0]]  # the same training...
+    assert [r["val_loss"] for r in rows[0.9]] != [r["val_loss"] for r in rows[0.0]]  # ...scored on other weights
+    checkpoint = tmp_path / "0.9" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["ema_steps"] == rows[0.9][-1]["step"]
+    assert any(not torch.equal(state["model"][k], state["training_model"][k]) for k in state["model"])
+    m = evaluate_checkpoint(str(checkpoint), None, "val")
+    assert m["loss"] == pytest.approx(rows[0.9][-1]["val_loss"], abs=1e-5)
+    with pytest.raises(UserError, match="--ema"):
+        TrainConfig(ema=1.0)
 
 
 def test_same_seed_gives_same_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):

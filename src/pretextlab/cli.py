@@ -89,6 +89,8 @@ def train(
     warmup: float = typer.Option(0.2, help="share of the steps spent warming up"),
     label_smoothing: float = typer.Option(0.1, help="label smoothing of the cross-entropy"),
     tta: str = typer.Option("none", help=TTA_HELP + ", at every evaluation (each costs a forward pass per view)"),
+    ema: float = typer.Option(0.0, help="evaluate and keep a moving average of the weights with this decay per "
+                                        "step, e.g. 0.99 (0: the last step's weights)"),
     backbone_lr_scale: float = typer.Option(1.0, help="backbone learning rate relative to the head's"),
     freeze_backbone: bool = typer.Option(False, help="train the head only (linear probe)"),
     init: Optional[str] = typer.Option(None, help="start from these weights (checkpoint.pt or .safetensors)"),
@@ -118,7 +120,7 @@ def train(
                       weight_decay=weight_decay, schedule=schedule, warmup=warmup, label_smoothing=label_smoothing,
                       backbone_lr_scale=backbone_lr_scale, freeze_backbone=freeze_backbone,
                       transfer_stages=transfer_stages, seed=seed, precision=precision, evals=evals,
-                      patience=patience, tta=tta)
+                      patience=patience, tta=tta, ema=ema)
     dcfg = DataConfig(source=data, fraction=fraction, val_fraction=val_fraction, split_seed=split_seed,
                       image_size=image_size, cache_dir=cache_dir, pad=pad, flip=flip, storage=storage,
                       test_source=test_data)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import dist, hw
 from .errors import UserError
@@ -57,6 +58,7 @@ class TrainConfig:
     evals: int = 0  # at least this many validation evaluations per run, spaced evenly in each epoch (0: per epoch)
     patience: int = 0  # plateau schedule: stop after this many evaluations without improvement
     tta: str = "none"  # classification: test-time augmentation at every evaluation (none | flip | flip-translate)
+    ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights, this decay per step
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -70,6 +72,8 @@ class TrainConfig:
             raise UserError("--evals must be >= 0 (0: one evaluation per epoch)")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UserError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        if not 0 <= self.ema < 1:
+            raise UserError("--ema must be in [0, 1): the weight average's decay per step (0: no average)")
         if self.transfer_stages < 0:
             raise UserError("--transfer-stages must be >= 0 (0: all stages)")
         self.betas = tuple(self.betas)
@@ -78,7 +82,7 @@ class TrainConfig:
 SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
 # Fields added after runs were first stored, left out of config.json at their default so that those runs
 # still compare equal (and resume) under the same settings.
-LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none"}
+LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none", "ema": 0.0}
 MIN_DELTA = 1e-3  # plateau schedule: an evaluation improves on the best when it beats it by more than this
 LOG_EVERY = 10  # optimizer steps between training-loss points in steps.csv and TensorBoard
 
@@ -170,6 +174,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics (Polyak averaging, as in
+    airbench, Jordan 2024): evaluated and kept instead of the last step's weights. None when decay is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -222,6 +234,7 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
+    ema = weight_average(model, cfg.ema)  # with --ema: what is evaluated and kept
     step_model = dist.wrap(model, device)  # under torchrun: DistributedDataParallel averages gradients
     step_model = torch.compile(step_model) if cfg.compile else step_model  # same parameters, fused kernels
     batch = dist.global_batch(min(cfg.batch_size, task.n_train))  # all ranks together
@@ -235,7 +248,10 @@ def fit(
     if ckpt_path.exists():
         state = load_torch(ckpt_path, device)
         _check_world_size(out_dir, state.get("world_size", 1))
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was evaluated
+        if ema is not None:
+            ema.module.load_state_dict(state["model"])
+            ema.n_averaged.fill_(state["ema_steps"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -282,6 +298,8 @@ def fit(
                 scaler.step(opt)  # step
                 scaler.update()
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_sum += loss.detach()
                 since += 1
                 if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # classification-shaped: train accuracy
@@ -303,8 +321,9 @@ def fit(
                 interval = time.perf_counter() - t0
                 trained += interval
                 counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
-                dist.sync_buffers(model)  # rank 0's BatchNorm statistics on every rank
-                metrics = task.evaluate(model)  # validation (each rank its part; the task combines them)
+                scored = model if ema is None else ema.module
+                dist.sync_buffers(scored)  # rank 0's BatchNorm statistics on every rank
+                metrics = task.evaluate(scored)  # validation (each rank its part; the task combines them)
                 elapsed += time.perf_counter() - t0
                 row = {
                     "epoch": epoch + 1 if (step + 1) == steps else round(done / steps, 4),
@@ -340,7 +359,10 @@ def fit(
                              out_dir.name, monitor_of(task)[0], cfg.patience, done)
                     break
             if main:  # a checkpoint at every epoch's end (and where the plateau schedule stopped)
-                save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                averaged = {} if ema is None else {"training_model": model.state_dict(),
+                                                   "ema_steps": int(ema.n_averaged)}
+                save_torch({"model": (model if ema is None else ema.module).state_dict(), **averaged,
+                            "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                             "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "trained": trained,
                             "history": history,
@@ -352,6 +374,8 @@ def fit(
         bar.close()
         if writer:
             writer.close()
+    if ema is not None:  # the caller gets the weights that were evaluated
+        model.load_state_dict(ema.module.state_dict())
     return history
 
 
