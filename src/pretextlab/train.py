@@ -234,7 +234,8 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
-    ema = weight_average(model, cfg.ema)  # with --ema: what is evaluated and kept
+    ema = weight_average(model, cfg.ema)
+    kept = model if ema is None else ema.module  # the weights evaluated and kept (with --ema: the average)
     step_model = dist.wrap(model, device)  # under torchrun: DistributedDataParallel averages gradients
     step_model = torch.compile(step_model) if cfg.compile else step_model  # same parameters, fused kernels
     batch = dist.global_batch(min(cfg.batch_size, task.n_train))  # all ranks together
@@ -248,9 +249,9 @@ def fit(
     if ckpt_path.exists():
         state = load_torch(ckpt_path, device)
         _check_world_size(out_dir, state.get("world_size", 1))
-        model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was evaluated
+        model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was kept
         if ema is not None:
-            ema.module.load_state_dict(state["model"])
+            kept.load_state_dict(state["model"])
             ema.n_averaged.fill_(state["ema_steps"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -321,9 +322,8 @@ def fit(
                 interval = time.perf_counter() - t0
                 trained += interval
                 counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
-                scored = model if ema is None else ema.module
-                dist.sync_buffers(scored)  # rank 0's BatchNorm statistics on every rank
-                metrics = task.evaluate(scored)  # validation (each rank its part; the task combines them)
+                dist.sync_buffers(kept)  # rank 0's BatchNorm statistics on every rank
+                metrics = task.evaluate(kept)  # validation (each rank its part; the task combines them)
                 elapsed += time.perf_counter() - t0
                 row = {
                     "epoch": epoch + 1 if (step + 1) == steps else round(done / steps, 4),
@@ -361,7 +361,7 @@ def fit(
             if main:  # a checkpoint at every epoch's end (and where the plateau schedule stopped)
                 averaged = {} if ema is None else {"training_model": model.state_dict(),
                                                    "ema_steps": int(ema.n_averaged)}
-                save_torch({"model": (model if ema is None else ema.module).state_dict(), **averaged,
+                save_torch({"model": kept.state_dict(), **averaged,
                             "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                             "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "trained": trained,
@@ -374,8 +374,8 @@ def fit(
         bar.close()
         if writer:
             writer.close()
-    if ema is not None:  # the caller gets the weights that were evaluated
-        model.load_state_dict(ema.module.state_dict())
+    if kept is not model:  # the caller gets the weights that were evaluated
+        model.load_state_dict(kept.state_dict())
     return history
 
 

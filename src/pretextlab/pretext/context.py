@@ -209,8 +209,8 @@ def sample_patches(x: Tensor, corners: Tensor, patch: int, canvas: int, flip: Te
         c = corners.transpose(0, 1).reshape(n * b, 2)
         return unit(crop_at(x.repeat(n, 1, 1, 1), c[:, 0], c[:, 1], patch, patch,
                             None if flip is None else flip.repeat(n)))
-    steps = 2 * (corners.to(x.device)[..., None] + torch.arange(patch, device=x.device)) + 1  # (B, n, 2, patch)
-    at = steps / canvas - 1
+    pixel = corners.to(x.device)[..., None] + torch.arange(patch, device=x.device)  # (B, n, 2, patch) canvas px
+    at = (2 * pixel + 1) / canvas - 1
     rows, cols = at[:, :, 0], at[:, :, 1]
     if flip is not None:
         cols = torch.where(flip.to(x.device)[:, None, None], -cols, cols)
