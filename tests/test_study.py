@@ -146,7 +146,7 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
 @pytest.mark.parametrize("kw, message", [
     (dict(seeds=()), "no seed given"),
     (dict(seeds=(0, 0)), "listed twice"),
-    (dict(seeds=(-1,)), "seeds must be >= 0"),
+    (dict(seeds=(-1,)), "--seeds -1 is out of range"),
     (dict(pretexts=("context", "context")), "listed twice"),
 ])
 def test_study_rejects_bad_lists(make_image_folder, cache_dir, tmp_path, kw, message):

@@ -277,7 +277,7 @@ def study(
     if backbone:
         check_backbone(backbone)
     if replicate_of is not None:
-        kw = replicate_settings(replicate_of, data)
+        kw = replicate_settings(replicate_of, data, backbone)
         folder = run_study(out_dir=out, seeds=_numbers(seeds, "--seeds", int), device=device, quiet=quiet,
                            precision=precision, epochs=epochs, pretrain_epochs=pretrain_epochs, dry_run=dry_run, **kw)
     else:

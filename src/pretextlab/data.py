@@ -91,27 +91,62 @@ def load_dataset(source: str, image_size: int | None = None, cache_dir: Path | N
         raise UserError(f"--storage {storage} is unknown; use auto, memory or stream")
     key_src = source.lower()
     if key_src in TORCHVISION_SOURCES and not Path(source).exists():
-        return _cached(cache_dir, key_src, f"{key_src}|{image_size}", storage,
-                       build=lambda: torchvision_dataset(key_src, cache_dir, image_size))
+        ds = _cached(cache_dir, key_src, f"{key_src}|{image_size}", storage,
+                     build=lambda: torchvision_dataset(key_src, cache_dir, image_size))
+        return _fingerprinted(ds, key_src)
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"--data {source}: no such file or directory; {SOURCE_HELP}")
     if not path.is_dir():
         raise UserError(f"--data {source} is a file, not a folder; {SOURCE_HELP}")
     if (path / "data_batch_1").exists() or (path / "meta").exists() and (path / "train").is_file():
-        listing = _listing(path, recursive=False)
-        return _cached(cache_dir, path.name, f"pickle|{listing}|{image_size}", storage,
-                       build=lambda: cifar_pickle(path, image_size))
+        listing, files = _listing(path, recursive=False)
+        return _fingerprinted(_cached(cache_dir, path.name, f"pickle|{listing}|{image_size}", storage,
+                                      build=lambda: cifar_pickle(path, image_size)), files)
     if (path / "train").is_dir():
-        listing = _listing(path, recursive=True)
-        return _told(_cached(cache_dir, path.name, f"split|{listing}|{image_size}", storage,
-                             scan=lambda: scan_split_root(path, image_size)), path)
-    listing = _listing(path, recursive=True)
+        listing, files = _listing(path, recursive=True)
+        return _fingerprinted(_told(_cached(cache_dir, path.name, f"split|{listing}|{image_size}", storage,
+                                            scan=lambda: scan_split_root(path, image_size)), path), files)
+    listing, files = _listing(path, recursive=True)
     ds = _cached(cache_dir, path.name, f"folder|{listing}|{image_size}", storage,
                  scan=lambda: {"train": scan_folder(path, image_size)})
     if path.name in ("train", "test"):  # ".../cifar10/train" is better named by its parent
         ds.name = f"{path.resolve().parent.name}/{path.name}"
-    return _told(ds, path)
+    return _fingerprinted(_told(ds, path), files)
+
+
+def _fingerprinted(ds: Dataset, files: str) -> Dataset:
+    """ds with its fingerprint: classes, image counts and a hash of every file's name and size (not its time,
+    so that a copy of the same images elsewhere matches). Runs and studies record it and refuse to go on
+    when it changes: images added under a half-finished study would silently change its splits."""
+    ds.fingerprint = {"classes": len(ds.classes), "images": len(ds.train) + len(ds.test or ()), "files": files}
+    return ds
+
+
+def describe_fingerprint(fp: dict) -> str:
+    return f"{fp.get('classes')} classes, {fp.get('images')} images" + (
+        f", test {describe_fingerprint(fp['test'])}" if fp.get("test") else "")
+
+
+def check_same_data(stored: dict | None, current: dict | None, what: str) -> None:
+    """Refuse, in one line, to go on with a run or study (`what`) whose images changed under it."""
+    if stored and current and stored != current:
+        same = describe_fingerprint(stored) == describe_fingerprint(current)
+        raise UserError(f"the images of --data differ from those {what} began with (then "
+                        f"{describe_fingerprint(stored)}, now {describe_fingerprint(current)}"
+                        f"{'; same counts, other files' if same else ''}); restore them, or use another --out to "
+                        "start afresh")
+
+
+def check_out_outside_data(data: DataConfig, out: Path) -> None:
+    """An --out inside --data would be read back as images (a new class, or a changed folder): refused."""
+    out = Path(out).expanduser().resolve()
+    for flag, source in (("--data", data.source), ("--test-data", data.test_source)):
+        if source and Path(source).expanduser().is_dir():
+            root = Path(source).expanduser().resolve()
+            if out == root or root in out.parents:
+                raise UserError(f"--out {out} is inside {flag} {source}; its files would be read as images: put "
+                                "--out outside the data folder")
 
 
 def _told(ds: Dataset, path: Path) -> Dataset:
@@ -121,15 +156,17 @@ def _told(ds: Dataset, path: Path) -> Dataset:
     return ds
 
 
-def _listing(path: Path, recursive: bool) -> str:
-    """A hash of every file's name, size and mtime: any change to the folder invalidates the cache."""
-    h = hashlib.sha256()
+def _listing(path: Path, recursive: bool) -> tuple[str, str]:
+    """Two hashes of a folder's files: of every name, size and mtime (the cache key: any change invalidates
+    the cache), and of every name and size only (the fingerprint: a copy elsewhere matches)."""
+    key, fingerprint = hashlib.sha256(), hashlib.sha256()
     files = sorted(path.rglob("*") if recursive else path.iterdir())
     for f in files:
         if f.is_file() and not f.name.startswith("."):
             st = f.stat()
-            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+            key.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            fingerprint.update(f"{f.relative_to(path).as_posix()}|{st.st_size}\n".encode())
+    return key.hexdigest(), fingerprint.hexdigest()[:16]
 
 
 def _cached(cache_dir: Path, name: str, key: str, storage: str, build: Callable[[], Dataset] | None = None,
@@ -233,7 +270,21 @@ def stratified_split(labels: Tensor, val_fraction: float, seed: int) -> tuple[Te
             n_val = min(max(n_val, 1), len(idx) - 1)
         val.append(idx[:n_val])
         train.append(idx[n_val:])
+    n_val = sum(len(v) for v in val)
+    _say_if_val_grew(val_fraction, n_val / len(labels))
     return torch.cat(train).sort().values, torch.cat(val).sort().values
+
+
+_told_val: set[tuple[float, float]] = set()
+
+
+def _say_if_val_grew(asked: float, got: float) -> None:
+    """Every class keeps at least one validation image, so many small classes make the split larger than
+    asked: said once per process, since a study splits the same way for every run."""
+    if got > 1.5 * asked and got - asked > 0.02 and (asked, got) not in _told_val:
+        _told_val.add((asked, got))
+        log.warning("--val-fraction %g holds out %.0f%% of the images: every class keeps at least one validation "
+                    "image, and classes this small give it more than %g of their images", asked, 100 * got, asked)
 
 
 def check_fraction(fraction: float, flag: str = "--fraction") -> None:
@@ -319,9 +370,9 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def data_facts(ds: Dataset) -> dict[str, Any]:
-    """Where a run's images lived (recorded in config.json's `resolved`, never compared: storage and
-    cache location do not change the numbers)."""
-    return {"storage": ds.storage, "cache": ds.cache_file}
+    """Where a run's images lived and what they were (recorded in config.json's `resolved`): storage and
+    cache location never change the numbers and are not compared; the fingerprint is (runs.check_same_run_data)."""
+    return {"storage": ds.storage, "cache": ds.cache_file, "data_fingerprint": ds.fingerprint}
 
 
 def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
@@ -347,4 +398,4 @@ def load_data(data: DataConfig) -> Dataset:
                         f"--data has {ds.classes} ({ds.channels}); give a test set of the same classes")
     if test.test is not None:
         raise UserError(f"--test-data {data.test_source} has train/ and test/ folders; give its test/ folder")
-    return dataclasses.replace(ds, test=test.train)
+    return dataclasses.replace(ds, test=test.train, fingerprint={**ds.fingerprint, "test": test.fingerprint})

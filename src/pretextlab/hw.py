@@ -29,6 +29,12 @@ def setup_threads() -> int:
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present (auto), else the CPU; on CUDA, let cuDNN and matmuls pick their fastest kernels."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        from .errors import UserError
+
+        raise UserError(f"--device {name} is unknown; use auto, cpu or cuda (cuda:N for one GPU of several)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

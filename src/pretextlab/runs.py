@@ -84,6 +84,33 @@ def check_resumable(out_dir: Path, config: dict, ckpt_path: Path) -> None:
                         "use another --out or delete that folder to start afresh")
 
 
+def check_same_run_data(out_dir: Path, fingerprint: dict | None) -> None:
+    """Refuse to resume a run whose images changed since it began: its split and label subset would change
+    while indices.json kept the old ones. Runs from before the fingerprint was recorded resume as before."""
+    from .data import check_same_data
+
+    config, ckpt = Path(out_dir) / CONFIG, Path(out_dir) / CHECKPOINT
+    if ckpt.exists() and config.exists():
+        stored = load_json(config).get("resolved", {}).get("data_fingerprint")
+        check_same_data(stored, fingerprint, f"the run in {out_dir}")
+
+
+def written_here(folder: Path) -> bool:
+    """Whether a folder is empty or was written by pretextlab (its lock file, or a run's config.json or a
+    study's study.json as pretextlab writes them): --out never overwrites a user's own files."""
+    from .layout import STUDY
+
+    if not any(not p.name.startswith(".") for p in folder.iterdir()) or (folder / LOCK).exists():
+        return True
+    for name, key in ((CONFIG, "kind"), (STUDY, "preset")):
+        try:
+            if key in load_json(folder / name):
+                return True
+        except (OSError, ValueError, TypeError):
+            continue
+    return False
+
+
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
     """Best value and epoch of every validation metric (loss: lowest), plus the last epoch's row."""
     best = {}
@@ -160,6 +187,10 @@ def writer_lock(folder: Path) -> Iterator[None]:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file; pass a folder (a new one, or one pretextlab wrote)")
     created = not folder.exists()
+    if not created and not written_here(folder):
+        names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        raise UserError(f"--out {folder} holds files pretextlab did not write ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}); pass a new or empty folder, so none is overwritten")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / LOCK), timeout=0)

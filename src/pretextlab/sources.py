@@ -48,6 +48,7 @@ class Dataset:
     test: ImageSet | None = None
     skipped: int = 0  # unreadable files left out when decoding a folder
     cache_file: str | None = None
+    fingerprint: dict | None = None  # what the images were (data.fingerprint): a run notices when they change
 
     @property
     def channels(self) -> int:
@@ -178,7 +179,7 @@ class FolderScan:
         for f, ci in self.files[start:stop]:
             try:
                 with Image.open(f) as im:
-                    im = im.convert(self.mode)
+                    im = to_mode(im, self.mode)
                     if im.size != (size, size):
                         im = resize_pil(im, size)
                     arrays.append(np.asarray(im))
@@ -248,6 +249,24 @@ def folder_dataset(name: str, scans: dict[str, FolderScan]) -> Dataset:
             raise UserError(f"{scan.path} holds no readable images; {SOURCE_HELP}")
         sets[part], skipped = ImageSet(torch.as_tensor(x), torch.as_tensor(y)), skipped + scan.listed - len(y)
     return Dataset(name, scans["train"].classes, sets["train"], sets.get("test"), skipped=skipped)
+
+
+WIDE_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's modes of 16-bit, 32-bit and float grayscale
+
+
+def to_mode(im, mode: str):
+    """im as 8-bit L or RGB. Pillow's convert clips wider grayscale to 0..255, which turns a 16-bit PNG almost
+    white; such images are scaled to 8 bits instead: 16-bit files (and 32-bit values above 255) by /257, floats
+    of at most 1 by 255, 32-bit values that fit in 8 bits as they are."""
+    from PIL import Image
+
+    if im.mode not in WIDE_GRAY:
+        return im.convert(mode)
+    a = np.asarray(im, dtype=np.float64)
+    top = a.max(initial=0.0)
+    scale = 255 / 65535 if im.mode.startswith("I;16") or top > 255 else 255.0 if im.mode == "F" and top <= 1 else 1.0
+    gray = Image.fromarray(np.clip(np.round(a * scale), 0, 255).astype(np.uint8), "L")
+    return gray.convert(mode)
 
 
 def resize_pil(im, size: int):

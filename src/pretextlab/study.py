@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from . import dist, hw, plan
-from .data import DataConfig, check_fraction, label_fraction, make_splits, open_data
+from .data import DataConfig, check_fraction, check_out_outside_data, check_same_data, label_fraction, make_splits, open_data
 from .errors import UserError
 from .finetune import train_classifier
-from .io import load_json, save_json, sha256_file
+from .io import load_json, save_bytes, save_json, sha256_file
 from .layout import (
     BACKBONE,
     EXAMPLES,
@@ -43,12 +43,13 @@ from .layout import (
     probe_key,
     run_name,
 )
+from .backbones import is_user_file
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .presets import PRESETS, Preset, with_overrides
 from .probe import evaluate_frozen, features, frozen_features, probe_settings
 from .runs import hold_precision, json_roundtrip, settings_diff, writer_lock
 from .sources import Dataset
-from .train import eval_steps, steps_per_epoch
+from .train import check_precision, check_seed, eval_steps, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,13 @@ def run_study(
             raise UserError(f"no {what} given; pass at least one, e.g. --fractions 1.0,0.1 --seeds 0 --pretext context")
         if len(set(values)) < len(values):
             raise UserError(f"a {what} is listed twice in {', '.join(map(str, values))}; list each once")
-    if any(s < 0 for s in seeds):
-        raise UserError(f"seeds must be >= 0, got {', '.join(map(str, seeds))}; use e.g. --seeds 0,1,2")
+    for seed in seeds:
+        check_seed(seed, "--seeds")
+    check_precision(precision)
     p = with_overrides(PRESETS[preset], epochs, pretrain_epochs)
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
+    check_out_outside_data(data, out_dir)
     dev, ds = open_data(data, device, None)  # under torchrun: join the job before anything is written
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
         make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
@@ -190,7 +193,7 @@ def run_study(
             "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
             "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
                         "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
-                        "channels": ds.channels, "skipped_files": ds.skipped},
+                        "channels": ds.channels, "skipped_files": ds.skipped, "fingerprint": ds.fingerprint},
             "machine": hw.machine_info(), "stage_times_s": times,
         }
         if replicate_of is not None:
@@ -313,23 +316,38 @@ def _announce(stages: list[plan.Stage], backbone: str, ds: Dataset, dev: torch.d
     return {"rate": rate, "estimated_s": plan.estimate_s(stages, rate)}
 
 
-def replicate_settings(original: Path, data: str | None = None) -> dict[str, Any]:
+def replicate_settings(original: Path, data: str | None = None, backbone: str | None = None) -> dict[str, Any]:
     """run_study's settings of a finished study, to run it again under other seeds or another precision.
 
     The replicate takes the original's data, fractions, pretext tasks, preset, backbone and pretraining
-    mode; `data` points it at another copy of the same images (e.g. on another machine).
+    mode; `data` points it at another copy of the same images (e.g. on another machine). A backbone from
+    the user's own file is built only from the file the user names again (`backbone`): a study folder
+    someone hands over never decides which code runs.
     """
     original = Path(original)
     if not (original / STUDY).is_file():
         raise UserError(f"--replicate-of {original}: no study.json there; pass the folder of a finished study")
     if not (original / REPORT_SUMMARY).is_file():
         raise UserError(f"--replicate-of {original} has no summary.json yet; run `pretextlab report {original}` first")
-    s = load_json(original / STUDY)
-    fields = {f.name for f in dataclasses.fields(DataConfig)}
-    d = DataConfig(**{k: v for k, v in s["data"].items() if k in fields})
-    return {"data": dataclasses.replace(d, source=data) if data else d, "fractions": tuple(s["fractions"]),
-            "preset": s["preset"], "pretexts": tuple(s["pretexts"]), "backbone": s["backbone"],
-            "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original}
+    try:
+        s = load_json(original / STUDY)
+        fields = {f.name for f in dataclasses.fields(DataConfig)}
+        d = DataConfig(**{k: v for k, v in s["data"].items() if k in fields})
+        stored = str(s["backbone"])
+        settings = {"data": dataclasses.replace(d, source=data) if data else d,
+                    "fractions": tuple(float(f) for f in s["fractions"]), "preset": str(s["preset"]),
+                    "pretexts": tuple(str(t) for t in s["pretexts"]),
+                    "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise UserError(f"--replicate-of {original}: its study.json is damaged or not a pretextlab study's; "
+                        "pass the folder of a finished study") from None
+    if is_user_file(stored) and backbone is None:
+        raise UserError(f"--replicate-of {original} was trained with your own module {stored}; pass --backbone "
+                        f"{stored} (or its new path) to build it: pretextlab never runs code a study folder names")
+    if backbone is not None and backbone != stored and not (is_user_file(stored) and is_user_file(backbone)):
+        raise UserError(f"--replicate-of {original} used the backbone {stored}; a replicate keeps it: drop "
+                        f"--backbone {backbone}")
+    return {**settings, "backbone": backbone or stored}
 
 
 # What must match for a study folder to be resumed: its recipe. Fractions, seeds and pretext tasks may
@@ -341,6 +359,12 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
     """Refuse, before anything is written, to resume a study folder with another recipe or data."""
     if not stored:
         return
+    was, now = stored.get("dataset") or {}, new["dataset"]["fingerprint"]
+    if "fingerprint" in was:
+        check_same_data(was["fingerprint"], now, f"the study in {out_dir}")
+    elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count at least must hold
+        then = {"classes": len(was["classes"]), "images": was.get("n_train_total", 0) + was.get("n_test", 0)}
+        check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir}")
     stored = {"pretraining": "shared", **stored}  # studies from before per-seed pretraining shared it
     old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
     cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
@@ -402,6 +426,10 @@ def export_study(study_dir: Path, dest: Path, force: bool = False) -> tuple[int,
         if study_dir not in src.resolve().parents:  # checked for every file before any is copied
             raise UserError(f"{study_dir / rel} is a link to {src.resolve()}, outside the study; export copies only "
                             "the study's own files: remove the link")
+        if src.stat().st_nlink > 1:  # a hard link may be another folder's file: its contents are not the study's
+            raise UserError(f"{study_dir / rel} is a hard link shared with another file; export copies only the "
+                            f"study's own files: replace it by a copy (cp {rel.name} x && mv x {rel.name})")
+        _check_no_link(dest, rel)
         chosen.append(rel)
     files, size = 0, 0
     for rel in chosen:
@@ -413,6 +441,16 @@ def export_study(study_dir: Path, dest: Path, force: bool = False) -> tuple[int,
             summary.setdefault("backbone_sha256", sha256_file(weights))
             save_json(summary, out)
         else:
-            shutil.copy2(src, out)
+            save_bytes(src.read_bytes(), out)  # a new file moved into place: never written through a link
+            shutil.copystat(src, out)
         files, size = files + 1, size + out.stat().st_size
     return files, size
+
+
+def _check_no_link(dest: Path, rel: Path) -> None:
+    """Refuse to export through a link inside dest: the copy would land wherever it points."""
+    for depth in range(1, len(rel.parts) + 1):
+        here = dest.joinpath(*rel.parts[:depth])
+        if here.is_symlink():
+            raise UserError(f"{here} is a link (to {here.resolve()}); export writes only inside {dest}: remove the "
+                            "link or export to a new folder")

@@ -18,13 +18,13 @@ import torch
 
 from .. import dist
 from ..backbones import backbone_facts
-from ..data import DataConfig, data_facts, data_settings, make_splits, open_data
+from ..data import DataConfig, check_out_outside_data, data_facts, data_settings, make_splits, open_data
 from ..errors import UserError
 from ..io import save_json, save_torch, sha256_file
 from ..layout import BACKBONE, SAMPLES, SUMMARY
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
-from ..runs import finished_summary, run_precision, summarize, writer_lock
+from ..runs import check_same_run_data, finished_summary, run_precision, summarize, writer_lock
 from ..sources import Dataset
 from ..train import TrainConfig, fit, train_settings
 from .context import ContextOptions, ContextPrediction
@@ -46,10 +46,35 @@ def make_task(name: str, splits, options: dict | None, precision: str):
     if name not in TASKS:
         raise UserError(f"unknown pretext task '{name}'; choose one of: {', '.join(TASKS)}")
     cls, opt_cls = TASKS[name]
+    typed = typed_options(name, opt_cls, options or {})
     try:
-        return cls(splits, opt_cls(**(options or {})), precision)
+        return cls(splits, opt_cls(**typed), precision)
     except (TypeError, ValueError) as e:
         raise UserError(f"pretext '{name}' options {options}: {e}") from None
+
+
+def typed_options(task: str, opt_cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """options checked against the task's declared fields and types, so that `--option temperature=abc` says
+    which option takes what, instead of failing inside the task (ints are taken where a float is declared)."""
+    import math
+    import typing
+
+    hints = typing.get_type_hints(opt_cls)
+    out = {}
+    for key, value in options.items():
+        if key not in hints:
+            raise UserError(f"--option {key}: pretext '{task}' has no such option; it has {', '.join(hints)}")
+        kind = hints[key]
+        ok = (isinstance(value, bool) if kind is bool else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              if kind is float else
+              isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+        if not ok:
+            example = {bool: "true or false", float: "a number", int: "a whole number", str: "a word"}.get(kind, kind)
+            raise UserError(f"--option {key}={value}: pretext '{task}' takes {example} for {key} "
+                            f"(default {getattr(opt_cls(), key)!r})")
+        out[key] = float(value) if kind is float else value
+    return out
 
 
 def pretrain(
@@ -71,6 +96,7 @@ def pretrain(
     Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
     precision is the caller's decision for `--precision auto` (a study decides once for all its runs).
     """
+    check_out_outside_data(data, out_dir)
     with writer_lock(out_dir):
         return _pretrain(task_name, data, cfg, backbone, Path(out_dir), options, dataset, device, quiet, knn_images,
                          on_epoch_end, precision)
@@ -87,6 +113,7 @@ def _pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str,
     if done is not None:  # a kept study (`pretextlab export`) has the results, not the weights: re-make them
         log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", out_dir)
     dev, ds = open_data(data, device, dataset)
+    check_same_run_data(out_dir, ds.fingerprint)
     splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
     precision = run_precision(cfg.precision, dev, out_dir, decided)
     task = make_task(task_name, splits, options, precision)
