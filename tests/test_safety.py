@@ -317,3 +317,216 @@ def test_ctrl_c_says_how_to_resume(make_image_folder, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# No code runs unless the user names it on the command line; no file is written outside --out
+
+
+def _study_naming(folder: Path, data: Path, backbone: str) -> Path:
+    """A finished-looking study folder whose study.json names `backbone` (e.g. a file of someone else's)."""
+    folder.mkdir()
+    (folder / "study.json").write_text(json.dumps({
+        "data": {"source": str(data), "val_fraction": 0.25}, "fractions": [1.0], "seeds": [0], "preset": "smoke",
+        "pretexts": ["context"], "backbone": backbone, "pretraining": "per-seed"}))
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_a_study_folder_handed_over_runs_no_python_file(run_cli, assert_user_error, make_image_folder, tmp_path,
+                                                        marker):
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\nfrom torch import nn\nNet = nn.Identity\n")
+    data = make_image_folder(n_per_class=4, size=16)
+    handed = _study_naming(tmp_path / "handed", data, f"{evil}:Net")
+    proc = run_cli("study", "--replicate-of", handed, "--seeds", "1", "--dry-run", "--out", tmp_path / "x",
+                   "--device", "cpu", "--cache-dir", tmp_path / "cache")
+    assert_user_error(proc, "evil.py:Net", "--backbone", "never runs code a study folder names")
+    assert not marker.exists()
+    # named on the command line, the user's own file is what runs
+    mine = Path(__file__).parent / "fixtures" / "user_backbone.py"
+    ok = _study_naming(tmp_path / "mine", data, f"{mine}:TinyNet")
+    proc = run_cli("study", "--replicate-of", ok, "--backbone", f"{mine}:TinyNet", "--seeds", "1", "--dry-run",
+                   "--out", tmp_path / "y", "--device", "cpu", "--cache-dir", tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+
+
+def _bare_study(folder: Path) -> Path:
+    (folder / "f1-scratch-s0").mkdir(parents=True)
+    (folder / "study.json").write_text('{"preset": "smoke"}')
+    (folder / "report.md").write_text("# report")
+    (folder / "f1-scratch-s0" / "metrics.csv").write_text("step,val_loss\n1,0.5\n")
+    return folder
+
+
+def test_export_never_writes_through_a_link_in_dest(tmp_path):
+    study = _bare_study(tmp_path / "study")
+    outside = tmp_path / "outside.md"
+    outside.write_text("mine")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "report.md").symlink_to(outside)
+    with pytest.raises(UserError, match="report.md is a link"):
+        export_study(study, dest, force=True)
+    assert outside.read_text() == "mine"
+    (dest / "report.md").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (dest / "f1-scratch-s0").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="f1-scratch-s0 is a link"):
+        export_study(study, dest, force=True)
+    assert not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_export_refuses_a_hard_link_to_a_file_outside_the_study(tmp_path):
+    study = _bare_study(tmp_path / "study")
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    os.link(secret, study / "f1-scratch-s0" / "notes.json")
+    with pytest.raises(UserError, match="notes.json is a hard link"):
+        export_study(study, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Nothing a user made is overwritten; data that changed under a run is noticed
+
+
+def test_train_refuses_an_out_holding_files_it_did_not_write(run_cli, assert_user_error, make_image_folder,
+                                                            tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"my": "settings"}')
+    (out / "metrics.csv").write_text("a,b\n1,2\n")
+    proc = run_cli("train", "--data", make_image_folder(), "--out", out, "--cache-dir", tmp_path / "cache",
+                   "--epochs", "1", "--device", "cpu", "--quiet")
+    assert_user_error(proc, "holds files pretextlab did not write", "config.json, metrics.csv")
+    assert (out / "config.json").read_text() == '{"my": "settings"}' and sorted(os.listdir(out)) == [
+        "config.json", "metrics.csv"]
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_an_out_inside_the_data_is_refused(run_cli, assert_user_error, make_image_folder, tmp_path, command):
+    data = make_image_folder()
+    proc = run_cli(command, "--data", data, "--out", data / "run1", "--cache-dir", tmp_path / "cache",
+                   "--device", "cpu", "--quiet")
+    assert_user_error(proc, "is inside --data", "put --out outside the data folder")
+    assert not (data / "run1").exists()
+
+
+def test_a_resumed_run_refuses_images_added_since_it_began(make_image_folder, tiny_data_config, tiny_train_config,
+                                                          cache_dir, tmp_path):
+    data, out = make_image_folder(n_per_class=8), tmp_path / "run"
+    train_classifier(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
+                     quiet=True)
+    (out / "summary.json").unlink()  # as if stopped after its last checkpoint
+    write_image_folder(data, classes=("apple",), n_per_class=12, seed=5)  # four more apples
+    indices = (out / "indices.json").read_text()
+    with pytest.raises(UserError, match=r"differ from those the run in .* began with \(then 3 classes, 24 images, "
+                                        r"now 3 classes, 28 images\)"):
+        train_classifier(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
+                         quiet=True)
+    assert (out / "indices.json").read_text() == indices
+
+
+def test_a_class_added_under_a_finished_study_is_refused_and_the_study_kept(make_image_folder, tmp_path):
+    data, out = make_image_folder(n_per_class=8, size=16), tmp_path / "study"
+    run_study(_smoke(data, tmp_path / "c"), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    before = (out / "study.json").read_bytes()
+    write_image_folder(data, classes=("kiwi",), n_per_class=8, size=16)
+    with pytest.raises(UserError, match=r"the study in .* began with \(then 3 classes, 24 images, now 4 classes"):
+        run_study(_smoke(data, tmp_path / "c"), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+    assert (out / "study.json").read_bytes() == before
+    shutil.rmtree(data / "kiwi")  # restored: the study goes on (here: it is finished, nothing to do)
+    run_study(_smoke(data, tmp_path / "c"), out, fractions=(1.0,), preset="smoke", device="cpu", quiet=True)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path, cache_dir):
+    rng = np.random.default_rng(0)
+    for name in ("dark", "light"):
+        for kind in ("8bit", "16bit"):
+            (tmp_path / kind / name).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            eight = rng.integers(0, 120, (10, 10)) + (120 if name == "light" else 0)
+            Image.fromarray(eight.astype(np.uint8)).save(tmp_path / "8bit" / name / f"{i}.png")
+            Image.fromarray((eight * 257).astype(np.uint16)).save(tmp_path / "16bit" / name / f"{i}.png")
+    assert Image.open(tmp_path / "16bit" / "dark" / "0.png").mode == "I;16"
+    eight = load_dataset(str(tmp_path / "8bit"), cache_dir=cache_dir)
+    sixteen = load_dataset(str(tmp_path / "16bit"), cache_dir=cache_dir)
+    assert torch.equal(eight.train.images, sixteen.train.images)
+
+
+# ----------------------------------------------------------------------------------------------
+# Unknown choices and non-finite values are refused before any work
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "fp8"], "--precision fp8 is unknown; use auto, fp32, bf16, fp16"),
+    (["--lr", "nan"], "--lr nan is not a finite number"),
+    (["--lr", "inf"], "--lr inf is not a finite number"),
+    (["--momentum", "nan"], "--momentum nan is not a finite number"),
+    (["--weight-decay", "nan"], "--weight-decay nan is not a finite number"),
+    (["--backbone-lr-scale", "nan"], "--backbone-lr-scale nan is not a finite number"),
+    (["--warmup", "2"], "--warmup 2 is the share of the steps spent warming up, in [0, 1)"),
+    (["--label-smoothing", "5"], "--label-smoothing 5 must be in [0, 1)"),
+    (["--seed", "99999999999999999999999"], "--seed 99999999999999999999999 is out of range"),
+    (["--device", "tpu"], "--device tpu is unknown; use auto, cpu or cuda"),
+])
+def test_train_refuses_bad_values_in_one_line(make_image_folder, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from pretextlab.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(make_image_folder(n_per_class=4)), "--out", str(out),
+                                      "--cache-dir", str(tmp_path / "cache"), "--quiet", *args])
+    assert isinstance(result.exception, UserError), result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["study", "--seeds", "99999999999999999999999"], "--seeds 99999999999999999999999 is out of range"),
+    (["study", "--precision", "fp8"], "--precision fp8 is unknown"),
+    (["pretrain", "--pretext", "simclr", "--option", "temperature=abc"],
+     "--option temperature=abc: pretext 'simclr' takes a number for temperature (default 0.5)"),
+    (["pretrain", "--pretext", "rotation", "--option", "spin=2"], "--option spin: pretext 'rotation' has no such"),
+])
+def test_study_and_pretrain_refuse_bad_values_in_one_line(make_image_folder, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from pretextlab.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [*args, "--data", str(make_image_folder(n_per_class=4, size=16)), "--out",
+                                      str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"])
+    assert isinstance(result.exception, UserError), result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not out.exists()
+
+
+def test_many_tiny_classes_say_how_large_validation_became(caplog):
+    from pretextlab.data import stratified_split
+
+    stratified_split(torch.arange(500).repeat_interleave(2), 0.1, 0)
+    assert "--val-fraction 0.1 holds out 50% of the images" in caplog.text
+
+
+def test_a_checkpoint_evaluated_from_another_folder_refuses_other_images(tiny_data_config, tiny_train_config,
+                                                                         cache_dir, tmp_path, monkeypatch, caplog):
+    from pretextlab.finetune import evaluate_checkpoint
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    write_image_folder(Path("imgs"), n_per_class=8)
+    train_classifier(tiny_data_config("imgs", cache_dir), tiny_train_config(epochs=1), "fast", tmp_path / "run",
+                     device="cpu", quiet=True)
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    assert evaluate_checkpoint(ckpt, None)["accuracy"] >= 0  # where it was trained: the same images
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    write_image_folder(Path("imgs"), n_per_class=9, seed=3)  # a same-named folder of other images
+    with pytest.raises(UserError, match=r"differ from those .*checkpoint.pt was trained on at imgs \(then 3 classes, "
+                                        r"24 images, now 3 classes, 27 images\)"):
+        evaluate_checkpoint(ckpt, None)
+    evaluate_checkpoint(ckpt, "imgs")  # named by the user: scored, with a warning
+    assert "holds other images than" in caplog.text

@@ -129,10 +129,11 @@ def describe_fingerprint(fp: dict) -> str:
 
 
 def check_same_data(stored: dict | None, current: dict | None, what: str) -> None:
-    """Refuse, in one line, to go on with a run or study (`what`) whose images changed under it."""
+    """Refuse, in one line, images other than those `what` names ("the run in X began with"): a run or study
+    whose images changed under it, a checkpoint evaluated on other images."""
     if stored and current and stored != current:
         same = describe_fingerprint(stored) == describe_fingerprint(current)
-        raise UserError(f"the images of --data differ from those {what} began with (then "
+        raise UserError(f"the images of --data differ from those {what} (then "
                         f"{describe_fingerprint(stored)}, now {describe_fingerprint(current)}"
                         f"{'; same counts, other files' if same else ''}); restore them, or use another --out to "
                         "start afresh")

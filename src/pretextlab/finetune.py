@@ -16,14 +16,26 @@ from torch import Tensor, nn
 from . import dist, hw
 from .augment import augment, normalize, take
 from .backbones import backbone_facts, file_sha256, is_user_file
-from .data import DataConfig, Splits, data_facts, data_settings, load_data, make_splits, open_data, stratified_split
+from .data import (
+    DataConfig,
+    Splits,
+    check_out_outside_data,
+    check_same_data,
+    data_facts,
+    data_settings,
+    describe_fingerprint,
+    load_data,
+    make_splits,
+    open_data,
+    stratified_split,
+)
 from .errors import UserError
 from .io import load_torch, save_json, save_torch, sha256_file
 from .layout import EXAMPLES, INDICES, SUMMARY
 from .metrics import classification_metrics, confusion
 from .models import Classifier, evaluating, load_backbone_weights, make_backbone, read_weights
 from .probe import recalibrate_bn as recalibrate
-from .runs import finished_summary, run_precision, summarize, writer_lock
+from .runs import check_same_run_data, finished_summary, run_precision, summarize, writer_lock
 from .sources import Dataset, ImageSet, rows
 from .train import TrainConfig, fit, run_length, steps_per_epoch, train_settings
 
@@ -131,6 +143,7 @@ def train_classifier(
     """Train (or resume, or just return) the run in out_dir and return its summary; precision is the
     caller's decision for `--precision auto` (a study decides once for all its runs)."""
     check_tta(cfg.tta)  # before anything is written
+    check_out_outside_data(data, out_dir)
     with writer_lock(out_dir):
         return _train_classifier(data, cfg, backbone, Path(out_dir), init, dataset, device, quiet, on_epoch_end,
                                  precision)
@@ -145,6 +158,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
     if done is not None:
         return done
     dev, ds = open_data(data, device, dataset)
+    check_same_run_data(out_dir, ds.fingerprint)
     pad = data.crop_pad(ds.image_size)
     if pad >= ds.image_size:
         raise UserError(f"--pad {pad} is not smaller than the {ds.image_size} px images; use e.g. {ds.image_size // 8}")
@@ -159,7 +173,7 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
             "classes": ds.classes,
             "channels": ds.channels,
             "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist(),
-            "data": dataclasses.asdict(data)}
+            "data": dataclasses.asdict(data), "data_fingerprint": ds.fingerprint}
     run_config = {"kind": "finetune", **settings, "dataset": ds.name, "classes": ds.classes,
                   "n_train": len(splits.y_train), "n_val": len(splits.y_val), "crop_pad": pad}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,25 +215,54 @@ def _train_classifier(data: DataConfig, cfg: TrainConfig, backbone: str, out_dir
 
 
 def load_classifier(path: str | Path, backbone: str | None = None) -> tuple[Classifier, dict[str, Any]]:
-    """A trained classifier rebuilt from its checkpoint alone. A backbone from the user's own file is built
-    only from the file the user names again (`backbone`): a checkpoint's contents never decide what runs."""
+    """A trained classifier rebuilt from its checkpoint alone (a run folder stands for its checkpoint.pt). A backbone
+    from the user's own file is built only from the file the user names again (`backbone`): a checkpoint's contents
+    never decide what runs. Its meta is checked before use, so an edited or foreign file is refused in one line."""
+    from .io import UnreadableFile
+    from .layout import CHECKPOINT
+
     path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise UserError(f"--checkpoint {path} is a folder with no {CHECKPOINT} in it; pass a run's folder or its "
+                            f"{CHECKPOINT}")
+        path = path / CHECKPOINT
     if not path.is_file():
         raise UserError(f"--checkpoint {path}: no such file; pass a run's checkpoint.pt")
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"{path} is not a pretextlab checkpoint ({why}); pass a run's checkpoint.pt")
+
     try:
         state = load_torch(path)
-        meta = state["meta"]
-    except UserError:
-        raise
-    except Exception:
-        raise UserError(f"{path} is not a pretextlab checkpoint; pass a run's checkpoint.pt") from None
-    if meta.get("kind") != "classifier":
-        raise UserError(f"{path} is a {meta.get('kind', 'unknown')} checkpoint, not a classifier; "
+    except UnreadableFile:
+        raise refuse("it is unreadable: truncated or damaged?") from None
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict):
+        raise refuse("it holds no meta dict")
+    if "kind" not in meta:
+        raise refuse("its meta misses 'kind'")
+    if meta["kind"] != "classifier":
+        raise UserError(f"{path} is a {meta['kind']} checkpoint, not a classifier; "
                         "fine-tune it first with `pretextlab train --init`")
+    for key, kind in (("backbone", str), ("classes", list), ("channels", int), ("image_size", int), ("mean", list),
+                      ("std", list)):
+        if key not in meta:
+            raise refuse(f"its meta misses '{key}'")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise refuse(f"its meta's '{key}' is not a {kind.__name__}")
+    if not (meta["classes"] and all(isinstance(c, str) for c in meta["classes"]) and meta["channels"] in (1, 3)
+            and 0 < meta["image_size"] <= 8192  # a bound: predict resizes every image to this side
+            and all(len(meta[k]) == meta["channels"] and all(isinstance(v, (int, float)) for v in meta[k])
+                    for k in ("mean", "std"))
+            and meta.get("precision", "fp32") in ("fp32", "bf16", "fp16")):
+        raise refuse("its meta's classes, channels, image size, mean, std or precision are not a classifier's")
+    if "model" not in state:
+        raise refuse("it misses 'model'")
     model = Classifier(make_backbone(_user_backbone(meta, backbone, path), meta["channels"]), len(meta["classes"]))
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise UserError(f"{path} holds weights that do not fit {meta['backbone']} as built now; pass the backbone "
                         "it was trained with") from None
     return model.eval(), meta
@@ -235,7 +278,7 @@ def _user_backbone(meta: dict[str, Any], given: str | None, path: Path) -> str:
                         "to build it: pretextlab never runs code a checkpoint names")
     if meta.get("backbone_sha256") not in (None, file_sha256(given)):
         log.warning("%s has changed since %s was trained (SHA-256 %s... then); the weights may not fit it",
-                    given.rsplit(":", 1)[0], path, meta["backbone_sha256"][:12])
+                    given.rsplit(":", 1)[0], path, str(meta["backbone_sha256"])[:12])
     return given
 
 
@@ -250,13 +293,22 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
         raise UserError("--recalibrate-bn must be >= 0 (0: the statistics as trained)")
     hw.setup_threads()
     model, meta = load_classifier(checkpoint, backbone)
-    d = meta["data"]
-    ds = load_data(DataConfig(source=source or d["source"], image_size=meta["image_size"],
-                              cache_dir=cache_dir or d.get("cache_dir"), storage=d.get("storage", "auto"),
+    d = meta.get("data")
+    optional = (str, type(None))
+    for key, kind in (("val_fraction", float), ("split_seed", int), ("source", optional if source else str),
+                      ("test_source", optional), ("storage", optional)):
+        if not isinstance(d, dict) or not isinstance(d.get(key), kind):
+            raise UserError(f"{checkpoint} is not a pretextlab checkpoint (its meta misses data.{key}); pass a run's "
+                            "checkpoint.pt" + ("" if source or key != "source" else ", or the data as --data"))
+    # Where files are written comes from the command line alone (--cache-dir, else the default), never from the
+    # checkpoint: the cache dir recorded in it may be another machine's, or planted.
+    ds = load_data(DataConfig(source=source or d["source"], image_size=meta["image_size"], cache_dir=cache_dir,
+                              storage=d.get("storage") or "auto",
                               test_source=None if source else d.get("test_source")))
     if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
         raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
                         f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")
+    _check_trained_data(meta.get("data_fingerprint"), ds.fingerprint, checkpoint, d["source"], source)
     pool, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
     if split == "test":
         if ds.test is None:
@@ -274,12 +326,24 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     return classification_metrics(logits, part.labels, len(ds.classes))
 
 
+def _check_trained_data(trained: Any, now: dict | None, checkpoint: str, recorded: str, given: str | None) -> None:
+    """The images found where the checkpoint says it was trained (a relative path read from another folder, data
+    changed since) must be those it was trained on: refused, since its validation split would silently be other
+    images; images the user names with --data are theirs to choose, and only told apart in a warning."""
+    if not isinstance(trained, dict) or trained == now:
+        return
+    if given is None:
+        check_same_data(trained, now, f"{checkpoint} was trained on at {recorded}")
+    log.warning("--data %s holds other images than %s was trained on (%s then, %s now): its val split is other "
+                "images", given, checkpoint, describe_fingerprint(trained), describe_fingerprint(now or {}))
+
+
 def predict_files(checkpoint: str, files: list[str], backbone: str | None = None) -> list[tuple[str, str, float]]:
     """(file, class, confidence) per image, resized the way the training data was."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from .sources import resize_pil
+    from .sources import resize_pil, to_mode
 
     model, meta = load_classifier(checkpoint, backbone)
     size, mode = meta["image_size"], "L" if meta["channels"] == 1 else "RGB"
@@ -287,7 +351,7 @@ def predict_files(checkpoint: str, files: list[str], backbone: str | None = None
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert(mode)
+                im = to_mode(im, mode)
                 arrays.append(np.asarray(resize_pil(im, size) if im.size != (size, size) else im))
         except FileNotFoundError:
             raise UserError(f"{f}: no such file; pass image paths") from None

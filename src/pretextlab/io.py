@@ -64,21 +64,60 @@ def save_torch(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+# torch.save writes its zip entries uncompressed (stored), so a genuine file never declares much more than its own
+# size; torch.load inflates every entry into memory, so a deflated zip bomb is refused from its directory first.
+MAX_INFLATE = 64 * 2**20  # bytes a torch file may declare beyond twice its own size
+MAX_RATIO = 100  # a compressed entry over 1 MiB that inflates more than this many times is a bomb
+
+
+class UnreadableFile(UserError):
+    """Not a readable torch file (truncated, damaged, another format): callers may add what to do about it."""
+
+
 def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """torch.load with weights_only=True: tensors, numbers, strings and containers of them, never objects.
 
     Why: a checkpoint or cache handed in by someone else is a pickle, and unpickling arbitrary objects
-    runs their code. Everything pretextlab saves is plain data, so anything else is refused in one line.
+    runs their code. Everything pretextlab saves is plain data, so anything else is refused in one line,
+    never with torch's own message (it advises weights_only=False). The zip directory is checked first
+    (check_zip), since torch.load inflates a zip bomb into memory before anything else can look at it.
     """
     import pickle
 
+    path = Path(path)
+    check_zip(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "GLOBAL" not in str(e):
-            raise  # not a torch file at all: the caller says what it expected
+    except pickle.UnpicklingError:  # every refusal of the weights-only unpickler (a global, an opcode)
         raise UserError(f"{path} holds Python objects, not only tensors and plain values; refused, since loading "
                         "them could run code (pretextlab never saves such files: use one it wrote)") from None
+    except Exception:  # a user's file, damaged inside a sound zip directory: torch's errors vary
+        raise _unreadable(path) from None
+
+
+def check_zip(path: Path) -> None:
+    """Refuse what is not a zip archive (a truncated or legacy torch file, random bytes) and a zip whose entries
+    declare far more bytes than the file holds, reading only its directory."""
+    import zipfile
+
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from None
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        raise _unreadable(path) from None
+    declared = sum(i.file_size for i in entries)
+    ratio = max((i.file_size / max(1, i.compress_size) for i in entries
+                 if i.compress_type != zipfile.ZIP_STORED and i.file_size > 2**20), default=0)
+    if declared > 2 * size + MAX_INFLATE or ratio > MAX_RATIO:
+        raise UserError(f"{path} would inflate to {declared / 2**20:.0f} MiB from {size / 2**20:.1f} MiB (a zip "
+                        "bomb?); refused: pretextlab writes checkpoints uncompressed, use one it wrote")
+
+
+def _unreadable(path: Path) -> UnreadableFile:
+    return UnreadableFile(f"{path} is not a readable checkpoint (truncated or damaged?); use a file pretextlab wrote")
 
 
 def save_npy(array: np.ndarray, path: Path) -> None:
@@ -87,6 +126,10 @@ def save_npy(array: np.ndarray, path: Path) -> None:
 
 def save_json(obj: Any, path: Path) -> None:
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, default=str) + "\n").encode()))
+
+
+def save_bytes(data: bytes, path: Path) -> None:
+    _atomic(path, lambda f: f.write(data))
 
 
 def save_text(text: str, path: Path) -> None:

@@ -153,7 +153,7 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source:
     """
     state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("head.")}
     own = backbone.state_dict()
-    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    bad = [k for k in own if not isinstance(state.get(k), Tensor) or state[k].shape != own[k].shape]
     if bad or set(state) - set(own):
         example = (bad or list(set(state) - set(own)))[0]
         raise UserError(f"{source} holds weights of another backbone or input shape (e.g. '{example}'); "
@@ -165,6 +165,10 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source:
         keep = [prefix for stage in backbone.stages[:stages] for prefix in stage]
         taken = lambda k: any(k == p or k.startswith(f"{p}.") for p in keep)  # noqa: E731
         state = {k: v if taken(k) else own[k] for k, v in state.items()}
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:  # training from NaN/inf weights only produces NaN losses
+        raise UserError(f"{source} holds non-finite weights (NaN or inf, e.g. in '{broken}'); refused before training: "
+                        "pass weights from a run that did not diverge")
     backbone.load_state_dict(state)
 
 
@@ -217,4 +221,8 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         state = state["model"]
     if not isinstance(state, dict):
         raise UserError(f"{path} holds no state dict; pass a checkpoint.pt or .safetensors file")
+    odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)), None)
+    if odd is not None:  # ints, strings, nested dicts: not weights, and load_state_dict would fail on them later
+        raise UserError(f"{path} holds {type(state[odd]).__name__} values, not only tensors (e.g. '{odd}'); pass a "
+                        "checkpoint.pt or .safetensors file of weights")
     return state

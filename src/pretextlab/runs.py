@@ -92,7 +92,7 @@ def check_same_run_data(out_dir: Path, fingerprint: dict | None) -> None:
     config, ckpt = Path(out_dir) / CONFIG, Path(out_dir) / CHECKPOINT
     if ckpt.exists() and config.exists():
         stored = load_json(config).get("resolved", {}).get("data_fingerprint")
-        check_same_data(stored, fingerprint, f"the run in {out_dir}")
+        check_same_data(stored, fingerprint, f"the run in {out_dir} began with")
 
 
 def written_here(folder: Path) -> bool:

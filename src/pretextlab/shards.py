@@ -10,6 +10,7 @@ those rows, like the tensor it replaces, so the tasks and the training loop do n
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from .dist import local_world_size
 from .errors import UserError
 from .io import load_json, save_json, save_npy
 
+log = logging.getLogger(__name__)
 SHARD_BYTES = 2**28  # 256 MiB: few files for ImageNet, yet a small unit of work to redo after a crash
 MANIFEST = "manifest.json"
 Reader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # rows [start, stop) -> images, labels
@@ -35,7 +37,7 @@ class ShardedImages:
     """
 
     def __init__(self, files: list[Path], device: torch.device | str = "cpu"):
-        self._maps = [np.load(f, mmap_mode="r") for f in files]  # pages are read on access only
+        self._maps = [np.load(f, mmap_mode="r", allow_pickle=False) for f in files]  # pages are read on access only
         self._starts = np.cumsum([0] + [len(m) for m in self._maps])
         self._rows = np.arange(self._starts[-1])
         self.device = torch.device(device)
@@ -96,7 +98,7 @@ def write_part(folder: Path, part: str, n: int, image_bytes: int, read: Reader) 
     names = []
     for k, start in enumerate(range(0, n, per_shard)):
         name = f"{part}-{k:05d}"
-        if not (folder / f"{name}.npy").exists():
+        if _shard_shape(folder, name) is None:  # missing, or damaged: (re)written
             x, y = read(start, min(n, start + per_shard))
             save_npy(y.astype(np.int64), folder / f"{name}.labels.npy")
             save_npy(np.ascontiguousarray(x, dtype=np.uint8), folder / f"{name}.npy")  # last: marks the shard done
@@ -110,7 +112,67 @@ def finish(folder: Path, parts: dict[str, list[str]], meta: dict) -> None:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
+    """Whether the folder holds a finished, intact build. A damaged one (a shard truncated or replaced, e.g. by an
+    object array that only pickle could load, a manifest edited) loses its manifest, with a warning, so the
+    caller builds it again (write_part redoes the bad shards only), as a damaged .pt cache is rebuilt."""
+    if not (folder / MANIFEST).is_file():
+        return False
+    problem = _problem(folder)
+    if problem is None:
+        return True
+    log.warning("shard cache %s is damaged (%s); rebuilding it", folder, problem)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    return False
+
+
+def _problem(folder: Path) -> str | None:
+    """What is wrong with a shard folder's manifest or shards (read from headers only: cheap), or None."""
+    try:
+        meta = load_json(folder / MANIFEST)
+    except (OSError, ValueError):
+        return "unreadable manifest"
+    parts = meta.get("parts") if isinstance(meta, dict) else None
+    if not (isinstance(parts, dict) and "train" in parts and set(parts) <= {"train", "test"}
+            and isinstance(meta.get("name"), str) and isinstance(meta.get("classes"), list)
+            and isinstance(meta.get("listed"), int)):
+        return "manifest of another shape"
+    sizes = set()
+    for part, names in parts.items():
+        if not isinstance(names, list) or names != [f"{part}-{k:05d}" for k in range(len(names))]:
+            return f"manifest names other {part} shards"
+        for name in names:
+            shape = _shard_shape(folder, name)
+            if shape is None:
+                return f"shard {name} is damaged"
+            sizes.add(shape[1:])
+    return "shards of different image sizes" if len(sizes) > 1 else None
+
+
+def _shard_shape(folder: Path, name: str) -> tuple[int, ...] | None:
+    """The images' shape of an intact shard (uint8 images and as many int64 labels, both complete), else None."""
+    images, labels = _npy_header(folder / f"{name}.npy"), _npy_header(folder / f"{name}.labels.npy")
+    if images is None or labels is None or images[1] != np.uint8 or labels[1] != np.int64:
+        return None
+    return images[0] if len(images[0]) == 4 and labels[0] == images[0][:1] else None
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype from a .npy header, or None where the file is missing, not .npy, cut short or not plain
+    numbers (an object array: loading it would unpickle)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with open(path, "rb") as f:
+            reader = readers.get(np.lib.format.read_magic(f))
+            if reader is None:
+                return None
+            shape, fortran, dtype = reader(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if fortran or dtype.hasobject or size != offset + int(np.prod(shape)) * dtype.itemsize:
+        return None
+    return shape, dtype
 
 
 def open_parts(folder: Path) -> tuple[dict, dict[str, tuple[ShardedImages, Tensor]]]:
@@ -118,7 +180,7 @@ def open_parts(folder: Path) -> tuple[dict, dict[str, tuple[ShardedImages, Tenso
     meta = load_json(folder / MANIFEST)
     parts = {}
     for part, names in meta["parts"].items():
-        labels = np.concatenate([np.load(folder / f"{name}.labels.npy") for name in names])
+        labels = np.concatenate([np.load(folder / f"{name}.labels.npy", allow_pickle=False) for name in names])
         parts[part] = (ShardedImages([folder / f"{name}.npy" for name in names]), torch.from_numpy(labels))
     return meta, parts
 

@@ -23,7 +23,16 @@ import torch
 from torch import nn
 
 from . import dist, hw, plan
-from .data import DataConfig, check_fraction, check_out_outside_data, check_same_data, label_fraction, make_splits, open_data
+from .backbones import is_user_file
+from .data import (
+    DataConfig,
+    check_fraction,
+    check_out_outside_data,
+    check_same_data,
+    label_fraction,
+    make_splits,
+    open_data,
+)
 from .errors import UserError
 from .finetune import train_classifier
 from .io import load_json, save_bytes, save_json, sha256_file
@@ -43,7 +52,6 @@ from .layout import (
     probe_key,
     run_name,
 )
-from .backbones import is_user_file
 from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
 from .presets import PRESETS, Preset, with_overrides
 from .probe import evaluate_frozen, features, frozen_features, probe_settings
@@ -361,10 +369,10 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
         return
     was, now = stored.get("dataset") or {}, new["dataset"]["fingerprint"]
     if "fingerprint" in was:
-        check_same_data(was["fingerprint"], now, f"the study in {out_dir}")
-    elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count at least must hold
+        check_same_data(was["fingerprint"], now, f"the study in {out_dir} began with")
+    elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count must hold
         then = {"classes": len(was["classes"]), "images": was.get("n_train_total", 0) + was.get("n_test", 0)}
-        check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir}")
+        check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir} began with")
     stored = {"pretraining": "shared", **stored}  # studies from before per-seed pretraining shared it
     old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
     cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import dist, hw
 from .errors import UserError
-from .io import load_torch, save_json, save_torch
+from .io import UnreadableFile, load_torch, save_json, save_torch
 from .layout import CHECKPOINT, CONFIG, METRICS, STEPS, TENSORBOARD
 from .runs import check_resumable, write_csv
 
@@ -61,6 +61,13 @@ class TrainConfig:
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights, this decay per step
 
     def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        check_finite({"--lr": self.lr, "--momentum": self.momentum, "--betas": self.betas,
+                      "--weight-decay": self.weight_decay, "--warmup": self.warmup,
+                      "--label-smoothing": self.label_smoothing, "--backbone-lr-scale": self.backbone_lr_scale,
+                      "--ema": self.ema})
+        check_precision(self.precision)
+        check_seed(self.seed)
         if self.optimizer not in ("sgd", "adamw"):
             raise UserError(f"--optimizer {self.optimizer} is unknown; use sgd or adamw")
         if self.schedule not in SCHEDULES:
@@ -76,10 +83,38 @@ class TrainConfig:
             raise UserError("--ema must be in [0, 1): the weight average's decay per step (0: no average)")
         if self.transfer_stages < 0:
             raise UserError("--transfer-stages must be >= 0 (0: all stages)")
-        self.betas = tuple(self.betas)
+        if not 0 <= self.warmup < 1:
+            raise UserError(f"--warmup {self.warmup:g} is the share of the steps spent warming up, in [0, 1); "
+                            "e.g. 0.2 warms up over the first 20% of the steps")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"--label-smoothing {self.label_smoothing:g} must be in [0, 1); e.g. 0.1 (0: none)")
+        if not 0 <= self.momentum < 1 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError("--momentum and --betas must be in [0, 1); e.g. --momentum 0.9, --betas 0.9,0.999")
+        if self.weight_decay < 0 or self.backbone_lr_scale < 0:
+            raise UserError("--weight-decay and --backbone-lr-scale must be >= 0")
 
 
 SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_SEED = 2**32 - 1  # seeds are mixed with epochs and ranks into 64-bit generator seeds (epoch_generator, dist)
+
+
+def check_precision(precision: str, flag: str = "--precision") -> None:
+    """Refuse a precision the loop cannot train in, rather than train in fp32 while every record says otherwise."""
+    if precision not in PRECISIONS:
+        raise UserError(f"{flag} {precision} is unknown; use {', '.join(PRECISIONS)}")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} {seed} is out of range; use a seed between 0 and {MAX_SEED}, e.g. 0")
+
+
+def check_finite(values: dict[str, float | tuple[float, ...]]) -> None:
+    """NaN or infinity in a setting trains to the end on NaN losses: refused up front, naming the flag."""
+    for flag, value in values.items():
+        if not all(math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
+            raise UserError(f"{flag} {value} is not a finite number; give an ordinary number")
 # Fields added after runs were first stored, left out of config.json at their default so that those runs
 # still compare equal (and resume) under the same settings.
 LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none", "ema": 0.0}
@@ -247,19 +282,33 @@ def fit(
     losses: list[dict[str, float]] = []  # the training loss every LOG_EVERY steps, as in steps.csv
     start_epoch, elapsed, trained, stopped = 0, 0.0, 0.0, False  # trained: seconds of training steps only
     if ckpt_path.exists():
-        state = load_torch(ckpt_path, device)
+        try:
+            state = load_torch(ckpt_path, device)
+        except UnreadableFile:
+            raise _unresumable(ckpt_path, "it is truncated or damaged") from None
+        if not isinstance(state, dict):
+            raise _unresumable(ckpt_path, "it holds no checkpoint dict")
         _check_world_size(out_dir, state.get("world_size", 1))
-        model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was kept
-        if ema is not None:
-            kept.load_state_dict(state["model"])
-            ema.n_averaged.fill_(state["ema_steps"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        history, start_epoch, elapsed = state["history"], state["epoch"] + 1, state["elapsed"]
-        losses, stopped, trained = state.get("losses", []), state.get("stopped", False), state.get("trained", math.nan)
-        # (nan: a checkpoint from before the column; its training-only time is unknown)
+        try:  # a damaged or edited checkpoint: a missing key, another shape, a value of another type
+            model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was kept
+            if ema is not None:
+                kept.load_state_dict(state["model"])
+                ema.n_averaged.fill_(state["ema_steps"])
+            opt.load_state_dict(state["optimizer"])
+            if any(isinstance(v, Tensor) and v.ndim and v.shape != p.shape for p, s in opt.state.items()
+                   for v in s.values()):  # load_state_dict does not compare them: the first step would fail
+                raise ValueError("the optimizer's state has other shapes than the weights")
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            history, start_epoch, elapsed = state["history"], int(state["epoch"]) + 1, float(state["elapsed"])
+            losses, stopped = state.get("losses", []), bool(state.get("stopped", False))
+            trained = float(state.get("trained", math.nan))  # nan: a checkpoint from before the column
+        except KeyError as e:
+            raise _unresumable(ckpt_path, f"it lacks '{e.args[0]}'") from None
+        except (RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
+            why = " ".join(str(e).split())[:200]  # torch's message, on one line
+            raise _unresumable(ckpt_path, f"its contents do not fit this run ({why})") from None
         log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
     if main:
         save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
@@ -309,6 +358,11 @@ def fit(
                 done = epoch * steps + step + 1  # optimizer steps so far
                 if done % LOG_EVERY == 0 or step == steps - 1:  # .item() syncs: not every step
                     value = loss.item()
+                    # checked where the loss is read to the CPU anyway (every LOG_EVERY steps and at each epoch's end,
+                    # before its checkpoint): a diverged run stops at once, its last good checkpoint kept. Under
+                    # torchrun only the all-summed loss at evaluations is checked, so that every rank stops together.
+                    if dist.world_size() == 1:
+                        _stop_if_diverged(value, done, ckpt_path)
                     bar.set_postfix(loss=f"{value:.3f}", **shown, refresh=False)
                     if done % LOG_EVERY == 0:
                         losses.append({"step": done, "train_loss": value})
@@ -322,6 +376,7 @@ def fit(
                 interval = time.perf_counter() - t0
                 trained += interval
                 counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
+                _stop_if_diverged(counts[0].item(), done, ckpt_path)  # any step since the last (read below anyway)
                 dist.sync_buffers(kept)  # rank 0's BatchNorm statistics on every rank
                 metrics = task.evaluate(kept)  # validation (each rank its part; the task combines them)
                 elapsed += time.perf_counter() - t0
@@ -384,6 +439,19 @@ def _training_mode(model: nn.Module, cfg: TrainConfig) -> None:
     model.train()
     if cfg.freeze_backbone:
         model.backbone.eval()
+
+
+def _unresumable(ckpt_path: Path, why: str) -> UserError:
+    return UserError(f"cannot resume from {ckpt_path}: {why}; delete it to start this run afresh, or restore it "
+                     "from a copy")
+
+
+def _stop_if_diverged(loss: float, step: int, ckpt_path: Path) -> None:
+    """Stop a diverged run at once: NaN/inf losses would train on to the end and be scored as if they meant
+    something. Raised before the epoch's checkpoint is written, so the last good one stays."""
+    if not math.isfinite(loss):
+        kept = f"; {ckpt_path} holds the last good epoch" if ckpt_path.exists() else ""
+        raise UserError(f"the training loss became {loss} at step {step}; lower --lr or check the data{kept}")
 
 
 def _check_world_size(out_dir: Path, stored: int) -> None:
