@@ -8,6 +8,7 @@ show what exists, and tables and conclusions use finished runs only.
 The package reads what the runs wrote and never imports the training side (study, train, finetune,
 pretext), so a report renders anywhere the files are. Its modules, one concern each:
 
+    files        reading and writing a study's files safely: typed checks, size limits, one-line errors, no links
     results      reading a study folder (Study, Run, PretextRun, load_study)
     rules        the pure rules on curves of (step, value): loss speed, steps to 95% of scratch's final
                  macro-F1, area, plateau or still rising, the plateau schedule's stop, ties, trends
@@ -22,7 +23,7 @@ pretext), so a report renders anywhere the files are. Its modules, one concern e
     figures      the figures drawn from curves and numbers (against optimizer steps)
     images       the image figures: predictions, confusion matrices, pretext samples
     backbone     the figures that run a network (filters, feature maps)
-    render       report.md as a Doc, report.html from it with Python-Markdown
+    render       report.md as a Doc, report.html from it with Python-Markdown; md(), every data string's escape
     sections     the report's sections in reading order
     write        write_report
 """

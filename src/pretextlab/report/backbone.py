@@ -22,6 +22,7 @@ from ..layout import BACKBONE, CHECKPOINT
 from ..models import evaluating, load_backbone_weights, make_backbone, read_weights
 from .canvas import WIDTH, new_figure, save_png
 from .images import to_display
+from .render import md
 from .results import PretextRun
 
 
@@ -92,8 +93,8 @@ class UserBackbone(Exception):
 def refuse_user_file(spec: str) -> None:
     """UserBackbone, with the report's one-line note, where the spec names a Python file."""
     if is_user_file(spec):
-        raise UserBackbone(f"The backbone `{spec}` is the study's own Python file; the report runs no code a "
-                           "study folder names, so it shows no filters or feature maps for it.")
+        raise UserBackbone(f"The backbone {md(spec, code=True)} is the study's own Python file; the report runs no "
+                           "code a study folder names, so it shows no filters or feature maps for it.")
 
 
 def load_pretext_backbone(run: PretextRun) -> tuple[nn.Module, dict[str, Any], str]:

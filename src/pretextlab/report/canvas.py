@@ -7,6 +7,7 @@ their own size at 1280 px (its body is at most 1200 px wide) and GitHub scales t
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 
+from ..io import _atomic, _write_error
 from ..layout import SCRATCH
+from .files import refuse_link
 
 DPI = 110
 WIDTH = 10.6  # inches: 1166 px at DPI
@@ -38,9 +41,15 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(fig: Figure, path: Path, tight: bool = False) -> None:
-    """PNG at DPI; tight=True grows the canvas to hold text placed outside the axes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight" if tight else None)
+    """PNG at DPI; tight=True grows the canvas to hold text placed outside the axes. Written like every file of
+    pretextlab (io's atomic writer: whole or not at all, a full disk is one line) and never through a link."""
+    refuse_link(path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
+    except OSError as e:  # savefig's own errors are plain OSErrors, and a traceback
+        raise _write_error(path, e) from None
+    _atomic(path, lambda f: f.write(buf.getvalue()))
 
 
 def arm_of(label: str) -> str:

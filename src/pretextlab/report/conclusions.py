@@ -12,6 +12,7 @@ from typing import Any
 
 from ..stats import TWO_SEEDS
 from .formatting import at_step, duration, interval, number
+from .render import md
 from .results import PROTOCOLS
 from .rules import EQUAL_WITHIN, PLATEAU_SPAN, PLATEAU_TOL, SAME_SPEED, TARGET_FRACTION, verdict
 from .summary import NAMES, baseline_name
@@ -26,7 +27,7 @@ def fraction_conclusions(summary: dict[str, Any], fraction: str, arm: str) -> li
     d = (summary.get("dynamics") or {}).get(fraction, {}).get(arm)
     out: list[str] = []
     if d:
-        who = {"pretrained": arm, "scratch": "scratch"}
+        who = {"pretrained": md(arm), "scratch": "scratch"}
         out += [t for t in (loss_sentence(d, key, who) for key in LOSSES) if t]
         if d["over_seeds"]["f1"]:
             out.append(rise_sentence(d, who))
@@ -36,7 +37,7 @@ def fraction_conclusions(summary: dict[str, Any], fraction: str, arm: str) -> li
             out.append(plateau_sentence(d, who))
     cmp = (d or {}).get("over_seeds", {}).get("end") or summary["comparison"].get(fraction, {}).get(arm)
     if cmp and summary["headline"]["quantity"] in cmp:
-        out.append(best_sentence(cmp, arm, summary["headline"]))
+        out.append(best_sentence(cmp, md(arm), summary["headline"]))
     return [_sentence(t) for t in out]
 
 
@@ -170,7 +171,7 @@ def _tally(counts: dict[str, int], n: int) -> str:
 def plateau_sentence(d: dict[str, Any], who: dict[str, str]) -> str:
     """Which arm plateaued first under a decaying schedule (rules.plateau on validation macro-F1)."""
     o, budget, arm = d["over_seeds"]["plateau"], d["budget"], who["pretrained"]
-    sched = f" under the {d['schedule']} schedule" if d.get("schedule") else ""
+    sched = f" under the {md(d['schedule'])} schedule" if d.get("schedule") else ""
     n = len(d["seeds"])
     if n == 1:
         p = _one(d, "plateau")
@@ -328,7 +329,7 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
     for arm in arms:
         cmp = {float(f): c[arm][q] for f, c in summary["comparison"].items() if arm in c and q in c[arm]}
         if not cmp:
-            out.append(f"{arm}: no fraction has finished runs of both scratch and {arm} yet, so no answer.")
+            out.append(f"{md(arm)}: no fraction has finished runs of both scratch and {md(arm)} yet, so no answer.")
             continue
         pending = [f"{f:g}" for f in fractions if f not in cmp]
         tested = {f: c for f, c in cmp.items() if c.get("significant") is not None}
@@ -341,7 +342,7 @@ def overall_conclusions(summary: dict[str, Any], arms: list[str], fractions: lis
             parts.append(f"{'on ' if not parts else 'Where there is one seed, on '}{name} (pretrained minus scratch; "
                          f"one seed: differences within {EQUAL_WITHIN} count as no difference, nothing is called "
                          "significant): " + _single_groups(single) + ".")
-        text = f"**Pretraining with {arm}**, " + " ".join(parts)
+        text = f"**Pretraining with {md(arm)}**, " + " ".join(parts)
         two = [f"{f:g}" for f, c in tested.items() if c.get("paired_n") == 2]
         if two:
             text += f" At fraction {', '.join(two)} the interval rests on two seeds: {TWO_SEEDS}."
@@ -423,8 +424,8 @@ def evaluation_conclusions(evaluation: dict[str, Any], metric: str = "f1_macro")
                      f"no significant difference at fraction {', '.join(groups['not'])}" if groups["not"] else "",
                      f"differences at fraction {', '.join(groups['untested'])} come from one seed, so no confidence "
                      "interval can be computed and none is called significant" if groups["untested"] else ""]
-            out.append(f"**{PROTOCOLS[protocol]}, {method} vs {baseline_name(protocol)}** ({split} {NAMES[metric]}): "
-                       + "; ".join(p for p in parts if p) + ".")
+            out.append(f"**{PROTOCOLS[protocol]}, {md(method)} vs {baseline_name(protocol)}** "
+                       f"({split} {NAMES[metric]}): " + "; ".join(p for p in parts if p) + ".")
     return out
 
 

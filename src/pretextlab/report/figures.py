@@ -25,13 +25,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from ..layout import CONFIG, SCRATCH, STEPS
 from ..layout import METRICS as METRICS_CSV
-from ..runs import read_csv
+from ..layout import SCRATCH, STEPS
 from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, save_png
+from .files import read_table
 from .formatting import fraction_title
 from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
-from .results import PROTOCOLS, PretextRun, Study, read_json
+from .results import PROTOCOLS, PretextRun, Study, read_config
 from .summary import METRICS, NAMES, baseline_name
 
 __all__ = ["SAMPLE_CAPTIONS", "confusion_figure", "curves_caption", "examples_figure", "fraction_figure",
@@ -55,7 +55,7 @@ def eval_x(history: list[dict[str, float]], path: Path, unit: str | None = None)
     epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(history)], float)
     if unit != EPOCH and history and all("step" in r for r in history):
         return np.array([r["step"] for r in history], float), STEP
-    per_epoch = (read_json(Path(path) / CONFIG).get("resolved") or {}).get("steps_per_epoch")
+    per_epoch = (read_config(path).get("resolved") or {}).get("steps_per_epoch")
     return (epochs * per_epoch, STEP) if per_epoch and unit != EPOCH else (epochs, EPOCH)
 
 
@@ -70,10 +70,9 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 def logged_losses(path: Path) -> Curve | None:
     """A run's steps.csv training loss, smoothed; None where it has none (a run from before the file)."""
-    try:
-        rows = [r for r in read_csv(Path(path) / STEPS) if "step" in r and "train_loss" in r]
-    except (OSError, ValueError):
+    if not (Path(path) / STEPS).exists():
         return None
+    rows = [r for r in read_table(Path(path) / STEPS) if "step" in r and "train_loss" in r]
     if len(rows) < 2:
         return None
     y = np.array([r["train_loss"] for r in rows])
@@ -192,7 +191,7 @@ def _images_per_step(run: Any) -> float | None:
     last = run.history[-1] if run.history else {}
     if last.get("step") and "images_seen" in last:
         return last["images_seen"] / last["step"]
-    resolved = read_json(Path(run.path) / CONFIG).get("resolved") or {}
+    resolved = read_config(run.path).get("resolved") or {}
     return resolved["batch_size"] * resolved.get("world_size", 1) if resolved.get("batch_size") else None
 
 
@@ -273,7 +272,7 @@ def fraction_figure(evaluation: dict[str, Any], methods: list[str], path: Path, 
 def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     """One training run's curves (loss; validation macro-F1, precision, recall, accuracy) as a PNG."""
     run_dir = Path(run_dir)
-    h = read_csv(run_dir / METRICS_CSV)
+    h = read_table(run_dir / METRICS_CSV, needs=("epoch",))
     path = path or run_dir / "curves.png"
     unit = eval_x(h, run_dir)[1]
     fig = new_figure(WIDTH, 3.9)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .formatting import duration
+from .render import md
 from .rules import RULES
 
 
@@ -36,7 +37,7 @@ def timing_sentence(timing: dict[str, Any]) -> str | None:
     if planned:
         stages = (timing.get("estimate") or {}).get("stages")
         text += (f", against {duration(planned)} planned at the study's start (study.json estimate"
-                 + (f", {stages} stages" if stages else "") + ")")
+                 + (f", {md(stages)} stages" if stages else "") + ")")
         if total and timing.get("finished"):
             text += f": the study took {total / planned:.2f}x its plan"
     else:
@@ -48,7 +49,7 @@ def split_note(summary: dict[str, Any]) -> str:
     """Said once at the top: which split the report's numbers are on, and what each split was used for."""
     ds = summary.get("dataset") or {}
     if summary["headline"]["split"] == "test":
-        n = f" ({ds['n_test']} images)" if ds.get("n_test") else ""
+        n = f" ({md(ds['n_test'])} images)" if ds.get("n_test") else ""
         return (f"Splits: claims (the answer, the protocol comparison) are on the **test split**{n}, scored once at "
                 "the end of training with each run's final model and each fitted probe; nothing is chosen on it. "
                 "The validation split gives the curves and the rules on them (speed, plateau, the best evaluation "
@@ -67,7 +68,7 @@ def precision_warning(precision: dict[str, Any]) -> str | None:
         return None
     if differing:
         return (f"**Warning**: {len(differing)} run(s) trained at another precision than the study's "
-                f"{precision['study']} (config.json resolved.precision): "
-                + ", ".join(f"`{n}` ({p})" for n, p in differing.items()) + ".")
+                f"{md(precision['study'])} (config.json resolved.precision): "
+                + ", ".join(f"{md(n, code=True)} ({md(p)})" for n, p in differing.items()) + ".")
     return ("**Warning**: the runs trained at different precisions (config.json resolved.precision): "
-            + ", ".join(f"`{n}` ({p})" for n, p in precision["runs"].items()) + ".")
+            + ", ".join(f"{md(n, code=True)} ({md(p)})" for n, p in precision["runs"].items()) + ".")

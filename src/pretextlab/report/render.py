@@ -5,14 +5,19 @@ with figures/) can be copied into a repository and render on GitHub, or be paste
 figures/; long dumps go into a collapsed <details> block (blank lines inside, so GitHub renders the
 markdown in it). report.html is the same text through Python-Markdown (md_in_html renders that block's
 markdown too) with the figures inlined as base64 data: URIs, a single file that opens anywhere.
+
+Every string from the study's files or from the user goes into the text through md(), so that a name like
+`<script>` or `a_b*c` is shown as written, in both files, and makes no tag and no Markdown.
 """
 
 from __future__ import annotations
 
 import base64
 import html as html_text
+import re
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 import markdown
@@ -26,6 +31,24 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;p
        "pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:0.85em}code{background:#f6f6f6}"
        "details{margin:1em 0}summary{cursor:pointer;font-weight:600}")
 EXTENSIONS = ["tables", "fenced_code", "md_in_html"]
+
+# What md() writes for each character: Markdown's own behind a backslash, HTML's as entities (Python-Markdown and
+# GitHub show both literally), anything that would end the line or block as a space.
+_LITERAL = {**{c: "\\" + c for c in "\\`*_[]|"}, "&": "&amp;", "<": "&lt;", ">": "&gt;",
+            **{c: " " for c in [*map(chr, range(32)), "\x7f", "\x85", "\u2028", "\u2029"]}}
+_TRANSLATE = str.maketrans(_LITERAL)
+_NOT_IN_CODE = re.compile(r"[`|<>&\x00-\x1f\x7f\x85\u2028\u2029]")  # what a code span cannot hold as written
+
+
+def md(value: object, code: bool = False) -> str:
+    """A string from the study's files or from the user (class, arm, file and folder names, settings) as report.md
+    writes it: shown literally, on one line, making no Markdown and no HTML, so that a class folder named
+    `<script>` stays text in report.md and in report.html. code=True: as a code span (run and folder names),
+    unless it holds a character a code span would show wrongly, then as escaped text."""
+    text = str(value)
+    if code and text.strip() and not _NOT_IN_CODE.search(text):
+        return f"`{text}`"
+    return text.translate(_TRANSLATE)
 
 
 class Doc:
@@ -45,18 +68,19 @@ class Doc:
         self.blocks.append("\n".join(f"- {item}" for item in items))
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
-        def cell(s: str) -> str:
-            return str(s).replace("|", "\\|")
+        def cell(s: str) -> str:  # a "|" not already escaped by md() would end the cell
+            return re.sub(r"(?<!\\)((?:\\\\)*)\|", r"\1\\|", str(s))
 
         self.blocks.append("\n".join(["| " + " | ".join(map(cell, header)) + " |",
                                       "|" + "|".join(["---"] * len(header)) + "|",
                                       *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]))
 
     def figure(self, name: str, caption: str) -> None:
-        """figures/NAME (a link relative to report.md) with its caption below it, as the image's alt text too."""
+        """figures/NAME (a link relative to report.md, URL-quoted: a task's name is part of NAME) with its caption
+        below it, as the image's alt text too."""
         self.figures.append(name)
         alt = caption.replace("[", "(").replace("]", ")")
-        self.blocks.append(f"![{alt}]({FIGURES}/{name})\n\n*{caption}*")
+        self.blocks.append(f"![{alt}]({FIGURES}/{quote(name)})\n\n*{caption}*")
 
     def code(self, text: str) -> None:
         self.blocks.append(fenced(text))
@@ -86,8 +110,9 @@ class _InlineFigures(Treeprocessor):
         prefix = f"{FIGURES}/"
         for img in root.iter("img"):
             src = img.get("src", "")
-            if src.startswith(prefix):
-                data = base64.b64encode((self.fig_dir / src.removeprefix(prefix)).read_bytes()).decode()
+            name = unquote(src.removeprefix(prefix))
+            if src.startswith(prefix) and "/" not in name:  # a file of figures/, never one elsewhere
+                data = base64.b64encode((self.fig_dir / name).read_bytes()).decode()
                 img.set("src", f"data:image/png;base64,{data}")
 
 

@@ -3,8 +3,10 @@
 `load_study(study_dir)` reads study.json, the pretraining folders (pretrain-<task>-s<seed>/ per seed, or
 one pretrain-<task>/ shared by every seed: study.json "pretraining"), the f<fraction>-<arm>-s<seed>/ run
 folders, and the frozen-backbone probes in each pretraining folder's probes.json and random-init/probes.json.
-A study still in progress loads too: runs without a finished epoch are listed as missing, unreadable files
-as problems.
+A study still in progress loads too: runs without a finished epoch are listed as missing. A file that is there
+but malformed (truncated, not JSON or CSV, a value of the wrong type where the report computes with it) is
+refused in one line naming it (files.py), before anything is drawn; an unreadable or malformed image file
+(examples.pt, samples.pt) only leaves its figure out.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..io import load_json, load_torch
+from ..io import load_torch
 from ..layout import (
     CONFIG,
     EXAMPLES,
@@ -27,6 +30,7 @@ from ..layout import (
     SCRATCH,
     STUDY,
     SUMMARY,
+    RunKey,
     parse_pretrain_dir,
     parse_run_name,
     pretrain_dir,
@@ -34,7 +38,27 @@ from ..layout import (
     run_name,
 )
 from ..layout import METRICS as METRICS_CSV
-from ..runs import read_csv
+from .files import (
+    COUNT,
+    FLAG,
+    FRACTION,
+    LOSS,
+    NAME,
+    NUMBER,
+    OBJECT,
+    POSITIVE,
+    TEXT,
+    Check,
+    bad_file,
+    check_size,
+    dict_of,
+    fields,
+    kind,
+    list_of,
+    optional,
+    read_json,
+    read_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +67,43 @@ log = logging.getLogger(__name__)
 PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 PROBE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "finetune")
 SHARED, PER_SEED = "shared", "per-seed"  # study.json "pretraining"; studies from before the key shared it
+MAX_CLASSES = 10_000
+
+# What the report needs of each file it reads, checked where it is read (files.py): the fields it computes with
+# must have these types; the fields it only prints are shown as text whatever they hold (render.md).
+SCORES = fields(f1_macro=NUMBER, precision_macro=NUMBER, recall_macro=NUMBER, accuracy=NUMBER, loss=LOSS)
+BEST = fields(("value", "epoch"), value=NUMBER, epoch=NUMBER, step=NUMBER)
+MATRIX = kind(lambda v: isinstance(v, list) and 0 < len(v) <= MAX_CLASSES and all(
+    isinstance(row, list) and len(row) == len(v) and not any(NUMBER(x) or x < 0 for x in row) for row in v),
+    "a square matrix of counts")
+CLASSES = list_of(TEXT, "a list of class names")
+STUDY_FILE = fields(
+    fractions=list_of(FRACTION, "a list of label fractions"), seeds=list_of(COUNT, "a list of seeds"),
+    pretexts=list_of(NAME, "a list of task names"), protocols=list_of(TEXT, "a list of protocol names"),
+    pretraining=optional(TEXT), precision=optional(TEXT), data=optional(OBJECT), train=optional(OBJECT),
+    dataset=optional(fields(classes=optional(CLASSES), n_test=optional(COUNT))), machine=optional(OBJECT),
+    earlier_machines=optional(list_of(OBJECT, "a list of objects")), stage_times_s=dict_of(NUMBER),
+    estimate=optional(fields(estimated_s=optional(NUMBER))), total_time_s=optional(NUMBER),
+    epochs_per_fraction=optional(OBJECT), pretrain_epochs=optional(OBJECT), replicate_of=optional(OBJECT))
+RUN_SUMMARY = fields(  # a fine-tuning run's summary.json
+    best=optional(fields(f1_macro=BEST, precision_macro=BEST, recall_macro=BEST, accuracy=BEST,
+                         loss=fields(("value", "epoch"), value=LOSS, epoch=NUMBER, step=NUMBER))),
+    final=optional(SCORES), test=optional(SCORES), planned_steps=optional(POSITIVE), steps=POSITIVE,
+    stopped_early=FLAG, schedule=optional(TEXT), patience=optional(COUNT), wall_time_s=optional(NUMBER),
+    n_train=optional(COUNT), n_val=optional(COUNT), classes=optional(CLASSES), init_sha256=optional(TEXT),
+    examples=optional(list_of(fields(("label", "pred"), label=COUNT, pred=COUNT, confidence=optional(NUMBER)),
+                              "a list of {label, pred} objects")),
+    confusion_val=optional(MATRIX))
+PRETEXT_SUMMARY = fields(chance=optional(NUMBER), wall_time_s=optional(NUMBER), backbone_sha256=optional(TEXT),
+                         earlier_backbone_sha256=optional(TEXT),
+                         knn_accuracy=lambda v: dict_of(NUMBER)(v) if isinstance(v, dict) else None)
+CONFIG_FILE = fields(
+    train=optional(fields(epochs=optional(COUNT), schedule=optional(TEXT), patience=optional(COUNT))),
+    resolved=optional(fields(precision=optional(TEXT), steps_per_epoch=optional(POSITIVE),
+                             batch_size=optional(POSITIVE), world_size=optional(POSITIVE))))
+PROBES_FILE = fields(("results",), results=dict_of(fields(
+    ("fraction", "seed"), fraction=FRACTION, seed=COUNT, linear=optional(SCORES), knn=optional(SCORES),
+    test=optional(fields(linear=optional(SCORES), knn=optional(SCORES))))))
 
 
 @dataclass
@@ -157,17 +218,15 @@ class Study:
 
 
 def load_study(study_dir: Path) -> Study:
-    """Every run the study planned or holds; unreadable or absent ones become notes, not errors."""
+    """Every run the study planned or holds; absent ones become notes, files that are there but malformed (not
+    JSON or CSV, or a value of the wrong type where the report computes with it) a UserError naming the file."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise UserError(f"{study_dir} is not a folder; pass a study folder (holding {STUDY} and run folders)")
     problems: list[str] = []
     config: dict[str, Any] = {}
     if (study_dir / STUDY).exists():
-        try:
-            config = load_json(study_dir / STUDY)
-        except (OSError, ValueError) as e:
-            problems.append(f"{STUDY} could not be read ({e})")
+        config = read_json(study_dir / STUDY, STUDY_FILE)
     else:
         problems.append(f"{STUDY} is missing: fractions, arms and seeds are taken from the folders found")
 
@@ -175,32 +234,51 @@ def load_study(study_dir: Path) -> Study:
     expected = [run_name(float(f), arm, int(s)) for f in config.get("fractions", [])
                 for arm in [SCRATCH, *config.get("pretexts", [])] for s in config.get("seeds", [])]
     runs, missing = [], []
-    for name in dict.fromkeys([*expected, *(n for n in folders if parse_run_name(n))]):
-        key = parse_run_name(name)
-        history, summary = _read_run_files(study_dir / name, problems)
+    for name in dict.fromkeys([*expected, *(n for n in folders if _run_key(n))]):
+        key = _run_key(name)
+        history, summary = _read_run_files(study_dir / name, RUN_SUMMARY)
         if not history:
             missing.append(name)
             continue
-        cfg = read_json(study_dir / name / CONFIG)
+        cfg = read_config(study_dir / name)
         runs.append(Run(name, study_dir / name, key.fraction, key.arm, key.seed, history, summary, *_run_config(cfg),
                         (cfg.get("resolved") or {}).get("steps_per_epoch"),
                         (summary or {}).get("schedule") or (cfg.get("train") or {}).get("schedule"),
                         (summary or {}).get("patience") or (cfg.get("train") or {}).get("patience") or None))
+    _check_confusions(config, runs)
 
     pretrainings = _pretrain_folders(config, folders)
     found: dict[str, list[PretextRun]] = {}
     for task, names in pretrainings.items():
         for name in names:
-            history, summary = _read_run_files(study_dir / name, problems)
+            history, summary = _read_run_files(study_dir / name, PRETEXT_SUMMARY)
             if history:
-                planned, precision = _run_config(read_json(study_dir / name / CONFIG))
+                planned, precision = _run_config(read_config(study_dir / name))
                 found.setdefault(task, []).append(PretextRun(task, study_dir / name, history, summary, planned,
                                                              parse_pretrain_dir(name)[1], precision))
             else:
                 missing.append(name)
-    probes, missing_probes = _read_probes(study_dir, config, pretrainings, problems)
+    probes, missing_probes = _read_probes(study_dir, config, pretrainings)
     return Study(study_dir, config, runs, {t: ps[0] for t, ps in found.items()}, probes, missing, missing_probes,
                  problems, found)
+
+
+def _run_key(name: str) -> RunKey | None:
+    """A fine-tuning run folder's (fraction, arm, seed); None for any other folder, or a fraction no study has."""
+    key = parse_run_name(name)
+    return key if key and 0 < key.fraction <= 1 else None
+
+
+def _check_confusions(config: dict[str, Any], runs: list[Run]) -> None:
+    """Every run's confusion matrix has one row per class of the study (or, without a class list, as many as
+    the first's): the report sums them over seeds and labels their rows with the class names."""
+    classes = (config.get("dataset") or {}).get("classes")
+    for r in runs:
+        k = len((r.summary or {}).get("confusion_val") or [])
+        classes = classes or (r.summary or {}).get("classes") or ([""] * k if k else None)
+        if k and k != len(classes):
+            raise bad_file(r.path / SUMMARY, f'holds invalid data: "confusion_val" has {k} rows, where the study has '
+                                             f"{len(classes)} classes")
 
 
 def _pretrain_folders(config: dict[str, Any], folders: list[str]) -> dict[str, list[str]]:
@@ -224,8 +302,8 @@ def _run_config(cfg: dict[str, Any]) -> tuple[int | None, str | None]:
     return (cfg.get("train") or {}).get("epochs"), (cfg.get("resolved") or {}).get("precision")
 
 
-def _read_probes(study_dir: Path, config: dict[str, Any], pretrainings: dict[str, list[str]],
-                 problems: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def _read_probes(study_dir: Path, config: dict[str, Any],
+                 pretrainings: dict[str, list[str]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Each method's probes.json results (scratch: the random-init folder; a task: every pretraining
     folder's, merged: per-seed folders hold their own seed's entries, keyed by seed), and the planned
     entries not there yet (planned: study.json lists the linear or k-NN protocol)."""
@@ -234,10 +312,7 @@ def _read_probes(study_dir: Path, config: dict[str, Any], pretrainings: dict[str
     for method, folder in sources:
         path = study_dir / folder / PROBES
         if path.exists():
-            try:
-                probes.setdefault(method, {}).update(load_json(path)["results"])
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                problems.append(f"{folder}/{PROBES} could not be read ({e})")
+            probes.setdefault(method, {}).update(read_json(path, PROBES_FILE)["results"])
     planned = set(config.get("protocols", [])) & set(PROBE_PROTOCOLS)
     missing = [f"{method} {probe_key(float(f), int(s))}" for method in (SCRATCH, *config.get("pretexts", []))
                for s in config.get("seeds", []) for f in config.get("fractions", []) if planned
@@ -245,51 +320,103 @@ def _read_probes(study_dir: Path, config: dict[str, Any], pretrainings: dict[str
     return probes, missing
 
 
-def _read_run_files(path: Path, problems: list[str]) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
-    history: list[dict[str, float]] = []
-    summary = None
-    try:
-        if (path / METRICS_CSV).exists():
-            history = read_csv(path / METRICS_CSV)
-        if (path / SUMMARY).exists():
-            summary = load_json(path / SUMMARY)
-    except (OSError, ValueError) as e:
-        problems.append(f"{path.name}: could not read its files ({e})")
+def _read_run_files(path: Path, check: Check) -> tuple[list[dict[str, float]], dict[str, Any] | None]:
+    """A run folder's metrics.csv rows and summary.json ([] and None where absent: a run not started or not
+    finished); UserError where one is there but malformed."""
+    history = read_table(path / METRICS_CSV, needs=("epoch",)) if (path / METRICS_CSV).exists() else []
+    summary = read_json(path / SUMMARY, check) if (path / SUMMARY).exists() else None
     return history, summary
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file, or {} when it is absent or unreadable (an optional file such as a run's config.json)."""
-    try:
-        return load_json(path)
-    except (OSError, ValueError):
-        return {}
+def read_config(folder: Path) -> dict[str, Any]:
+    """A run's config.json, or {} where it has none (runs from before it); UserError where it is malformed."""
+    path = Path(folder) / CONFIG
+    return read_json(path, CONFIG_FILE) if path.exists() else {}
+
+
+def images_problem(images: Any) -> str | None:
+    """What keeps a tensor from being drawn as a batch of images (uint8, N x C x H x W, C 1 or 3), or None."""
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        what = f"a {images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor) \
+            else type(images).__name__
+        return f"{what}, not a uint8 batch of images (N x C x H x W)"
+    n, c, h, w = images.shape
+    if n < 1 or c not in (1, 3) or not (1 <= h <= 1024 and 1 <= w <= 1024):
+        return f"a batch of shape {tuple(images.shape)}: no images, not 1 or 3 channels, or larger than 1024 px"
+    return None
+
+
+def _samples_problem(samples: Any) -> str | None:
+    """What keeps a samples.pt from being drawn as images.samples_figure reads it, or None."""
+    if not isinstance(samples, dict):
+        return f"a {type(samples).__name__}, not a dict"
+    if problem := images_problem(samples.get("first")):
+        return f'"first" is {problem}'
+    k = min(8, len(samples["first"]))  # the examples the figure shows
+    panels = samples.get("panels") or [p for p in ("first", "second") if p in samples]
+    if not isinstance(panels, list) or not all(isinstance(p, str) for p in panels):
+        return '"panels" is not a list of names'
+    for p in panels:
+        t = samples.get(p)
+        problem = images_problem(t)
+        if problem is None and (len(t) < k or t.shape[2:] != samples["first"].shape[2:]):
+            problem = f"{len(t)} images of {tuple(t.shape[2:])} px, where the figure needs {k} the first's size"
+        if problem:
+            return f'"{p}" is {problem}'
+
+    def texts(v: Any, n: int = 0) -> bool:
+        return isinstance(v, list) and len(v) >= n and all(isinstance(x, str) for x in v)
+
+    def labels(v: Any) -> bool:
+        return isinstance(v, Tensor) and v.ndim == 1 and len(v) >= k and not v.is_floating_point() \
+            and not v.is_complex()
+
+    if "titles" in samples and not texts(samples["titles"], k):
+        return '"titles" is not a list of a title per example'
+    if "titles" not in samples and not (labels(samples.get("true")) and labels(samples.get("pred"))):
+        return 'it has neither "titles" nor "true" and "pred" labels per example'
+    if not all(texts(samples[key]) for key in ("positions", "panel_names") if key in samples):
+        return '"positions" or "panel_names" is not a list of names'
+    return None
 
 
 def load_samples(path: Path) -> dict[str, Any] | None:
-    """A pretext run's samples.pt, or None: a missing or unreadable one only leaves a figure out."""
+    """A pretext run's samples.pt, or None: a missing, unreadable or malformed one only leaves a figure out."""
     f = path / SAMPLES
     if not f.exists():
         return None
     try:
-        return load_torch(f)
+        check_size(f)
+        samples = load_torch(f)  # weights_only: tensors and plain values, never objects
     except Exception as e:  # a torch.load failure can be any of several types; the report just skips it
         log.warning("could not read %s: %s", f, e)
         return None
+    if problem := _samples_problem(samples):
+        log.warning("%s is left out of the report: %s", f, problem)
+        return None
+    return samples
 
 
 def read_examples(study: Study) -> dict[str, Tensor]:
-    """Each run's examples.pt (uint8 validation images), read once, in the study's run order; an unreadable
-    file becomes a note in the report's status and the figures use the next run's."""
+    """Each run's examples.pt (uint8 validation images), read once, in the study's run order; an unreadable or
+    malformed file is logged, becomes a note in the report's status, and the figures use the next run's."""
     images_of: dict[str, Tensor] = {}
     for run in study.runs:
         path = run.path / EXAMPLES
         if not path.exists():
             continue
         try:
-            images_of[run.name] = load_torch(path)
+            check_size(path)
+            images = load_torch(path)
         except Exception as e:  # unreadable file: noted, the report goes on
-            study.problems.append(f"{run.name}/{EXAMPLES}: {e}")
+            images, problem = None, str(e)
+        else:
+            problem = images_problem(images)
+        if problem:
+            log.warning("%s is left out of the report: %s", path, problem)
+            study.problems.append(f"{run.name}/{EXAMPLES}: {problem}")
+        else:
+            images_of[run.name] = images
     return images_of
 
 

@@ -36,7 +36,7 @@ from .figures import (
 )
 from .formatting import fraction_title
 from .notes import precision_warning, rule_lines, split_note, timing_sentence
-from .render import Doc, fenced
+from .render import Doc, fenced, md
 from .results import PER_SEED, PretextRun, Study, class_names, load_samples, read_examples
 from .summary import NAMES, fraction_key
 from .tables import (
@@ -70,12 +70,12 @@ def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
 
 
 def _intro(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
-    doc.heading(1, f"Does pretraining help? Study `{summary['study']}`")
+    doc.heading(1, f"Does pretraining help? Study {md(summary['study'], code=True)}")
     cfg, ds = study.config, study.config.get("dataset") or {}
-    doc.para(f"Dataset **{ds.get('name', (cfg.get('data') or {}).get('source', 'unknown'))}**, backbone "
-             f"**{cfg.get('backbone', '?')}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
+    doc.para(f"Dataset **{md(ds.get('name', (cfg.get('data') or {}).get('source', 'unknown')))}**, backbone "
+             f"**{md(cfg.get('backbone', '?'))}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
              f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
-             f"pretext tasks {', '.join(a for a in study.arms if a != SCRATCH) or 'none'}. Each fraction is "
+             f"pretext tasks {', '.join(md(a) for a in study.arms if a != SCRATCH) or 'none'}. Each fraction is "
              "fine-tuned from scratch and from the pretrained backbone with the same recipe"
              + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
                 if study.probes else "."))
@@ -91,14 +91,15 @@ def _status(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.para("**This study is incomplete**; the report shows what exists.")
     items = []
     if st["missing"]:
-        items.append("Missing (no finished epoch): " + ", ".join(f"`{n}`" for n in st["missing"]))
+        items.append("Missing (no finished epoch): " + ", ".join(md(n, code=True) for n in st["missing"]))
     if st["in_progress"]:
         items.append("In progress (curves only): " + ", ".join(
-            f"`{r['run']}` (epoch {r['epochs']:g}" + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
+            f"{md(r['run'], code=True)} (epoch {r['epochs']:g}"
+            + (f" of {r['planned_epochs']})" if r.get("planned_epochs") else ")")
             for r in st["in_progress"]))
     if st["missing_probes"]:
-        items.append("Probes not run yet: " + ", ".join(f"`{n}`" for n in st["missing_probes"]))
-    items += [f"Note: {p}" for p in study.problems]
+        items.append("Probes not run yet: " + ", ".join(md(n, code=True) for n in st["missing_probes"]))
+    items += [f"Note: {md(p)}" for p in study.problems]
     doc.bullets(items)
 
 
@@ -115,12 +116,13 @@ def _replication(doc: Doc, summary: dict[str, Any]) -> None:
     if not rep:
         return
     doc.heading(2, "Does the original study's answer hold?")
-    settings = {k: ", ".join(f"{n} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+    settings = {k: ", ".join(f"{n} {md(', '.join(map(str, v)) if isinstance(v, list) else v)}"
                              for n, v in s.items() if v is not None) for k, s in rep["settings"].items()}
-    doc.para(f"This study repeats `{rep['original']}` ({settings['original']}) with {settings['replicate']}; "
+    doc.para(f"This study repeats {md(rep['original'], code=True)} ({settings['original']}) with "
+             f"{settings['replicate']}; "
              f"the original's numbers are read from `{ORIGINAL_SUMMARY}`, the copy of its {SUMMARY} kept here.")
     if rep["problem"]:
-        doc.para(rep["problem"] + ".")
+        doc.para(md(rep["problem"]) + ".")
         return
     c = rep["counts"]
     what = NAMES.get(rep["quantity"].removeprefix("test_"), rep["quantity"])
@@ -193,7 +195,7 @@ def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> N
                            f"every figure), one row per label fraction; {curves_caption(study.runs)}")
     eps = (study.config.get("train") or {}).get("label_smoothing")
     doc.para("The training loss is measured on augmented batches"
-             + (f" and includes label smoothing ({eps})" if eps else "")
+             + (f" and includes label smoothing ({md(eps)})" if eps else "")
              + "; the validation loss is plain cross-entropy, so their levels differ by construction and the loss "
                "gap in the tables is a relative measure.")
     metrics_figure(study, summary, fig_dir / "val_metrics.png")
@@ -227,12 +229,12 @@ def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
         notes = []
         for a in (a for a in study.arms if a in cmp):
             if table := dynamics_table(summary, f, a):
-                doc.para(f"**{a} vs scratch**, the four questions per seed's pair of runs (mean over seeds; "
+                doc.para(f"**{md(a)} vs scratch**, the four questions per seed's pair of runs (mean over seeds; "
                          "difference paired by seed, with its 95% CI where there are several seeds):")
                 doc.table(*table)
             doc.bullets(fraction_conclusions(summary, fraction_key(f), a))
         if waiting:
-            notes.append(f"Waiting for {', '.join(waiting)} (missing or still training).")
+            notes.append(f"Waiting for {', '.join(map(md, waiting))} (missing or still training).")
         if not cmp:
             notes.append("No comparison yet: it needs finished scratch and pretrained runs.")
         if notes:
@@ -303,13 +305,13 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
             doc.para(ps[task]["remade"])
 
     for task, run in study.pretexts.items():
-        doc.heading(3, f"Pretext: {task}")
+        doc.heading(3, f"Pretext: {md(task)}")
         if run.seed is not None:
             n = len(study.pretrainings[task])
-            doc.para(f"Shown: `{run.folder}/`, seed {run.seed}'s pretraining" + (
+            doc.para(f"Shown: {md(run.folder + '/', code=True)}, seed {run.seed}'s pretraining" + (
                 f", one of {n} (one per seed; the Setup section lists every pretraining's time)." if n > 1 else "."))
         pretext_figure(run, ps[task]["chance"], fig_dir / f"pretext_{task}.png")
-        doc.figure(f"pretext_{task}.png", f"{task}: pretext loss and, where the task has them, accuracy (with the "
+        doc.figure(f"pretext_{task}.png", f"{md(task)}: pretext loss and, where the task has them, accuracy (with the "
                                           "chance level, dotted) and its other held-out metrics, vs optimizer steps; "
                                           "train dashed (smoothed where the run has steps.csv), held-out images "
                                           "solid")
@@ -317,9 +319,9 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
         if samples is not None and len(samples.get("first", [])):
             samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
             doc.figure(f"pretext_samples_{task}.png",
-                       f"{task} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
+                       f"{md(task)} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
         else:
-            doc.para(f"No pretext samples ({SAMPLES}) in `{run.folder}/`.")
+            doc.para(f"No pretext samples ({SAMPLES}) in {md(run.folder + '/', code=True)}.")
         _backbone_views(doc, run, images_of, fig_dir)
 
 
@@ -327,20 +329,20 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
     """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
     task, folder = run.task, run.folder
     if not (run.path / CHECKPOINT).exists():
-        doc.para(f"No checkpoint in `{folder}/`, so no filters or feature maps.")
+        doc.para(f"No checkpoint in {md(folder + '/', code=True)}, so no filters or feature maps.")
         return
     try:
         pretrained, meta, source = load_pretext_backbone(run)
+        nets = {f"pretrained ({task})": pretrained,
+                "random init (seed 0)": random_backbone(meta["backbone"], meta["channels"])}
     except UserBackbone as e:  # building it would run the study's own file
-        doc.para(str(e))
+        doc.para(str(e))  # its message escapes the spec
         return
     except Exception as e:  # an unreadable or mismatched checkpoint is noted, not fatal
-        doc.para(f"Could not load the backbone of `{folder}/` ({type(e).__name__}: {e}).")
+        doc.para(f"Could not load the backbone of {md(folder + '/', code=True)} ({type(e).__name__}: {md(e)}).")
         return
-    doc.para(f"Pretrained weights: `{folder}/{source}`; the reference is the same architecture freshly "
-             "initialised with seed 0. Feature maps are computed in eval mode (running BatchNorm statistics).")
-    nets = {f"pretrained ({task})": pretrained, "random init (seed 0)": random_backbone(meta["backbone"],
-                                                                                       meta["channels"])}
+    doc.para(f"Pretrained weights: {md(f'{folder}/{source}', code=True)}; the reference is the same architecture "
+             "freshly initialised with seed 0. Feature maps are computed in eval mode (running BatchNorm statistics).")
     filters_figure(nets, fig_dir / f"filters_{task}.png")
     doc.figure(f"filters_{task}.png", "First convolution's filters, each min-max scaled on its own"
                + (" (RGB)" if meta["channels"] == 3 else " (mean over input channels)"))
@@ -348,8 +350,12 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
         doc.para(f"No example image ({EXAMPLES}) yet, so no feature maps.")
         return
     image = next(iter(images_of.values()))[0]
-    x = normalize(image[None], torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
-    maps = {label: early_features(net, x) for label, net in nets.items()}
+    try:  # the study's own image through its own network: a mismatch (channels, size) only leaves the figure out
+        x = normalize(image[None], torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
+        maps = {label: early_features(net, x) for label, net in nets.items()}
+    except Exception as e:
+        doc.para(f"Could not compute feature maps of an example image ({type(e).__name__}: {md(e)}).")
+        return
     feature_maps_figure(image, maps, fig_dir / f"feature_maps_{task}.png")
     doc.figure(f"feature_maps_{task}.png", "Feature maps of one validation image (first 16 channels, each "
                                            "min-max scaled) after the first conv stage and the first block")
@@ -364,15 +370,17 @@ def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     machine = cfg.get("machine") or {}
     if machine:
         doc.para("Machine and library versions:")
-        doc.table(["item", "value"], [[k, "none" if v is None else str(v)] for k, v in machine.items()])
+        doc.table(["item", "value"], [[md(k), "none" if v is None else md(v)] for k, v in machine.items()])
     for m in cfg.get("earlier_machines") or []:
         doc.para("Parts of the study ran earlier on another machine or setup: "
-                 + ", ".join(f"{k} {v}" for k, v in m.items() if k in ("cpu", "cpu_capability", "threads", "torch",
+                 + ", ".join(f"{k} {md(v)}" for k, v in m.items() if k in ("cpu", "cpu_capability", "threads", "torch",
                                                                       "cuda")))
     doc.para(f"Run time per stage (stage time from {STUDY}, including evaluation and start-up; training time "
              f"and images/s from each run's {METRICS_CSV}):")
     doc.table(*stage_table(study, summary))
     if text := timing_sentence(summary["timing"]):
         doc.para(text)
+    # < > & only ever inside JSON strings: written as \u escapes (the same JSON), so no markup reaches report.md
+    dump = json.dumps(cfg, indent=2, default=str).translate({ord(c): f"\\u{ord(c):04x}" for c in "<>&"})
     doc.details("Configuration", f"The study's full configuration ({STUDY}):",
-                fenced(json.dumps(cfg, indent=2, default=str), "json") if cfg else f"(no {STUDY})")
+                fenced(dump, "json") if cfg else f"(no {STUDY})")

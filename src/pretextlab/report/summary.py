@@ -92,6 +92,7 @@ from ..runs import summarize
 from ..stats import RULE as CI_RULE
 from ..stats import describe, paired_difference
 from .dynamics import compare, dynamics_summary, run_curves, trend_summary
+from .render import md
 from .replication import replication_summary
 from .results import (
     PER_SEED,
@@ -333,7 +334,7 @@ def remade_note(study: Study, run: PretextRun) -> str | None:
     if "earlier_backbone_sha256" not in summary:
         return None
     new, old = summary.get("backbone_sha256"), summary["earlier_backbone_sha256"]
-    head = (f"`{run.folder}` was pretrained again when the study resumed without its weights; the re-made "
+    head = (f"{md(run.folder, code=True)} was pretrained again when the study resumed without its weights; the re-made "
             "backbone is")
     whose = "this arm" if run.seed is None else f"this arm with seed {run.seed}"
     if old == new:

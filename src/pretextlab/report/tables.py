@@ -9,9 +9,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..layout import CONFIG, SCRATCH
+from ..layout import SCRATCH
 from .formatting import at_step, duration, interval, mean_std, number
-from .results import PER_SEED, PROTOCOLS, Study, class_names, column, read_json
+from .render import md
+from .results import PER_SEED, PROTOCOLS, Study, class_names, column, read_config
 from .rules import PLATEAU_SPAN, TARGET_FRACTION
 from .summary import fraction_key, labels_at
 
@@ -50,7 +51,7 @@ def fraction_table(summary: dict[str, Any], fraction: float, arms: list[str]) ->
     arms = [a for a in arms if a in agg]
     diff_arms = [a for a in arms if a in cmp]
     n = {a: max(v["n"] for v in agg[a].values()) for a in arms}
-    header = ["quantity", *(f"{a} (n={n[a]})" for a in arms), *(f"{a} − scratch" for a in diff_arms)]
+    header = ["quantity", *(f"{md(a)} (n={n[a]})" for a in arms), *(f"{md(a)} − scratch" for a in diff_arms)]
     rows = []
     for label, q, q_step, kind in TABLE_ROWS:
         if not any(q in agg[a] for a in arms):
@@ -135,7 +136,7 @@ def dynamics_table(summary: dict[str, Any], fraction: float, arm: str) -> Table 
             rows.append([label, number(c["pretrained"], "metric"), number(c["scratch"], "metric"), _diff(c, "metric"),
                          "–"])
     n = len(d["seeds"])
-    return ["question", arm, "scratch", f"{arm} − scratch" + (f" [95% CI], {n} seeds" if n > 1 else ""),
+    return ["question", md(arm), "scratch", f"{md(arm)} − scratch" + (f" [95% CI], {n} seeds" if n > 1 else ""),
             "speed-up (scratch steps / arm steps)"], rows
 
 
@@ -164,8 +165,8 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
     present = {m for by_f in cells.values() for c in by_f.values() for m in c}
     methods = [m for m in methods if m in present]
     pretexts = [m for m in methods if m != SCRATCH]
-    header = ["protocol", "fraction", *("scratch / random init" if m == SCRATCH else m for m in methods),
-              *(f"{m} − baseline" for m in pretexts)]
+    header = ["protocol", "fraction", *("scratch / random init" if m == SCRATCH else md(m) for m in methods),
+              *(f"{md(m)} − baseline" for m in pretexts)]
     rows = []
     for protocol, by_f in cells.items():
         for f, c in by_f.items():
@@ -181,8 +182,8 @@ def answer_table(study: Study, summary: dict[str, Any]) -> Table:
     pretext_arms = [a for a in study.arms if a != SCRATCH]
     q = summary["headline"]["quantity"]
     label = "test macro-F1" if summary["headline"]["split"] == "test" else "final val macro-F1"
-    header = ["fraction", "labelled images", *(f"{a} {label}" for a in study.arms),
-              *(f"{a} − scratch" for a in pretext_arms)]
+    header = ["fraction", "labelled images", *(f"{md(a)} {label}" for a in study.arms),
+              *(f"{md(a)} − scratch" for a in pretext_arms)]
     rows = []
     for f in study.fractions:
         fk = fraction_key(f)
@@ -211,22 +212,22 @@ def pretext_table(summary: dict[str, Any]) -> Table:
             ["epochs", *(str(ps[t]["epochs"]) for t in tasks)],
             ["chance accuracy", *(number(ps[t]["chance"], "metric") for t in tasks)]]
     for k in ("accuracy", *extras):
-        rows.append([f"best held-out {k} (epoch)", *(
+        rows.append([f"best held-out {md(k)} (epoch)", *(
             f"{number(ps[t]['best'][k]['value'], 'metric')} (ep {ps[t]['best'][k]['epoch']})" if k in ps[t]["best"]
             else "–" for t in tasks)])
     for col in ("train_accuracy", "val_accuracy", "train_loss", "val_loss"):
         rows.append([f"last-epoch {col.replace('_', ' ')}", *(number(ps[t]["last"].get(col), "metric") for t in tasks)])
     for key in sorted({k for t in tasks for k in ps[t]["knn_accuracy"]}):
-        rows.append([f"k-NN accuracy of frozen features, {key} backbone",
+        rows.append([f"k-NN accuracy of frozen features, {md(key)} backbone",
                      *(number(ps[t]["knn_accuracy"].get(key), "metric") for t in tasks)])
     rows.append(["wall time (s)", *(number(ps[t]["wall_time_s"], "seconds") for t in tasks)])
     rows.append(["mean images/s", *(number(ps[t]["images_per_s"], "rate") for t in tasks)])
     if any(ps[t].get("seed") is not None or ps[t].get("pretrainings", 1) > 1 for t in tasks):
-        rows.insert(0, ["shown pretraining", *(f"`{ps[t]['shown']}`" for t in tasks)])
+        rows.insert(0, ["shown pretraining", *(md(ps[t]["shown"], code=True) for t in tasks)])
         rows.append(["pretrainings (one per seed)", *(str(ps[t]["pretrainings"]) for t in tasks)])
         rows.append(["every pretraining's stage time, summed (s)",
                      *(number(ps[t]["total_cost_s"], "seconds") for t in tasks)])
-    return ["quantity", *tasks], rows
+    return ["quantity", *map(md, tasks)], rows
 
 
 def setup_table(study: Study, summary: dict[str, Any]) -> Table:
@@ -234,39 +235,39 @@ def setup_table(study: Study, summary: dict[str, Any]) -> Table:
     cfg = study.config
     data, ds = cfg.get("data") or {}, cfg.get("dataset") or {}
     finished = [r.summary for r in study.runs if r.finished]
-    pre_cfg = next((read_json(p.path / CONFIG) for p in study.pretexts.values()), {})
+    pre_cfg = next((read_config(p.path) for p in study.pretexts.values()), {})
     seeds = study.seeds
     n_train = {s["fraction"]: s["n_train"] for s in summary["runs"].values() if s["n_train"]}
     n_val = ds.get("n_val") or pre_cfg.get("n_val") or next((s.get("n_val") for s in finished), None)
     n_pool = ds.get("n_pool") or pre_cfg.get("n_pool")
     classes = class_names(study)
     rows = [
-        ["data source", str(data.get("source", "–"))],
-        ["dataset", str(ds.get("name", "–"))],
-        ["classes", f"{len(classes)}: {', '.join(classes)}" if classes else "–"],
-        ["image size, channels", f"{ds.get('image_size', '–')}, {ds.get('channels', '–')}"],
-        ["training pool (what pretext tasks see, without labels)", str(n_pool or "–")],
-        ["validation images", f"{n_val or '–'} (val_fraction {data.get('val_fraction', '–')}, "
-                              f"split_seed {data.get('split_seed', '–')})"],
+        ["data source", md(data.get("source", "–"))],
+        ["dataset", md(ds.get("name", "–"))],
+        ["classes", f"{len(classes)}: {', '.join(map(md, classes))}" if classes else "–"],
+        ["image size, channels", md(f"{ds.get('image_size', '–')}, {ds.get('channels', '–')}")],
+        ["training pool (what pretext tasks see, without labels)", md(n_pool or "–")],
+        ["validation images", f"{md(n_val or '–')} (val_fraction {md(data.get('val_fraction', '–'))}, "
+                              f"split_seed {md(data.get('split_seed', '–'))})"],
         ["labelled images per fraction", ", ".join(f"{f:g}: {n}" for f, n in sorted(n_train.items(), reverse=True))
          or "–"],
         ["seeds", ", ".join(map(str, cfg.get("seeds", []))) or "–"],
         ["pretraining", "per seed: each seed pretrains its own backbone" if study.pretraining == PER_SEED
          else f"shared: one per task (seed {seeds[0] if seeds else '–'}) for every seed"],
         ["precision", precision_cell(summary["precision"])],
-        ["preset, backbone", f"{cfg.get('preset', '–')}, {cfg.get('backbone', '–')}"],
+        ["preset, backbone", md(f"{cfg.get('preset', '–')}, {cfg.get('backbone', '–')}")],
     ]
-    rows += [[k.replace("_", " "), str(ds[k])] for k in ("n_train_total", "n_test", "skipped_files") if k in ds]
+    rows += [[k.replace("_", " "), md(ds[k])] for k in ("n_train_total", "n_test", "skipped_files") if k in ds]
     if data.get("test_source"):
-        rows.append(["test data source", str(data["test_source"])])
+        rows.append(["test data source", md(data["test_source"])])
     if cfg.get("epochs_per_fraction"):
         rows.append(["fine-tuning epochs per fraction",
-                     ", ".join(f"{f}: {e}" for f, e in cfg["epochs_per_fraction"].items())])
+                     ", ".join(f"{md(f)}: {md(e)}" for f, e in cfg["epochs_per_fraction"].items())])
     if cfg.get("budget_rule"):
-        rows.append(["budget rule", str(cfg["budget_rule"])])
+        rows.append(["budget rule", md(cfg["budget_rule"])])
     if cfg.get("pretrain_epochs"):
         rows.append(["pretraining epochs per pretext task",
-                     ", ".join(f"{t}: {e}" for t, e in cfg["pretrain_epochs"].items())])
+                     ", ".join(f"{md(t)}: {md(e)}" for t, e in cfg["pretrain_epochs"].items())])
     return ["item", "value"], rows
 
 
@@ -276,10 +277,10 @@ def precision_cell(precision: dict[str, Any]) -> str:
     for p in precision["runs"].values():
         counts[p] = counts.get(p, 0) + 1
     if precision["study"]:
-        return f"{precision['study']} (decided once for the study)"
+        return f"{md(precision['study'])} (decided once for the study)"
     if len(counts) == 1:
-        return f"{next(iter(counts))} (every run's config.json; study.json does not record it)"
-    return ", ".join(f"{p} ({n} runs)" for p, n in counts.items()) or "–"
+        return f"{md(next(iter(counts)))} (every run's config.json; study.json does not record it)"
+    return ", ".join(f"{md(p)} ({n} runs)" for p, n in counts.items()) or "–"
 
 
 def stage_table(study: Study, summary: dict[str, Any]) -> Table:
@@ -291,7 +292,7 @@ def stage_table(study: Study, summary: dict[str, Any]) -> Table:
     for stage in dict.fromkeys([*times, *runs]):
         h = runs.get(stage, [])
         ips = column(h, "images_per_s")
-        rows.append([stage, number(times.get(stage), "seconds"),
+        rows.append([md(stage), number(times.get(stage), "seconds"),
                      duration(times[stage]) if stage in times else "–", str(len(h) or "–"),
                      number(h[-1].get("wall_time_s") if h else None, "seconds"),
                      number(statistics.fmean(ips) if ips else None, "rate")])
@@ -304,7 +305,8 @@ def replication_table(replication: dict[str, Any]) -> Table:
     rows = []
     for v in replication["verdicts"]:
         held = {True: "**held**", False: "**not held**", None: "not tested"}[v["held"]]
-        rows.append([PROTOCOLS[v["protocol"]], v["fraction"], v["method"], _difference_cell(v["original"]),
+        rows.append([PROTOCOLS.get(v["protocol"], md(v["protocol"])), md(v["fraction"]), md(v["method"]),
+                     _difference_cell(v["original"]),
                      _difference_cell(v["replicate"]), f"{held}: {v['why']}"])
     return ["protocol", "fraction", "pretext", "original: difference [95% CI]", "replicate: difference [95% CI]",
             "original's verdict"], rows
