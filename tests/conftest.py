@@ -169,7 +169,7 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> TrainedRun:
     """One 'fast' classifier trained for 2 epochs on a 3-class train/test root (shared, read-only)."""
-    from pretextlab.finetune import train_classifier
+    from pretextlab.finetune import finetune
 
     base = tmp_path_factory.mktemp("trained")
     data = write_split_root(base / "root", n_train=12, n_test=4)
@@ -178,7 +178,7 @@ def trained_run(tmp_path_factory) -> TrainedRun:
         mp.setenv("PRETEXTLAB_THREADS", "1")
         mp.setenv("PRETEXTLAB_CACHE", str(cache))
         torch.manual_seed(0)
-        summary = train_classifier(_tiny_data_config(data, cache), _tiny_train_config(), "fast", base / "run",
+        summary = finetune(_tiny_data_config(data, cache), _tiny_train_config(), "fast", base / "run",
                                    device="cpu", quiet=True)
     return TrainedRun(base / "run", base / "run" / "checkpoint.pt", data, cache, summary)
 
@@ -270,7 +270,7 @@ def train_a_little():
 def pretrain_and_finetune(tmp_path, tiny_dataset, tiny_data_config, tiny_train_config):
     """pretrain_and_finetune(task, options) -> pretraining summary, after checking that the run wrote
     backbone.safetensors that fine-tuning loads, and samples the report can draw."""
-    from pretextlab.finetune import train_classifier
+    from pretextlab.finetune import finetune
     from pretextlab.io import load_json
     from pretextlab.pretext import pretrain
     from pretextlab.report.figures import samples_figure
@@ -291,7 +291,7 @@ def pretrain_and_finetune(tmp_path, tiny_dataset, tiny_data_config, tiny_train_c
         samples_figure(samples, task, tmp_path / f"samples_{task}.png")
         assert (tmp_path / f"samples_{task}.png").stat().st_size > 1000
 
-        tuned = train_classifier(data, tiny_train_config(epochs=1), "fast", tmp_path / f"ft-{task}",
+        tuned = finetune(data, tiny_train_config(epochs=1), "fast", tmp_path / f"ft-{task}",
                                  init=str(out / "backbone.safetensors"), dataset=ds, device="cpu", quiet=True)
         assert tuned["init"].endswith("backbone.safetensors") and tuned["epochs"] == 1
         return summary

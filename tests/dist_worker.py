@@ -19,7 +19,8 @@ import torch
 
 from pretextlab import dist
 from pretextlab.data import DataConfig, load_dataset, make_splits
-from pretextlab.finetune import Classification, train_classifier
+from pretextlab.finetune import finetune
+from pretextlab.tasks.classification import Classification
 from pretextlab.models import make_backbone
 from pretextlab.pretext import make_task, pretrain
 from pretextlab.pretext.context import ContextPrediction
@@ -89,11 +90,11 @@ def main(data: str, out: Path) -> None:
                  knn_images=50, **kw)
     init = str(out / "pretrain" / "backbone.safetensors")
     CURRENT[0] = "finetune"
-    train_classifier(dcfg, cfg, "fast", out / "finetune", init=init, **kw)
+    finetune(dcfg, cfg, "fast", out / "finetune", init=init, **kw)
 
     CURRENT[0] = "interrupted"
     try:
-        train_classifier(dcfg, cfg, "fast", out / "resumed", init=init, on_epoch_end=stop_after_first_epoch, **kw)
+        finetune(dcfg, cfg, "fast", out / "resumed", init=init, on_epoch_end=stop_after_first_epoch, **kw)
     except Interrupt:
         pass
     dist.barrier()
@@ -101,7 +102,7 @@ def main(data: str, out: Path) -> None:
         shutil.copytree(out / "resumed", out / "interrupted")
     dist.barrier()
     CURRENT[0] = "resumed"
-    train_classifier(dcfg, cfg, "fast", out / "resumed", init=init, **kw)
+    finetune(dcfg, cfg, "fast", out / "resumed", init=init, **kw)
 
     (out / f"seen-rank{dist.rank()}.json").write_text(json.dumps({**SEEN, "scored": scored_in_evaluation(out)}))
 

@@ -10,7 +10,7 @@ import torch
 
 from pretextlab.data import DataConfig
 from pretextlab.errors import UserError
-from pretextlab.finetune import evaluate_checkpoint, load_classifier, predict_files
+from pretextlab.finetune import evaluate_checkpoint, load_model, predict_files
 from pretextlab.models import feature_map, load_backbone_weights, make_backbone
 from pretextlab.study import run_study
 
@@ -34,7 +34,8 @@ def test_a_study_runs_every_pretext_task_on_any_backbone(spec, make_image_folder
     assert m["accuracy"] == pytest.approx(json.loads((out / "f1-rotation-s0" / "summary.json").read_text())
                                           ["final"]["accuracy"], abs=1e-5)
     image = next((folder / "apple").iterdir())
-    [(f, cls, conf)] = predict_files(str(ckpt), [str(image)], backbone=given)
+    [(f, out)] = predict_files(str(ckpt), [str(image)], backbone=given)
+    cls, conf = out["class"], out["confidence"]
     assert cls in ("apple", "mango", "zebra") and 0 < conf <= 1
 
 
@@ -48,9 +49,9 @@ def test_a_checkpoint_of_a_user_module_asks_for_the_file_and_notices_a_change(ma
                     backbone=f"{user}:TinyNet", device="cpu", quiet=True)
     ckpt = out / "f1-scratch-s0" / "checkpoint.pt"
     with pytest.raises(UserError, match="your own module .*pass --backbone .*never runs code a checkpoint names"):
-        load_classifier(ckpt)
+        load_model(ckpt)
     user.write_text(user.read_text() + "\n# edited\n")
-    load_classifier(ckpt, f"{user}:TinyNet")
+    load_model(ckpt, f"{user}:TinyNet")
     assert "has changed since" in caplog.text
 
 

@@ -22,7 +22,7 @@ from test_train import comparable, deterministic
 from pretextlab import dist
 from pretextlab.data import DataConfig
 from pretextlab.errors import UserError
-from pretextlab.finetune import evaluate_checkpoint, train_classifier
+from pretextlab.finetune import evaluate_checkpoint, finetune
 from pretextlab.runs import read_csv
 from pretextlab.train import TrainConfig
 
@@ -121,7 +121,7 @@ def test_resume_with_another_world_size_is_user_error(job):
     data = DataConfig(**config["data"])
     cfg = TrainConfig(**config["train"])
     with pytest.raises(UserError, match="trained by 2 process"):
-        train_classifier(data, cfg, "fast", job / "interrupted", init=config["init"], device="cpu", quiet=True)
+        finetune(data, cfg, "fast", job / "interrupted", init=config["init"], device="cpu", quiet=True)
 
 
 # ----------------------------------------------------------------------------------------------

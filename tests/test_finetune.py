@@ -11,7 +11,7 @@ from conftest import COLOURS, SORTED_CLASSES
 from PIL import Image
 
 from pretextlab.errors import UserError
-from pretextlab.finetune import evaluate_checkpoint, load_classifier, predict_files, train_classifier
+from pretextlab.finetune import evaluate_checkpoint, finetune, load_model, predict_files
 from pretextlab.models import read_weights
 from pretextlab.runs import read_csv
 
@@ -74,8 +74,9 @@ def test_predict_files(trained_run, tmp_path):
             Image.fromarray(np.full((size[1], size[0], 3), colour, np.uint8)).save(f)
             files.append(str(f))
     out = predict_files(str(trained_run.checkpoint), files)
-    assert [f for f, _, _ in out] == files  # one row per image, in order
-    for _, cls, conf in out:
+    assert [f for f, _ in out] == files  # one row per image, in order
+    for _, row in out:
+        cls, conf = row["class"], row["confidence"]
         assert cls in SORTED_CLASSES
         assert 0 < conf <= 1
         assert conf >= 1 / 3 - 1e-6  # the top class of 3 has at least a third of the mass
@@ -89,7 +90,7 @@ def test_predict_agrees_with_evaluate(trained_run):
             files.append(str(f))
             truth.append(c)
     preds = predict_files(str(trained_run.checkpoint), files)
-    acc = np.mean([p == t for (_, p, _), t in zip(preds, truth)])
+    acc = np.mean([p["class"] == t for (_, p), t in zip(preds, truth)])
     m = evaluate_checkpoint(str(trained_run.checkpoint), str(trained_run.data), "test",
                             cache_dir=str(trained_run.cache_dir))
     assert acc == pytest.approx(m["accuracy"], abs=1e-6)
@@ -103,22 +104,22 @@ def test_predict_bad_files(trained_run, tmp_path):
         predict_files(str(trained_run.checkpoint), [str(tmp_path / "missing.png")])
 
 
-def test_load_classifier_rejects_non_checkpoints(tmp_path):
+def test_load_model_rejects_non_checkpoints(tmp_path):
     (tmp_path / "a.pt").write_text("not a checkpoint")
     torch.save({"model": {}}, tmp_path / "b.pt")  # a torch file, but no meta
     torch.save({"model": {}, "meta": {"kind": "pretext"}}, tmp_path / "c.pt")
     with pytest.raises(UserError, match="not a pretextlab checkpoint"):
-        load_classifier(tmp_path / "a.pt")
+        load_model(tmp_path / "a.pt")
     with pytest.raises(UserError, match="not a pretextlab checkpoint"):
-        load_classifier(tmp_path / "b.pt")
-    with pytest.raises(UserError, match="pretext checkpoint, not a classifier"):
-        load_classifier(tmp_path / "c.pt")
+        load_model(tmp_path / "b.pt")
+    with pytest.raises(UserError, match="pretext checkpoint, not a fine-tuned model of classification"):
+        load_model(tmp_path / "c.pt")
     with pytest.raises(UserError, match="no such file"):
-        load_classifier(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
 
 
 def test_load_classifier_roundtrip(trained_run):
-    model, meta = load_classifier(trained_run.checkpoint)
+    model, meta = load_model(trained_run.checkpoint)
     assert not model.training
     assert meta["classes"] == SORTED_CLASSES and meta["backbone"] == "fast" and meta["channels"] == 3
     assert meta["image_size"] == 12 and len(meta["mean"]) == 3
@@ -137,7 +138,7 @@ def test_indices_saved(trained_run):
 
 def test_init_from_checkpoint_of_another_backbone(trained_run, tiny_train_config, tiny_data_config, tmp_path):
     with pytest.raises(UserError, match="another backbone"):
-        train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
+        finetune(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
                          "fast-wide", tmp_path / "run", init=str(trained_run.checkpoint), device="cpu", quiet=True)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -146,7 +147,7 @@ def test_init_with_missing_or_bad_file(trained_run, tiny_train_config, tiny_data
     (tmp_path / "junk.pt").write_bytes(b"\x00junk")
     for init, msg in ((tmp_path / "nope.pt", "no such file"), (tmp_path / "junk.pt", "not a readable checkpoint")):
         with pytest.raises(UserError, match=msg):
-            train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
+            finetune(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
                              "fast", tmp_path / "run", init=str(init), device="cpu", quiet=True)
 
 
@@ -159,7 +160,7 @@ def test_init_linear_probe_keeps_pretrained_backbone(trained_run, tiny_train_con
     save_file(backbone, str(tmp_path / "backbone.safetensors"))
     assert read_weights(tmp_path / "backbone.safetensors").keys() == backbone.keys()
 
-    summary = train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache"),
+    summary = finetune(tiny_data_config(trained_run.data, tmp_path / "cache"),
                                tiny_train_config(epochs=1, freeze_backbone=True), "fast", tmp_path / "probe",
                                init=str(tmp_path / "backbone.safetensors"), device="cpu", quiet=True)
     assert summary["init"] == str(tmp_path / "backbone.safetensors")
@@ -172,12 +173,12 @@ def test_init_linear_probe_keeps_pretrained_backbone(trained_run, tiny_train_con
 
 def test_pad_larger_than_the_image_is_user_error(trained_run, tiny_train_config, tiny_data_config, tmp_path):
     with pytest.raises(UserError, match="pad"):
-        train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache", pad=12), tiny_train_config(epochs=1),
+        finetune(tiny_data_config(trained_run.data, tmp_path / "cache", pad=12), tiny_train_config(epochs=1),
                          "fast", tmp_path / "run", device="cpu", quiet=True)
 
 
 def test_examples_show_every_class_once_where_there_are_few():
-    from pretextlab.finetune import example_indices
+    from pretextlab.tasks.classification import example_indices
 
     labels = torch.tensor([2, 2, 0, 1, 1, 0, 2, 1, 0, 0, 2, 1])
     idx = example_indices(labels, 10)
@@ -186,9 +187,9 @@ def test_examples_show_every_class_once_where_there_are_few():
 
 
 def test_test_time_augmentation_averages_the_logits_of_its_views(trained_run):
-    from pretextlab.finetune import predict_logits, tta_views
+    from pretextlab.tasks.classification import predict_logits, tta_views
 
-    model, meta = load_classifier(trained_run.checkpoint)
+    model, meta = load_model(trained_run.checkpoint)
     x = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8)
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     plain, mirror = predict_logits(model, x, mean, std), predict_logits(model, x.flip(3), mean, std)
@@ -214,7 +215,7 @@ def test_a_run_with_tta_scores_every_evaluation_with_it_and_trains_the_same(trai
         mp.setenv("PRETEXTLAB_THREADS", "1")
         mp.setenv("PRETEXTLAB_CACHE", str(trained_run.cache_dir))
         dcfg = tiny_data_config(trained_run.data, trained_run.cache_dir)
-        train_classifier(dcfg, tiny_train_config(tta="flip-translate"), "fast", tmp_path / "tta", device="cpu",
+        finetune(dcfg, tiny_train_config(tta="flip-translate"), "fast", tmp_path / "tta", device="cpu",
                          quiet=True)
         assert load_json(tmp_path / "tta" / "config.json")["train"]["tta"] == "flip-translate"
         assert "tta" not in load_json(trained_run.out / "config.json")["train"]  # the default is not stored
@@ -224,7 +225,7 @@ def test_a_run_with_tta_scores_every_evaluation_with_it_and_trains_the_same(trai
         scored = evaluate_checkpoint(str(tmp_path / "tta" / "checkpoint.pt"), None, "val", tta="flip-translate")
         assert last["val_f1_macro"] == pytest.approx(scored["f1_macro"], abs=1e-6)
         with pytest.raises(UserError, match="--tta spin is unknown"):
-            train_classifier(dcfg, tiny_train_config(tta="spin"), "fast", tmp_path / "bad", device="cpu", quiet=True)
+            finetune(dcfg, tiny_train_config(tta="spin"), "fast", tmp_path / "bad", device="cpu", quiet=True)
         assert not (tmp_path / "bad").exists()
 
 

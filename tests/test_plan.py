@@ -1,10 +1,10 @@
-"""pretextlab.plan: the plan and ETA a study prints before it starts, and how close the ETA comes."""
+"""pretextlab.study.plan: the plan and ETA a study prints before it starts, and how close the ETA comes."""
 
 from __future__ import annotations
 
 import json
 
-from pretextlab import plan
+from pretextlab.study import plan
 from pretextlab.data import DataConfig
 from pretextlab.study import run_study
 
@@ -35,10 +35,14 @@ def test_a_smoke_study_takes_within_a_factor_of_two_of_its_estimate(make_image_f
 
 
 def test_work_grows_with_what_a_stage_does():
-    assert plan.pretrain_work("simclr", 1, 1000, 100) > plan.pretrain_work("context", 1, 1000, 100)
-    assert plan.pretrain_work("rotation", 2, 1000, 100, all_rotations=True) > \
-        plan.pretrain_work("rotation", 2, 1000, 100, all_rotations=False)
+    from pretextlab.pretext import TASKS
+
+    def work(task: str, epochs: int, **options) -> float:
+        return plan.pretrain_work(TASKS[task][0].work_per_image(options), epochs, 1000, 100)
+
+    assert work("simclr", 1) > work("context", 1)
+    assert work("rotation", 2, all_rotations=True) > work("rotation", 2, all_rotations=False)
     assert plan.finetune_work(10, 500, 24, 100, 0) > plan.finetune_work(5, 500, 24, 100, 0)
-    stages = [plan.Stage("a", "pretrain", 1000, lambda: None), plan.Stage("b", "finetune", 3000, lambda: None, True)]
+    stages = [plan.Stage("a", "pretrain", 1000, False), plan.Stage("b", "finetune", 3000, True)]
     assert plan.estimate_s(stages, 100.0) == 10 + plan.STAGE_OVERHEAD_S  # done stages cost nothing
     assert plan.duration(3725) == "1 h 02 min" and plan.duration(75) == "1 min 15 s"

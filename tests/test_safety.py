@@ -23,7 +23,7 @@ from PIL import Image
 from pretextlab import io as io_mod
 from pretextlab.data import DataConfig, load_dataset
 from pretextlab.errors import UserError
-from pretextlab.finetune import train_classifier
+from pretextlab.finetune import finetune
 from pretextlab.runs import OWNER, writer_lock
 from pretextlab.study import export_study, run_study
 
@@ -82,11 +82,11 @@ def test_a_replaced_checkpoint_is_not_resumed_from(tiny_dataset, tiny_data_confi
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+        finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
                          device="cpu", quiet=True, on_epoch_end=stop)
     _malicious(out / "checkpoint.pt", marker, like=out / "checkpoint.pt")
     with pytest.raises(UserError, match="refused") as e:
-        train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+        finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
                          device="cpu", quiet=True)
     assert "\n" not in str(e.value) and not marker.exists()
 
@@ -146,7 +146,7 @@ def test_stale_temp_files_are_removed_when_a_run_starts(tiny_dataset, tiny_data_
     out = tmp_path / "run"
     out.mkdir()
     (out / ".checkpoint.pt.k3j2.tmp").write_bytes(b"half a checkpoint")  # left by a kill -9 during a save
-    train_classifier(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=1), "fast", out,
+    finetune(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=1), "fast", out,
                      dataset=tiny_dataset, device="cpu", quiet=True)
     assert not list(out.glob(".*.tmp")) and (out / "summary.json").exists()
 
@@ -164,15 +164,15 @@ def test_a_run_records_its_precision_and_is_held_to_it_on_resume(tiny_dataset, t
 
     monkeypatch.setattr("pretextlab.hw.pick_precision", lambda name, device: "fp32")  # what `auto` measured first
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="auto"),
+        finetune(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="auto"),
                          "fast", out, dataset=tiny_dataset, device="cpu", quiet=True, on_epoch_end=stop)
     assert json.loads((out / "config.json").read_text())["resolved"]["precision"] == "fp32"
     # another process whose measurement would now say bf16: the run resumes in fp32 all the same
     monkeypatch.setattr("pretextlab.hw.pick_precision", lambda name, device: "bf16")
     with pytest.raises(UserError, match="trained in fp32.*--precision fp32"):
-        train_classifier(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="bf16"),
+        finetune(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="bf16"),
                          "fast", out, dataset=tiny_dataset, device="cpu", quiet=True)
-    train_classifier(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="auto"),
+    finetune(tiny_data_config("tiny", tmp_path / "c"), tiny_train_config(epochs=2, precision="auto"),
                      "fast", out, dataset=tiny_dataset, device="cpu", quiet=True)
     assert json.loads((out / "config.json").read_text())["resolved"]["precision"] == "fp32"
 
@@ -416,14 +416,14 @@ def test_an_out_inside_the_data_is_refused(run_cli, assert_user_error, make_imag
 def test_a_resumed_run_refuses_images_added_since_it_began(make_image_folder, tiny_data_config, tiny_train_config,
                                                           cache_dir, tmp_path):
     data, out = make_image_folder(n_per_class=8), tmp_path / "run"
-    train_classifier(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
+    finetune(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
                      quiet=True)
     (out / "summary.json").unlink()  # as if stopped after its last checkpoint
     write_image_folder(data, classes=("apple",), n_per_class=12, seed=5)  # four more apples
     indices = (out / "indices.json").read_text()
     with pytest.raises(UserError, match=r"differ from those the run in .* began with \(then 3 classes, 24 images, "
                                         r"now 3 classes, 28 images\)"):
-        train_classifier(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
+        finetune(tiny_data_config(data, cache_dir), tiny_train_config(epochs=2), "fast", out, device="cpu",
                          quiet=True)
     assert (out / "indices.json").read_text() == indices
 
@@ -518,7 +518,7 @@ def test_a_checkpoint_evaluated_from_another_folder_refuses_other_images(tiny_da
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
     write_image_folder(Path("imgs"), n_per_class=8)
-    train_classifier(tiny_data_config("imgs", cache_dir), tiny_train_config(epochs=1), "fast", tmp_path / "run",
+    finetune(tiny_data_config("imgs", cache_dir), tiny_train_config(epochs=1), "fast", tmp_path / "run",
                      device="cpu", quiet=True)
     ckpt = str(tmp_path / "run" / "checkpoint.pt")
     assert evaluate_checkpoint(ckpt, None)["accuracy"] >= 0  # where it was trained: the same images

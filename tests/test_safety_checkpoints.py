@@ -19,7 +19,8 @@ from PIL import Image
 from pretextlab import io as io_mod
 from pretextlab.data import load_dataset
 from pretextlab.errors import UserError
-from pretextlab.finetune import Classification, evaluate_checkpoint, load_classifier, predict_files, train_classifier
+from pretextlab.finetune import evaluate_checkpoint, finetune, load_model, predict_files
+from pretextlab.tasks.classification import Classification
 from pretextlab.io import load_torch
 from pretextlab.models import read_weights
 
@@ -90,7 +91,7 @@ def test_a_zip_bomb_checkpoint_is_refused_before_it_is_inflated(trained_run, tmp
         load_torch(bomb)
     assert "bomb.pt" in _one_line_error(e)
     with pytest.raises(UserError, match="zip bomb"):
-        load_classifier(bomb)
+        load_model(bomb)
     with pytest.raises(UserError, match="zip bomb"):
         read_weights(bomb)
 
@@ -191,7 +192,7 @@ def test_init_with_values_that_are_not_tensors_is_one_line(trained_run, tiny_tra
         init = tmp_path / f"{name}.pt"
         torch.save({"model": model}, init)
         with pytest.raises(UserError, match=f"{name}.pt") as e:
-            train_classifier(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
+            finetune(tiny_data_config(trained_run.data, tmp_path / "cache"), tiny_train_config(epochs=1),
                              "fast", tmp_path / f"run-{name}", init=str(init), device="cpu", quiet=True)
         _one_line_error(e)
         assert not (tmp_path / f"run-{name}" / "checkpoint.pt").exists()
@@ -344,7 +345,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_dataset, tiny_data_confi
 
     monkeypatch.setattr(Classification, "loss", loss)
     with pytest.raises(UserError, match=r"the training loss became nan at step 6; lower --lr") as e:
-        train_classifier(tiny_data_config("tiny", tmp_path / "cache"), cfg, "fast", out, dataset=tiny_dataset,
+        finetune(tiny_data_config("tiny", tmp_path / "cache"), cfg, "fast", out, dataset=tiny_dataset,
                          device="cpu", quiet=True, on_epoch_end=after)
     assert "checkpoint.pt" in _one_line_error(e)
     assert calls["good"] == hashlib.sha256((out / "checkpoint.pt").read_bytes()).hexdigest()

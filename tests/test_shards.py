@@ -15,7 +15,7 @@ from pretextlab import data as data_mod
 from pretextlab import shards
 from pretextlab.data import load_dataset
 from pretextlab.errors import UserError
-from pretextlab.finetune import train_classifier
+from pretextlab.finetune import finetune
 from pretextlab.pretext import pretrain
 from pretextlab.runs import read_csv
 from pretextlab.shards import ShardedImages
@@ -120,7 +120,7 @@ def test_streaming_gives_the_in_memory_metrics(make_split_root, tiny_data_config
         torch.manual_seed(0)
         pre = pretrain("context", dcfg, cfg, "fast", out / "pre", device="cpu", quiet=True, knn_images=20)
         torch.manual_seed(0)
-        fine = train_classifier(dcfg, cfg, "fast", out / "run", init=str(out / "pre" / "backbone.safetensors"),
+        fine = finetune(dcfg, cfg, "fast", out / "run", init=str(out / "pre" / "backbone.safetensors"),
                                 device="cpu", quiet=True)
         config = json.loads((out / "run" / "config.json").read_text())
         assert config["resolved"]["storage"] == storage and "storage" not in config["data"]

@@ -10,7 +10,9 @@ import pretextlab.study as study_mod
 from pretextlab.data import DataConfig
 from pretextlab.errors import UserError
 from pretextlab.report import write_report
-from pretextlab.study import PRESETS, run_name, run_study
+from pretextlab.io import sha256_file
+from pretextlab.layout import run_name
+from pretextlab.study import PRESETS, run_study
 
 
 def _data(folder, cache_dir) -> DataConfig:
@@ -29,16 +31,20 @@ def test_epoch_budget_gives_small_fractions_more_epochs_but_fewer_steps():
 def test_study_resumes_after_an_interruption_between_stages(make_image_folder, cache_dir, tmp_path, monkeypatch):
     folder = make_image_folder(n_per_class=16, size=16)
     out = tmp_path / "study"
-    real = study_mod.train_classifier
+    import pretextlab.study.stages as stages_mod
+    from pretextlab.finetune import Finetuning
+
+    real = stages_mod.execute
     calls = []
 
-    def interrupt_second(*args, **kw):
-        calls.append(kw.get("init"))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
+    def interrupt_second(job, *args, **kw):
+        if isinstance(job, Finetuning):
+            calls.append(job.init)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real(job, *args, **kw)
 
-    monkeypatch.setattr(study_mod, "train_classifier", interrupt_second)
+    monkeypatch.setattr(stages_mod, "execute", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu", quiet=True)
     pretrain_summary = out / "pretrain-context-s0" / "summary.json"
@@ -47,7 +53,7 @@ def test_study_resumes_after_an_interruption_between_stages(make_image_folder, c
     assert not (out / run_name(0.5, "context", 0) / "summary.json").exists()
     stamps = pretrain_summary.stat().st_mtime_ns, first_run.stat().st_mtime_ns
 
-    monkeypatch.setattr(study_mod, "train_classifier", real)
+    monkeypatch.setattr(stages_mod, "execute", real)
     report = write_report(run_study(_data(folder, cache_dir), out, fractions=(1.0, 0.5), preset="smoke", device="cpu",
                                     quiet=True))
     assert (pretrain_summary.stat().st_mtime_ns, first_run.stat().st_mtime_ns) == stamps  # not redone
@@ -87,7 +93,9 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
     """Every run repeated per seed, the probes resumed entry by entry, a report with intervals."""
     folder = make_image_folder(n_per_class=16, size=16)
     out = tmp_path / "study"
-    real = study_mod.evaluate_frozen
+    import pretextlab.study.probes as probes_mod
+
+    real = probes_mod.evaluate_frozen
     calls = []
 
     def interrupt_third(*args, **kw):  # inside the first probe stage: two entries saved, two to go
@@ -97,7 +105,7 @@ def test_two_seeds_probes_and_the_comparison_report(make_image_folder, cache_dir
         return real(*args, **kw)
 
     interrupt = True
-    monkeypatch.setattr(study_mod, "evaluate_frozen", interrupt_third)
+    monkeypatch.setattr(probes_mod, "evaluate_frozen", interrupt_third)
     kw = dict(fractions=(1.0, 0.5), seeds=(0, 1), preset="smoke", device="cpu", quiet=True, shared_pretraining=True)
     with pytest.raises(KeyboardInterrupt):
         run_study(_data(folder, cache_dir), out, **kw)
@@ -225,7 +233,7 @@ def test_export_keeps_results_not_weights_and_a_copy_resumes(make_image_folder, 
     original = (out / "pretrain-context-s0" / "backbone.safetensors").read_bytes()
     kept_summary = json.loads((kept / "pretrain-context-s0" / "summary.json").read_text())
     weights = out / "pretrain-context-s0" / "backbone.safetensors"
-    assert kept_summary["backbone_sha256"] == study_mod.sha256_file(weights)
+    assert kept_summary["backbone_sha256"] == sha256_file(weights)
 
     shutil.rmtree(out)  # a new machine: only the kept files, in another folder than the study's --out
     moved = tmp_path / "elsewhere" / "study"
@@ -309,8 +317,10 @@ def test_probes_extract_features_in_the_study_precision_and_hold_it(make_image_f
     data = _data(make_image_folder(n_per_class=8, size=16), cache_dir)
     _, ds = open_data(data, "cpu", None)
     used = []
-    real = study_mod.frozen_features
-    monkeypatch.setattr(study_mod, "frozen_features", lambda *a: used.append(a[-1]) or real(*a))
+    import pretextlab.study.probes as probes_mod
+
+    real = probes_mod.frozen_features
+    monkeypatch.setattr(probes_mod, "frozen_features", lambda *a: used.append(a[-1]) or real(*a))
     run = lambda folder, keys: study_mod.run_probes(random_backbone("fast", ds.channels, 0), {"init": "random"},
                                                     folder, keys, data, ds, torch.device("cpu"), "bf16")
     new = tmp_path / "new"

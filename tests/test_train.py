@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pretextlab.errors import UserError
-from pretextlab.finetune import train_classifier
+from pretextlab.finetune import finetune
 from pretextlab.runs import read_csv, settings_diff
 from pretextlab.train import TrainConfig, epoch_order, eval_steps, lr_factor, plateaued, train_settings
 
@@ -88,7 +88,7 @@ def test_epoch_order_pads_to_whole_batches():
 def test_short_run_learns_and_writes_its_files(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
     out = tmp_path / "run"
     torch.manual_seed(0)
-    summary = train_classifier(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast",
+    summary = finetune(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast",
                                out, dataset=tiny_dataset, device="cpu", quiet=True)
 
     rows = read_csv(out / "metrics.csv")
@@ -123,7 +123,7 @@ def test_short_run_learns_and_writes_its_files(tiny_dataset, tiny_train_config, 
     assert summary["final"]["n"] == 15 and "test" not in summary
 
     # a finished run is returned, not retrained
-    assert train_classifier(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast", out,
+    assert finetune(tiny_data_config("tiny", tmp_path / "cache"), tiny_train_config(epochs=3), "fast", out,
                             dataset=tiny_dataset, device="cpu", quiet=True)["best"] == on_disk["best"]
     assert len(read_csv(out / "metrics.csv")) == 3
 
@@ -131,7 +131,7 @@ def test_short_run_learns_and_writes_its_files(tiny_dataset, tiny_train_config, 
 def _run(ds, tdc, ttc, out, global_seed: int | None, ema: float = 0.0, **kw):
     if global_seed is not None:
         torch.manual_seed(global_seed)
-    return train_classifier(tdc("tiny", out.parent / "cache"), ttc(epochs=3, ema=ema), "fast", out, dataset=ds,
+    return finetune(tdc("tiny", out.parent / "cache"), ttc(epochs=3, ema=ema), "fast", out, dataset=ds,
                             device="cpu", quiet=True, **kw)
 
 
@@ -142,7 +142,7 @@ def _stop_after_first_epoch(epoch: int, row: dict) -> None:
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_resume_gives_the_uninterrupted_run(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path, ema):
-    # The global RNG is pinned before each call because train_classifier builds the model before
+    # The global RNG is pinned before each call because finetune builds the model before
     # fit() seeds torch (see test_same_seed_gives_same_run): this test isolates resumption.
     a = _run(tiny_dataset, tiny_data_config, tiny_train_config, tmp_path / "A" / "run", global_seed=11, ema=ema)
 
@@ -175,7 +175,7 @@ def test_weight_average_is_what_is_scored_and_kept(make_image_folder, tiny_train
     rows = {}
     for ema in (0.0, 0.9):
         torch.manual_seed(11)
-        train_classifier(data, tiny_train_config(epochs=3, ema=ema), "fast", tmp_path / str(ema), device="cpu",
+        finetune(data, tiny_train_config(epochs=3, ema=ema), "fast", tmp_path / str(ema), device="cpu",
                          quiet=True)
         rows[ema] = read_csv(tmp_path / str(ema) / "metrics.csv")
     assert [r["train_loss"] for r in rows[0.9]] == [r["train_loss"] for r in rows[0.0]]  # the same training...
@@ -206,11 +206,11 @@ def test_resume_with_other_settings_is_user_error(tiny_dataset, tiny_train_confi
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=3), "fast", out,
+        finetune(tiny_data_config("tiny", cache), tiny_train_config(epochs=3), "fast", out,
                          dataset=tiny_dataset, device="cpu", quiet=True, on_epoch_end=_stop_after_first_epoch)
     before = (out / "metrics.csv").read_text()
     with pytest.raises(UserError, match="other settings"):
-        train_classifier(tiny_data_config("tiny", cache, **change.get("data", {})),
+        finetune(tiny_data_config("tiny", cache, **change.get("data", {})),
                          tiny_train_config(**{"epochs": 3, **change.get("train", {})}), change.get("backbone", "fast"),
                          out, dataset=tiny_dataset, device="cpu", quiet=True)
     assert (out / "metrics.csv").read_text() == before  # the interrupted run is left as it was
@@ -218,10 +218,10 @@ def test_resume_with_other_settings_is_user_error(tiny_dataset, tiny_train_confi
 
 def test_finished_run_with_other_settings_is_user_error(tiny_dataset, tiny_train_config, tiny_data_config, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=1), "fast", out,
+    finetune(tiny_data_config("tiny", cache), tiny_train_config(epochs=1), "fast", out,
                      dataset=tiny_dataset, device="cpu", quiet=True)
     with pytest.raises(UserError, match="other settings"):
-        train_classifier(tiny_data_config("tiny", cache), tiny_train_config(epochs=2), "fast", out,
+        finetune(tiny_data_config("tiny", cache), tiny_train_config(epochs=2), "fast", out,
                          dataset=tiny_dataset, device="cpu", quiet=True)
 
 
@@ -267,7 +267,7 @@ def test_fine_evaluations_log_every_interval_and_resume_exactly(tiny_dataset, ti
     cfg = tiny_train_config(epochs=3, evals=7)
     a = tmp_path / "A" / "run"
     torch.manual_seed(3)
-    train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", a, dataset=tiny_dataset, device="cpu",
+    finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", a, dataset=tiny_dataset, device="cpu",
                      quiet=True)
     rows = read_csv(a / "metrics.csv")
     steps = json.loads((a / "config.json").read_text())["resolved"]["steps_per_epoch"]
@@ -277,10 +277,10 @@ def test_fine_evaluations_log_every_interval_and_resume_exactly(tiny_dataset, ti
     b = tmp_path / "B" / "run"
     torch.manual_seed(3)
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset,
+        finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset,
                          device="cpu", quiet=True, on_epoch_end=_stop_after_first_epoch)
     torch.manual_seed(999)
-    train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset, device="cpu",
+    finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", b, dataset=tiny_dataset, device="cpu",
                      quiet=True)
     assert deterministic(read_csv(b / "metrics.csv")) == deterministic(rows)
     assert read_csv(b / "steps.csv") == read_csv(a / "steps.csv")
@@ -291,7 +291,7 @@ def test_plateau_schedule_stops_early_at_a_constant_rate(tiny_dataset, tiny_trai
     cfg = tiny_train_config(epochs=40, schedule="plateau", patience=2, warmup=0.0, lr=0.05)
     out = tmp_path / "run"
     torch.manual_seed(0)
-    s = train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+    s = finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
                          device="cpu", quiet=True)
     rows = read_csv(out / "metrics.csv")
     assert len(rows) < 40 and s["epochs"] == len(rows)  # stopped before the maximum budget
@@ -299,7 +299,7 @@ def test_plateau_schedule_stops_early_at_a_constant_rate(tiny_dataset, tiny_trai
     assert plateaued(rows, ("f1_macro", "max"), 2) and not plateaued(rows[:-1], ("f1_macro", "max"), 2)
     assert {r["lr"] for r in rows} == {0.05}  # constant
     assert torch.load(out / "checkpoint.pt", weights_only=True)["stopped"]
-    again = train_classifier(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+    again = finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
                              device="cpu", quiet=True)
     assert again["epochs"] == s["epochs"]  # finished: not trained further
 

@@ -110,7 +110,7 @@ def train(
 ) -> None:
     """Supervised training on a label fraction, from scratch or from --init weights; resumes if interrupted."""
     from .data import DataConfig
-    from .finetune import train_classifier
+    from .finetune import finetune
     from .train import TrainConfig
 
     b = _numbers(betas, "--betas")
@@ -127,7 +127,7 @@ def train(
     check_fraction(fraction)
     check_backbone(backbone)
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
-    s = train_classifier(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet)
+    s = finetune(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet)
     b = s["best"]
     _echo(f"{out}: best val macro-F1 {b['f1_macro']['value']:.4f} (epoch {b['f1_macro']['epoch']}), "
                f"accuracy {b['accuracy']['value']:.4f}; {s['n_train']} labelled images, "
@@ -166,8 +166,8 @@ def predict(
     """Class and confidence for each image."""
     from .finetune import predict_files
 
-    for f, c, p in predict_files(str(checkpoint), images, backbone):
-        typer.echo(f"{f}\t{c}\t{p:.3f}")
+    for f, out in predict_files(str(checkpoint), images, backbone):  # classification: class and confidence
+        typer.echo("\t".join([f, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in out.values())]))
 
 
 @app.command()

@@ -376,12 +376,13 @@ def data_facts(ds: Dataset) -> dict[str, Any]:
     return {"storage": ds.storage, "cache": ds.cache_file, "data_fingerprint": ds.fingerprint}
 
 
-def open_data(data: DataConfig, device: str, dataset: Dataset | None) -> tuple[torch.device, Dataset]:
-    """Threads, device (this rank's, under torchrun) and the (cached) dataset: what every run needs
-    before it builds its model."""
+def open_data(data: DataConfig, device: str, dataset: Dataset | None,
+              load: Callable[[DataConfig], Dataset] | None = None) -> tuple[torch.device, Dataset]:
+    """Threads, device (this rank's, under torchrun) and the (cached) dataset, read by `load` (a downstream
+    task's reader; default: labelled image folders): what every run needs before it builds its model."""
     hw.setup_threads()
     dev = dist.init(hw.pick_device(device))
-    return dev, dataset or load_data(data)
+    return dev, dataset or (load or load_data)(data)
 
 
 def load_data(data: DataConfig) -> Dataset:

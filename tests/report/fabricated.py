@@ -67,7 +67,7 @@ def run_files(fraction: float, arm: str, seed: int, f1: list[float], test: float
               schedule: str = "onecycle", patience: int | None = None, train_loss: list[float] | None = None,
               val_loss: list[float] | None = None, old_format: bool = False) -> tuple[list[dict], dict, dict]:
     """A finished fine-tuning run's metrics.csv rows, summary.json and config.json, as
-    finetune.train_classifier writes them.
+    finetune.finetune writes them.
 
     f1: validation macro-F1 per evaluation; test: the final model's test macro-F1 (a study with a test split).
     The budget is `epochs` (default: one per evaluation) x STEPS_PER_EPOCH optimizer steps; evaluations are

@@ -19,12 +19,12 @@ from typing import Any
 from .. import hw
 from ..data import DataConfig
 from ..errors import UserError
-from ..finetune import train_classifier
+from ..finetune import finetune
 from ..io import load_json
 from ..layout import CONFIG, METRICS
-from ..presets import PRESETS
 from ..report.rules import EPS, first_step
 from ..runs import read_csv
+from ..study.presets import PRESETS
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)  # macro-F1 levels whose first training second is reported
 # The two budgets a curve is read against: (curve column, key stem in `compare`, words, number format).
@@ -72,7 +72,7 @@ def time_to_accuracy(data: str, preset: str = "fast", seed: int = 0, precision: 
     threads = hw.setup_threads()
     with tempfile.TemporaryDirectory(prefix="pretextlab-tta-") as tmp:
         run_dir = Path(tmp) / "f1-scratch"
-        summary = train_classifier(DataConfig(source=data, fraction=1.0), cfg, p.backbone, run_dir,
+        summary = finetune(DataConfig(source=data, fraction=1.0), cfg, p.backbone, run_dir,
                                    device=device, quiet=quiet)
         rows = read_csv(run_dir / METRICS)
         used = load_json(run_dir / CONFIG)["resolved"]

@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 from .. import hw, naive
 from ..data import DataConfig, Splits
-from ..finetune import Classification, predict_logits
 from ..models import Classifier, make_backbone
-from ..presets import PRESETS
 from ..pretext import TASKS, make_task
 from ..sources import Dataset
+from ..study.presets import PRESETS
+from ..tasks.classification import Classification, predict_logits
 from ..train import TrainConfig, fit, make_optimizer
 from .timing import Plan, measure, warm_up
 
@@ -95,9 +95,7 @@ def pretext_net(name: str, task: Any, s: Setup) -> nn.Module:
 
 def classification(splits: Splits, s: Setup) -> Classification:
     """The supervised task exactly as `pretextlab train` builds it with its default options."""
-    data = DataConfig()
-    return Classification(splits, data.crop_pad(s.ds.image_size), data.flip, TrainConfig().label_smoothing,
-                          s.precision)
+    return Classification(splits, DataConfig(), TrainConfig(), s.precision)
 
 
 def smoothed_cross_entropy(out: Tensor, y: Tensor) -> Tensor:

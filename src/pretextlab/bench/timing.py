@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..presets import PRESETS
+from ..study.presets import PRESETS
 
 # The pretext tasks train with pretextlab's pretraining optimizer (SGD, Nesterov momentum): the fast preset's.
 PRETRAIN = PRESETS["fast"].pretrain

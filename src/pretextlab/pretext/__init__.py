@@ -1,8 +1,9 @@
 """Pretext tasks (label-free training objectives) and the driver that pretrains a backbone with one.
 
-A task is a small object: how to make a batch of inputs and targets from unlabeled images
-(`batch`), which head sits on the backbone (`make_model`), its loss and held-out metrics.
-Adding a task is one file plus a line in TASKS.
+A task is one file behind common.PretextTask: how to make a batch of inputs and targets from
+unlabelled images (`batch`), which head sits on the backbone (`make_model`), its loss, held-out
+metrics, and how much work an image is (`work_per_image`, for the plan). Adding a task is that file
+plus a line in TASKS; the study, plan, CLI and report take it from there.
 """
 
 from __future__ import annotations
@@ -10,23 +11,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .. import dist
 from ..backbones import backbone_facts
-from ..data import DataConfig, check_out_outside_data, data_facts, data_settings, make_splits, open_data
+from ..data import DataConfig, data_settings, load_data, make_splits
+from ..driver import Built, Context, execute
 from ..errors import UserError
-from ..io import save_json, save_torch, sha256_file
-from ..layout import BACKBONE, SAMPLES, SUMMARY
+from ..io import save_torch, sha256_file
+from ..layout import BACKBONE, SAMPLES
 from ..models import make_backbone
 from ..probe import knn_accuracy, recalibrate_bn
-from ..runs import check_same_run_data, finished_summary, run_precision, summarize, writer_lock
 from ..sources import Dataset
-from ..train import TrainConfig, fit, train_settings
+from ..train import TrainConfig, train_settings
 from .context import ContextOptions, ContextPrediction
 from .reconstruction import Reconstruction, ReconstructionOptions
 from .rotation import Rotation, RotationOptions
@@ -77,80 +79,75 @@ def typed_options(task: str, opt_cls: type, options: dict[str, Any]) -> dict[str
     return out
 
 
-def pretrain(
-    task_name: str,
-    data: DataConfig,
-    cfg: TrainConfig,
-    backbone: str,
-    out_dir: Path,
-    options: dict | None = None,
-    dataset: Dataset | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-    knn_images: int = 10000,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    precision: str | None = None,
-) -> dict[str, Any]:
-    """Pretrain `backbone` without labels on the training pool; write backbone.safetensors.
+@dataclass
+class Pretraining:
+    """A label-free run: `task` on the training pool of `data`, handing over backbone.safetensors."""
 
-    Labels are used only afterwards, for the k-NN diagnostic (pretrained vs random backbone).
-    precision is the caller's decision for `--precision auto` (a study decides once for all its runs).
-    """
-    check_out_outside_data(data, out_dir)
-    with writer_lock(out_dir):
-        return _pretrain(task_name, data, cfg, backbone, Path(out_dir), options, dataset, device, quiet, knn_images,
-                         on_epoch_end, precision)
+    task: str
+    data: DataConfig
+    cfg: TrainConfig
+    backbone: str
+    options: dict | None = None
+    knn_images: int = 10000
+    loader: Callable[[DataConfig], Dataset] | None = None  # the downstream task's reader (default: image folders)
 
+    def settings(self) -> dict[str, Any]:
+        return {"pretext": self.task, "backbone": self.backbone, "data": data_settings(self.data),
+                "train": train_settings(self.cfg)}
 
-def _pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str, out_dir: Path, options: dict | None,
-              dataset: Dataset | None, device: str, quiet: bool, knn_images: int,
-              on_epoch_end: Callable[[int, dict], None] | None, decided: str | None) -> dict[str, Any]:
-    settings = {"pretext": task_name, "backbone": backbone, "data": data_settings(data),
-                "train": train_settings(cfg)}
-    done = finished_summary(out_dir, settings)
-    if done is not None and (out_dir / BACKBONE).exists():
-        return done
-    if done is not None:  # a kept study (`pretextlab export`) has the results, not the weights: re-make them
-        log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", out_dir)
-    dev, ds = open_data(data, device, dataset)
-    check_same_run_data(out_dir, ds.fingerprint)
-    splits = make_splits(ds, 1.0, cfg.seed, data.val_fraction, data.split_seed).to(dev)
-    precision = run_precision(cfg.precision, dev, out_dir, decided)
-    task = make_task(task_name, splits, options, precision)
-    torch.manual_seed(cfg.seed)  # --seed decides the initial weights
-    net = make_backbone(backbone, ds.channels)
-    model = task.make_model(net)
-    run_config = {"kind": "pretrain", **settings, "options": dataclasses.asdict(task.options), "dataset": ds.name,
+    def load(self, data: DataConfig) -> Dataset:
+        return (self.loader or load_data)(data)
+
+    def complete(self, folder: Path) -> bool:
+        if (folder / BACKBONE).exists():
+            return True
+        # a kept study (`pretextlab export`) has the results, not the weights: re-make them
+        log.info("%s holds a finished pretraining without backbone.safetensors: pretraining again", folder)
+        return False
+
+    def build(self, ctx: Context) -> Built:
+        splits = make_splits(ctx.ds, 1.0, self.cfg.seed, self.data.val_fraction, self.data.split_seed).to(ctx.device)
+        task = make_task(self.task, splits, self.options, ctx.precision)
+        model = task.make_model(make_backbone(self.backbone, ctx.ds.channels))
+        config = {"kind": "pretrain", "options": dataclasses.asdict(task.options), "dataset": ctx.ds.name,
                   "n_pool": len(splits.x_pool), "n_val": len(splits.x_val)}
-    meta = {"kind": "pretext", "pretext": task_name, "backbone": backbone, **backbone_facts(backbone),
-            "channels": ds.channels,
-            "image_size": ds.image_size, "mean": splits.mean.tolist(), "std": splits.std.tolist()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    history = fit(model, task, cfg, out_dir, run_config, meta, dev, quiet, on_epoch_end, data_facts(ds),
-                  precision)
-    if not dist.is_main():  # the hand-over and diagnostics are cheap next to training: rank 0 does them
-        return dist.from_main(None)
+        meta = {"kind": "pretext", "pretext": self.task, "backbone": self.backbone, **backbone_facts(self.backbone),
+                "channels": ctx.ds.channels, "image_size": ctx.ds.image_size, "mean": splits.mean.tolist(),
+                "std": splits.std.tolist()}
+        return Built(model, task, config, meta)
 
-    # Hand over a backbone whose BatchNorm statistics describe whole images, not patches.
-    trained = copy.deepcopy(model.backbone)
-    recalibrate_bn(trained, splits.x_pool, splits.mean, splits.std)
-    from safetensors.torch import save_file
+    def finish(self, ctx: Context, built: Built, history: list[dict[str, float]]) -> dict[str, Any] | None:
+        """Hand over a backbone whose BatchNorm statistics describe whole images, not patches; then the k-NN
+        diagnostic, pretrained vs random (rank 0 alone: cheap next to training)."""
+        if not dist.is_main():
+            return None
+        task, splits, folder = built.task, built.task.splits, ctx.folder
+        trained = copy.deepcopy(built.model.backbone)
+        recalibrate_bn(trained, splits.x_pool, splits.mean, splits.std)
+        from safetensors.torch import save_file
 
-    save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(out_dir / BACKBONE))
-    save_torch(task.samples(model), out_dir / SAMPLES)
+        save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(folder / BACKBONE))
+        save_torch(task.samples(built.model), folder / SAMPLES)
+        knn, n = knn_diagnostic(trained, self.backbone, ctx.ds, self.data, splits, self.cfg.seed, self.knn_images,
+                                ctx.device)
+        out = {"pretext": self.task, "chance": task.chance, "backbone": self.backbone,
+               "options": dataclasses.asdict(task.options), "knn_accuracy": knn, "knn_images": n,
+               "backbone_sha256": sha256_file(folder / BACKBONE)}
+        if ctx.finished is not None:  # fine-tuning runs finished before started from the earlier weights
+            out["earlier_backbone_sha256"] = ctx.finished.get("backbone_sha256")
+        return out
 
-    # Diagnostic: k-NN accuracy of frozen features, pretrained vs randomly initialised (same seed).
-    knn, n = knn_diagnostic(trained, backbone, ds, data, splits, cfg.seed, knn_images, dev)
-    summary = summarize(history)
-    summary.update({"pretext": task_name, "chance": task.chance, "backbone": backbone,
-                    "options": dataclasses.asdict(task.options), "knn_accuracy": knn, "knn_images": n,
-                    "wall_time_s": history[-1]["wall_time_s"], "process_time_s": time.perf_counter() - t0,
-                    "backbone_sha256": sha256_file(out_dir / BACKBONE)})
-    if done is not None:  # fine-tuning runs finished before started from this one
-        summary["earlier_backbone_sha256"] = done.get("backbone_sha256")
-    save_json(summary, out_dir / SUMMARY)
-    return dist.from_main(summary)  # the other ranks get it once the files are complete
+
+def pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str, out_dir: Path,
+             options: dict | None = None, dataset: Dataset | None = None, device: str = "auto", quiet: bool = False,
+             knn_images: int = 10000, on_epoch_end: Callable[[int, dict], None] | None = None,
+             precision: str | None = None) -> dict[str, Any]:
+    """Pretrain `backbone` without labels on the training pool; write backbone.safetensors. Labels are used only
+    afterwards, for the k-NN diagnostic (pretrained vs random backbone)."""
+    if task_name not in TASKS:
+        raise UserError(f"unknown pretext task '{task_name}'; choose one of: {', '.join(TASKS)}")
+    job = Pretraining(task_name, data, cfg, backbone, options, knn_images)
+    return execute(job, out_dir, dataset, device, quiet, precision, on_epoch_end)
 
 
 def knn_diagnostic(trained: torch.nn.Module, backbone: str, ds: Dataset, data: DataConfig, splits, seed: int,

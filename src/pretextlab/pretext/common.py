@@ -26,6 +26,10 @@ class PretextTask(Task, Protocol):
     splits: Splits
     options: Any  # the task's options dataclass; stored in config.json and summary.json
 
+    @staticmethod
+    def work_per_image(options: dict) -> float:
+        """Training inputs per pool image, in whole-image forward-and-backward passes (the plan's ETA)."""
+
     def make_model(self, backbone: nn.Module) -> nn.Module:
         """The backbone with this task's head on it; the backbone stays reachable as `.backbone`."""
 

@@ -115,6 +115,10 @@ class ContextPrediction:
     name = "context"
     chance = 1 / 8
 
+    @staticmethod
+    def work_per_image(options: dict) -> float:
+        return 0.4  # a pair of small patches: about 0.4 of a whole image's forward and backward pass
+
     def __init__(self, splits: Splits, options: ContextOptions | None = None, precision: str = "fp32"):
         self.splits, self.precision = splits, precision
         self.n_train = len(splits.x_pool)

@@ -97,6 +97,10 @@ class Reconstruction:
     name = "reconstruction"
     chance = None  # not a classification
 
+    @staticmethod
+    def work_per_image(options: dict) -> float:
+        return 1.2  # the image and a small decoder
+
     def __init__(self, splits: Splits, options: ReconstructionOptions | None = None, precision: str = "fp32"):
         self.splits, self.options, self.precision = splits, options or ReconstructionOptions(), precision
         self.n_train = len(splits.x_pool)

@@ -62,6 +62,10 @@ class Rotation:
     name = "rotation"
     chance = 1 / 4
 
+    @staticmethod
+    def work_per_image(options: dict) -> float:
+        return 4.0 if options.get("all_rotations", True) else 1.0  # every rotation of an image, or one
+
     def __init__(self, splits: Splits, options: RotationOptions | None = None, precision: str = "fp32"):
         h, w = splits.x_pool.shape[-2:]
         if h != w:

@@ -171,6 +171,10 @@ class SimCLR:
 
     name = "simclr"
 
+    @staticmethod
+    def work_per_image(options: dict) -> float:
+        return 2.0  # two views of every image
+
     def __init__(self, splits: Splits, options: SimCLROptions | None = None, precision: str = "fp32"):
         self.splits, self.options, self.precision = splits, options or SimCLROptions(), precision
         self.n_train = len(splits.x_pool)

@@ -20,44 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from . import dist, hw, plan
-from .backbones import is_user_file
-from .data import (
-    DataConfig,
-    check_fraction,
-    check_out_outside_data,
-    check_same_data,
-    label_fraction,
-    make_splits,
-    open_data,
-)
-from .errors import UserError
-from .finetune import train_classifier
-from .io import load_json, save_bytes, save_json, sha256_file
-from .layout import (
-    BACKBONE,
-    EXAMPLES,
-    ORIGINAL_SUMMARY,
-    PROBES,
-    RANDOM_INIT_DIR,
-    REPORT_SUMMARY,
-    SAMPLES,
-    STUDY,
-    SUMMARY,
-    TENSORBOARD,
-    pretrain_dir,
-    pretrain_task,
-    probe_key,
-    run_name,
-)
-from .models import load_backbone_weights, make_backbone, random_backbone, read_weights
-from .presets import PRESETS, Preset, with_overrides
-from .probe import evaluate_frozen, features, frozen_features, probe_settings
-from .runs import hold_precision, json_roundtrip, settings_diff, writer_lock
-from .sources import Dataset
-from .train import check_precision, check_seed, eval_steps, steps_per_epoch
+from .. import dist, hw
+from ..backbones import is_user_file
+from ..data import DataConfig, check_fraction, check_out_outside_data, check_same_data, open_data
+from ..errors import UserError
+from ..io import load_json, save_json
+from ..layout import ORIGINAL_SUMMARY, REPORT_SUMMARY, STUDY
+from ..probe import probe_settings
+from ..runs import hold_precision, json_roundtrip, settings_diff, writer_lock
+from ..tasks import get_task
+from ..train import check_precision, check_seed
+from . import plan
+from .export import export_study
+from .presets import PRESETS, with_overrides
+from .probes import run_probes
+from .stages import Env, study_stages
+
+__all__ = ["PRESETS", "export_study", "replicate_settings", "run_probes", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -69,60 +49,6 @@ def peak_rss_mib() -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[tuple[float, int]],
-               data: DataConfig, ds: Dataset, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
-    """Linear probe and k-NN of one frozen backbone at each (fraction, seed) missing from folder/probes.json.
-
-    The labelled subset of (fraction, seed) is the one fine-tuning trains on (same split, same
-    label_fraction draw). Features are extracted once for the whole pool and the validation split
-    and reused for every entry; each finished entry is saved at once (atomically), so an
-    interrupted stage resumes at the first missing entry and a finished one costs nothing. Features are
-    extracted under the study's precision, recorded; a folder's probes keep the precision they began
-    with (probes from before it was recorded were fp32), so one folder never mixes two.
-    """
-    if not dist.is_main():  # probes are cheap and single-process: rank 0 computes and writes them
-        dist.barrier()
-        return {}
-    path = folder / PROBES
-    store = load_json(path) if path.exists() else None
-    if store is not None:  # the folder keeps the precision it began with (fp32 before it was recorded)
-        precision = store["settings"].setdefault("features_precision", "fp32")
-    settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
-                               **probe_settings(), "features_precision": precision})
-    if store is None:
-        store = {"settings": settings, "results": {}}
-    diff = settings_diff(store["settings"], settings, folder)
-    if diff:
-        raise UserError(f"{path} holds probes with other settings ({', '.join(diff)}); use another --out or "
-                        "delete that file")
-    todo = [(f, s) for f, s in keys if probe_key(f, s) not in store["results"]]
-    if not todo:
-        dist.barrier()
-        return store
-    splits = make_splits(ds, 1.0, 0, data.val_fraction, data.split_seed).to(device)  # pool in split order
-    pool_y = splits.y_train  # fraction 1.0: the labelled set is the whole pool, in pool order
-    pool_f, val_f = frozen_features(net.to(device), splits.x_pool, splits.x_val, splits.mean, splits.std, precision)
-    test = None  # the test split, when the source has one, scored by the same fitted probes
-    if splits.test is not None:
-        test = (features(net, splits.test.images, splits.mean, splits.std, precision=precision),
-                splits.test.labels.to(device))
-    for f, seed in todo:
-        t0 = time.perf_counter()
-        idx = label_fraction(pool_y.cpu(), f, seed, ds.classes).to(device)
-        result = evaluate_frozen(pool_f[idx], pool_y[idx], val_f, splits.y_val, len(ds.classes), test)
-        store["results"][probe_key(f, seed)] = {"fraction": f, "seed": seed, "n_train": len(idx), **result,
-                                                "time_s": time.perf_counter() - t0}
-        save_json(store, path)
-    dist.barrier()
-    return store
-
-
-def pretrained_backbone(name: str, channels: int, weights: Path) -> nn.Module:
-    net = make_backbone(name, channels)
-    load_backbone_weights(net, read_weights(weights), str(weights))
-    return net
 
 
 def run_study(
@@ -141,6 +67,7 @@ def run_study(
     epochs: int | None = None,
     pretrain_epochs: int | None = None,
     dry_run: bool = False,
+    task: str = "classification",
 ) -> Path:
     """Run (or resume) the whole study in out_dir; returns out_dir. The report is written apart
     (`report.write_report`): it reads only what the study wrote, so it never depends on this module.
@@ -154,8 +81,9 @@ def run_study(
     override the preset's training length. dry_run prints the plan and its estimated time, and writes
     nothing.
     """
-    from .pretext import TASKS
+    from ..pretext import TASKS
 
+    kind = get_task(task)
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
     for f in fractions:
@@ -175,14 +103,14 @@ def run_study(
     backbone = backbone or p.backbone
     out_dir = Path(out_dir)
     check_out_outside_data(data, out_dir)
-    dev, ds = open_data(data, device, None)  # under torchrun: join the job before anything is written
+    dev, ds = open_data(data, device, None, kind.load)  # under torchrun: join the job before anything is written
     for f in fractions:  # fail now, not an hour in, if a fraction leaves a class empty
-        make_splits(ds, f, seeds[0], data.val_fraction, data.split_seed)
+        kind.splits(ds, f, seeds[0], data)
     if dry_run:
         state = load_json(out_dir / STUDY) if (out_dir / STUDY).exists() else {}
-        chosen = _study_precision(precision, state.get("precision"), dev, out_dir)
-        _announce(_stages(p, data, ds, dev, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining,
-                          chosen, device, quiet, state.get("stage_times_s", {})), backbone, ds, dev, chosen, out_dir)
+        env = Env(data, ds, dev, _study_precision(precision, state.get("precision"), dev, out_dir), quiet)
+        _announce(study_stages(p, env, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining, task,
+                               state.get("stage_times_s", {})), backbone, env, out_dir)
         return out_dir
 
     with writer_lock(out_dir):  # one process writes a study; validated before anything is written
@@ -191,7 +119,7 @@ def run_study(
         times: dict[str, float] = state.get("stage_times_s", {})
         study = {
             "data": dataclasses.asdict(data), "fractions": list(fractions), "seeds": list(seeds),
-            "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
+            "task": task, "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
             "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
             "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
             "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
@@ -216,9 +144,9 @@ def run_study(
             earlier.append(state["machine"])
         if earlier:
             study["earlier_machines"] = earlier
-        stages = _stages(p, data, ds, dev, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining,
-                         study["precision"], device, quiet, times)
-        estimate = _announce(stages, backbone, ds, dev, study["precision"], out_dir)
+        env = Env(data, ds, dev, study["precision"], quiet)
+        stages = study_stages(p, env, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining, task, times)
+        estimate = _announce(stages, backbone, env, out_dir)
         # the first estimate of a study is kept, to be set beside the actual time in the report
         study["estimate"] = state.get("estimate") or {**estimate, "stages": len(stages)}
 
@@ -239,7 +167,7 @@ def run_study(
                 (log.info if quiet or not dist.is_main() else overall.write)(
                     f"study: {s.name} (stage {k + 1}/{len(stages)}; about {left} left)")
             t = time.perf_counter()
-            s.run()
+            s.run(env)
             if not s.done:
                 times[s.name], s.done = time.perf_counter() - t, True
                 overall.update(1)
@@ -252,73 +180,13 @@ def run_study(
         return out_dir
 
 
-def _stages(p: Preset, data: DataConfig, ds: Dataset, dev: torch.device, out_dir: Path, backbone: str,
-            fractions: tuple[float, ...], seeds: tuple[int, ...], pretexts: tuple[str, ...], shared: bool,
-            precision: str, device: str, quiet: bool, times: dict[str, float]) -> list[plan.Stage]:
-    """The study's stages in the order they run: pretrainings, probes, then fine-tuning runs, smallest
-    fraction first and all seeds of a fraction before the next, so that the most telling comparison
-    arrives early and a study stopped part-way holds complete multi-seed comparisons so far."""
-    from .pretext import pretrain
-
-    n_val = int(round(len(ds.train) * data.val_fraction))
-    n_pool, n_test = len(ds.train) - n_val, len(ds.test) if ds.test is not None else 0
-    owners = {s: (None if shared else s) for s in seeds}  # seed -> the seed its pretraining used (None: shared)
-    stages: list[plan.Stage] = []
-
-    def add(name: str, kind: str, work: float, run) -> None:
-        stages.append(plan.Stage(name, kind, work, run, done=name in times))
-
-    for task in pretexts:  # one per task and seed (the seed's replicate), or one per task shared by all seeds
-        for pre_seed in dict.fromkeys(owners.values()):
-            name = pretrain_dir(task, pre_seed)
-            cfg = p.pretrain_config(task, seeds[0] if pre_seed is None else pre_seed)
-            options = p.pretext_options.get(task)
-            add(name, "pretrain", plan.pretrain_work(task, cfg.epochs, n_pool, n_val,
-                                                     (options or {}).get("all_rotations", True)),
-                lambda task=task, name=name, cfg=cfg, options=options: pretrain(
-                    task, data, cfg, backbone, out_dir / name, options, dataset=ds, device=device, quiet=quiet,
-                    precision=precision))
-    keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
-    for task in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
-        for pre_seed in dict.fromkeys(owners.values()):
-            folder = out_dir / pretrain_dir(task, pre_seed)
-            own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
-            origin = {"backbone": backbone, "init": str(folder / BACKBONE)}
-            add(f"probe-{folder.name.removeprefix('pretrain-')}", "probe", plan.probe_work(n_pool, n_val, n_test,
-                                                                                         len(own)),
-                lambda folder=folder, own=own, origin=origin: run_probes(
-                    pretrained_backbone(backbone, ds.channels, folder / BACKBONE), origin, folder, own, data, ds, dev,
-                    precision))
-    for seed in seeds:  # the baseline: each seed's random initialisation, frozen
-        origin = {"backbone": backbone, "init": "random (torch.manual_seed(seed), then build)"}
-        own = [k for k in keys if k[1] == seed]
-        add(f"probe-random-s{seed}", "probe", plan.probe_work(n_pool, n_val, n_test, len(own)),
-            lambda seed=seed, origin=origin, own=own: run_probes(
-                random_backbone(backbone, ds.channels, seed), origin, out_dir / RANDOM_INIT_DIR, own, data, ds, dev,
-                precision))
-    for f in sorted(fractions):
-        for seed in seeds:  # every run repeated per seed: new label subset, new initialisation
-            cfg = dataclasses.replace(p.finetune, epochs=p.epochs_for(f), seed=seed)
-            dcfg = dataclasses.replace(data, fraction=f)
-            n_train = int(round(n_pool * f))
-            spe = steps_per_epoch(n_train, min(cfg.batch_size, n_train))
-            evaluations = len(eval_steps(cfg.epochs * spe, spe, cfg.evals))  # as fit() will evaluate
-            for arm in ("scratch", *pretexts):
-                init = None if arm == "scratch" else str(out_dir / pretrain_dir(arm, owners[seed]) / BACKBONE)
-                name = run_name(f, arm, seed)
-                add(name, "finetune", plan.finetune_work(cfg.epochs, n_train, evaluations, n_val, n_test),
-                    lambda name=name, cfg=cfg, dcfg=dcfg, init=init: train_classifier(
-                        dcfg, cfg, backbone, out_dir / name, init=init, dataset=ds, device=device, quiet=quiet,
-                        precision=precision))
-    return stages
-
-
-def _announce(stages: list[plan.Stage], backbone: str, ds: Dataset, dev: torch.device, precision: str,
-              out_dir: Path) -> dict[str, float]:
+def _announce(stages: list[plan.Stage], backbone: str, env: Env, out_dir: Path) -> dict[str, float]:
     """Print the plan and the time it should take here (measured now), and where to watch it."""
-    rate = plan.measure_rate(backbone, ds.channels, ds.image_size, dev, precision) if dist.is_main() else 1.0
+    ds = env.ds
+    rate = plan.measure_rate(backbone, ds.channels, ds.image_size, env.device, env.precision) if dist.is_main() \
+        else 1.0
     if dist.is_main():
-        for line in plan.describe(stages, rate, backbone, ds.image_size, precision):
+        for line in plan.describe(stages, rate, backbone, ds.image_size, env.precision):
             log.info(line)
         log.info("curves: tensorboard --logdir %s", out_dir)
     return {"rate": rate, "estimated_s": plan.estimate_s(stages, rate)}
@@ -345,7 +213,8 @@ def replicate_settings(original: Path, data: str | None = None, backbone: str | 
         settings = {"data": dataclasses.replace(d, source=data) if data else d,
                     "fractions": tuple(float(f) for f in s["fractions"]), "preset": str(s["preset"]),
                     "pretexts": tuple(str(t) for t in s["pretexts"]),
-                    "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original}
+                    "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original,
+                    "task": str(s.get("task", "classification"))}
     except (ValueError, TypeError, KeyError, AttributeError):
         raise UserError(f"--replicate-of {original}: its study.json is damaged or not a pretextlab study's; "
                         "pass the folder of a finished study") from None
@@ -360,7 +229,7 @@ def replicate_settings(original: Path, data: str | None = None, backbone: str | 
 
 # What must match for a study folder to be resumed: its recipe. Fractions, seeds and pretext tasks may
 # be added to a finished study (the new runs join the old ones); a changed recipe would mix two studies.
-RECIPE = ("preset", "backbone", "pretrain", "train", "pretext_options", "budget_rule", "probes", "pretraining")
+RECIPE = ("task", "preset", "backbone", "pretrain", "train", "pretext_options", "budget_rule", "probes", "pretraining")
 
 
 def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
@@ -373,7 +242,8 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
     elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count must hold
         then = {"classes": len(was["classes"]), "images": was.get("n_train_total", 0) + was.get("n_test", 0)}
         check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir} began with")
-    stored = {"pretraining": "shared", **stored}  # studies from before per-seed pretraining shared it
+    # studies from before per-seed pretraining shared it; those from before tasks were classifications
+    stored = {"pretraining": "shared", "task": "classification", **stored}
     old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
     cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
     diff = settings_diff(json_roundtrip(old), json_roundtrip(cur), out_dir)
@@ -394,71 +264,3 @@ def _study_precision(requested: str, stored: str | None, device: torch.device, o
     return hold_precision(requested, stored, device, f"{out_dir} is a study in")
 
 
-KEPT_SUFFIXES = (".json", ".csv", ".md", ".html", ".png")  # results and report; not weights, checkpoints or logs
-# The report's figure inputs: a run's uint8 validation examples (the same images in every run, so git
-# stores one blob) and a pretext run's sample pairs, some KB each; without them a re-rendered copy
-# loses its example-prediction and pretext-sample figures.
-FIGURE_INPUTS = (EXAMPLES, SAMPLES)
-
-
-def export_study(study_dir: Path, dest: Path, force: bool = False) -> tuple[int, int]:
-    """Copy a study's report, result files and figure inputs to dest, leaving out weights, checkpoints
-    and TensorBoard logs; returns (files, bytes).
-
-    Why: a study can outlive the machine it runs on (hours of CPU, a machine lent for a while). The copy is
-    small enough to commit and is itself a study folder: given as --out, wherever it is copied to,
-    `pretextlab study` keeps every finished run and probe, re-makes the pretrained backbones
-    (pretraining again, same seed) and goes on. Each backbone's SHA-256 is kept in its summary.json,
-    so the re-made one can be told apart from the one the finished runs started from, and the report
-    says so.
-
-    Only the study's own regular files are copied: a link that leads out of the study is refused, and
-    so is a DEST that already holds files (unless force), so an export never merges into another study.
-    """
-    study_dir, dest = Path(study_dir).resolve(), Path(dest).resolve()
-    if not (study_dir / STUDY).is_file():
-        raise UserError(f"{study_dir} is not a study folder (no study.json); pass the --out of `pretextlab study`")
-    if dest == study_dir or study_dir in dest.parents:
-        raise UserError(f"{dest} is inside the study folder; export to a folder outside {study_dir}")
-    if dest.exists() and not dest.is_dir():
-        raise UserError(f"{dest} is a file; export to a new or empty folder")
-    if dest.is_dir() and any(dest.iterdir()) and not force:
-        raise UserError(f"{dest} is not empty; export to a new or empty folder, or pass --force to overwrite "
-                        "the files it has in common with the study")
-    chosen = []
-    for src in sorted(study_dir.rglob("*")):
-        rel = src.relative_to(study_dir)
-        kept = src.suffix in KEPT_SUFFIXES or src.name in FIGURE_INPUTS
-        if not src.is_file() or not kept or TENSORBOARD in rel.parts or src.name.startswith("."):
-            continue
-        if study_dir not in src.resolve().parents:  # checked for every file before any is copied
-            raise UserError(f"{study_dir / rel} is a link to {src.resolve()}, outside the study; export copies only "
-                            "the study's own files: remove the link")
-        if src.stat().st_nlink > 1:  # a hard link may be another folder's file: its contents are not the study's
-            raise UserError(f"{study_dir / rel} is a hard link shared with another file; export copies only the "
-                            f"study's own files: replace it by a copy (cp {rel.name} x && mv x {rel.name})")
-        _check_no_link(dest, rel)
-        chosen.append(rel)
-    files, size = 0, 0
-    for rel in chosen:
-        src, out = study_dir / rel, dest / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        weights = src.parent / BACKBONE
-        if src.name == SUMMARY and pretrain_task(src.parent.name) and weights.is_file():
-            summary = load_json(src)  # made before backbones carried their hash: add it now
-            summary.setdefault("backbone_sha256", sha256_file(weights))
-            save_json(summary, out)
-        else:
-            save_bytes(src.read_bytes(), out)  # a new file moved into place: never written through a link
-            shutil.copystat(src, out)
-        files, size = files + 1, size + out.stat().st_size
-    return files, size
-
-
-def _check_no_link(dest: Path, rel: Path) -> None:
-    """Refuse to export through a link inside dest: the copy would land wherever it points."""
-    for depth in range(1, len(rel.parts) + 1):
-        here = dest.joinpath(*rel.parts[:depth])
-        if here.is_symlink():
-            raise UserError(f"{here} is a link (to {here.resolve()}); export writes only inside {dest}: remove the "
-                            "link or export to a new folder")

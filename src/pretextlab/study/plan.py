@@ -1,47 +1,48 @@
 """What a study will do and how long it should take on this machine, before it starts.
 
 Every stage's work is counted in training-image equivalents: a training image is one forward and
-backward pass at the data's size, an evaluated image a third of that (forward only), a context
-pair about 0.4 (two small patches), a SimCLR image two views. One measured rate, a few seconds of
-real training steps of this backbone at this size and precision, turns them into seconds; a fixed
-overhead per stage covers setup, the final evaluation's extras and file writes. The estimate is a
-guide, written into study.json and set beside the actual time in the report.
+backward pass at the data's size, an evaluated image a third of that (forward only); each pretext
+task says what one of its images costs (work_per_image: a context pair about 0.4, a SimCLR image
+two views). One measured rate, a few seconds of real training steps of this backbone at this size
+and precision, turns them into seconds; a fixed overhead per stage covers setup, the final
+evaluation's extras and file writes. The estimate is a guide, written into study.json and set
+beside the actual time in the report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from . import hw
-from .models import Classifier, make_backbone
+from .. import hw
+from ..models import Classifier, make_backbone
 
 FORWARD = 1 / 3  # an evaluated (forward-only) image, in training images
-PER_IMAGE = {"context": 0.4, "rotation": 1.0, "reconstruction": 1.2, "simclr": 2.0}  # training inputs per image
 STAGE_OVERHEAD_S = 0.3  # setup, final evaluation and writes of one stage
 
 
 @dataclass
 class Stage:
-    """One resumable unit of a study: a pretraining, a probe stage or a fine-tuning run."""
+    """One resumable unit of a study: a pretraining, a probe stage or a fine-tuning run (stages.py runs them)."""
 
     name: str
     kind: str  # pretrain | probe | finetune
     work: float  # training-image equivalents
-    run: Callable[[], Any]
-    done: bool = False
+    done: bool
+
+    def run(self, env: Any) -> Any:
+        raise NotImplementedError
 
 
-def pretrain_work(task: str, epochs: int, n_pool: int, n_val: int, all_rotations: bool = False) -> float:
-    """One pretraining: its epochs on the pool, a held-out pass per epoch, the BatchNorm re-estimation
+def pretrain_work(per: float, epochs: int, n_pool: int, n_val: int) -> float:
+    """One pretraining whose task trains on `per` image equivalents per pool image (the task's
+    work_per_image): its epochs on the pool, a held-out pass per epoch, the BatchNorm re-estimation
     (up to 5,000 pool images) and the k-NN check (a bank of up to 10,000 and the validation images, for
     the pretrained and a random backbone)."""
-    per = PER_IMAGE[task] * (4 if task == "rotation" and all_rotations else 1)
     checks = min(5_000, n_pool) + 2 * (min(10_000, n_pool) + n_val)
     return epochs * (n_pool * per + n_val * per * FORWARD) + checks * FORWARD
 

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .train import TrainConfig
+from ..train import TrainConfig
 
 
 @dataclass
