@@ -25,9 +25,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import dist, hw
 from .errors import UserError
-from .io import UnreadableFile, load_torch, save_json, save_torch
-from .layout import CHECKPOINT, CONFIG, METRICS, STEPS, TENSORBOARD
-from .runs import check_resumable, write_csv
+from .layout import CHECKPOINT
+from .recorder import Progress, Recorder
+from .runs import check_resumable
 
 log = logging.getLogger(__name__)
 
@@ -235,38 +235,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / min(batch_size, n))
 
 
-def fit(
-    model: nn.Module,
-    task: Task,
-    cfg: TrainConfig,
-    out_dir: Path,
-    run_config: dict[str, Any],
-    meta: dict[str, Any] | None = None,
-    device: torch.device | None = None,
-    quiet: bool = False,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    resolved: dict[str, Any] | None = None,
-    precision: str = "fp32",
-) -> list[dict[str, float]]:
-    """Train `model` on `task` for cfg.epochs, resuming from out_dir/checkpoint.pt if it exists; returns
-    the history (one row per epoch, as in metrics.csv).
-
-    run_config is written to config.json and must equal the stored one on resume; resolved (facts
-    of this process that never change the numbers, e.g. data storage) is recorded but not compared;
-    meta (classes, normalisation, ...) travels inside the checkpoint so evaluate/predict need nothing else;
-    precision is what the caller resolved cfg.precision to on this device (hw.pick_precision), once per run.
-    """
-    out_dir = Path(out_dir)
+def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_config: dict[str, Any],
+        meta: dict[str, Any] | None = None, device: torch.device | None = None, quiet: bool = False,
+        on_epoch_end: Callable[[int, dict], None] | None = None, resolved: dict[str, Any] | None = None,
+        precision: str = "fp32") -> list[dict[str, float]]:
+    """Train `model` on `task` for cfg.epochs, resuming from out_dir's checkpoint if there is one; returns the
+    history (one row per evaluation, as in metrics.csv). run_config is written to config.json and must equal
+    the stored one on resume; resolved (facts of this process that never change the numbers) is recorded but
+    not compared; meta travels inside the checkpoint; precision is the one the driver decided for the run."""
     device = device or torch.device("cpu")
-    channels_last = cfg.channels_last
-    main = dist.is_main()  # the one process that writes
-    ckpt_path = out_dir / CHECKPOINT
     config = {**run_config, "train": train_settings(cfg)}
-    check_resumable(out_dir, config, ckpt_path)
-
+    check_resumable(Path(out_dir), config, Path(out_dir) / CHECKPOINT)
     torch.manual_seed(cfg.seed)
     model.to(device)
-    if channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
     ema = weight_average(model, cfg.ema)
@@ -278,67 +260,22 @@ def fit(
     total = cfg.epochs * steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    history: list[dict[str, float]] = []  # one row per evaluation, as in metrics.csv
-    losses: list[dict[str, float]] = []  # the training loss every LOG_EVERY steps, as in steps.csv
-    start_epoch, elapsed, trained, stopped = 0, 0.0, 0.0, False  # trained: seconds of training steps only
-    if ckpt_path.exists():
-        try:
-            state = load_torch(ckpt_path, device)
-        except UnreadableFile:
-            raise _unresumable(ckpt_path, "it is truncated or damaged") from None
-        if not isinstance(state, dict):
-            raise _unresumable(ckpt_path, "it holds no checkpoint dict")
-        _check_world_size(out_dir, state.get("world_size", 1))
-        try:  # a damaged or edited checkpoint: a missing key, another shape, a value of another type
-            model.load_state_dict(state.get("training_model", state["model"]))  # "model": what was kept
-            if ema is not None:
-                kept.load_state_dict(state["model"])
-                ema.n_averaged.fill_(state["ema_steps"])
-            opt.load_state_dict(state["optimizer"])
-            if any(isinstance(v, Tensor) and v.ndim and v.shape != p.shape for p, s in opt.state.items()
-                   for v in s.values()):  # load_state_dict does not compare them: the first step would fail
-                raise ValueError("the optimizer's state has other shapes than the weights")
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"])
-            history, start_epoch, elapsed = state["history"], int(state["epoch"]) + 1, float(state["elapsed"])
-            losses, stopped = state.get("losses", []), bool(state.get("stopped", False))
-            trained = float(state.get("trained", math.nan))  # nan: a checkpoint from before the column
-        except KeyError as e:
-            raise _unresumable(ckpt_path, f"it lacks '{e.args[0]}'") from None
-        except (RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
-            why = " ".join(str(e).split())[:200]  # torch's message, on one line
-            raise _unresumable(ckpt_path, f"its contents do not fit this run ({why})") from None
-        log.info("resuming %s from epoch %d/%d", out_dir, start_epoch + 1, cfg.epochs)
-    if main:
-        save_json({**config, "resolved": {"precision": precision, "channels_last": channels_last,
-                                          "device": str(device), "steps_per_epoch": steps,
-                                          "world_size": dist.world_size(), "batch_size": batch, **(resolved or {})}},
-                  out_dir / CONFIG)
-
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
+    rec = Recorder(out_dir, config, meta, quiet)
+    run = rec.restore(model, kept, ema, opt, sched, scaler, device)
+    rec.start({"precision": precision, "channels_last": cfg.channels_last, "device": str(device),
+               "steps_per_epoch": steps, "world_size": dist.world_size(), "batch_size": batch, **(resolved or {})},
+              total, run)
     evaluate_after = set(eval_steps(total, steps, cfg.evals))
-    writer = SummaryWriter(str(out_dir / TENSORBOARD)) if main else None
-    bar = tqdm(total=total, initial=start_epoch * steps, disable=quiet or not main or stopped, unit="step",
-               dynamic_ncols=True, desc=out_dir.name, leave=False)
-    shown: dict[str, str] = {}  # the last validation metric, kept in the progress bar
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if stopped:  # the plateau schedule ended the run before its maximum budget
-                break
+        for epoch in range(run.epoch, cfg.epochs if not run.stopped else run.epoch):
             g = epoch_generator(cfg.seed, epoch)
             order, steps, bs = epoch_order(task.n_train, batch, g)
             order, bs, g = dist.shard(order, steps, bs, g)  # this rank's slice of every batch
             _training_mode(model, cfg)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)  # over the steps since the last evaluation
-            correct = torch.zeros((), device=device)
-            scored, since = 0, 0  # examples scored (a pretext batch may hold several inputs per image), steps
+            since = Interval(device)
             for step in range(steps):
                 x, y = task.batch(order[step * bs:(step + 1) * bs], g)  # cut, augment, normalise
-                if channels_last and x.ndim == 4:
+                if cfg.channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with hw.autocast(device, precision):
                     out = step_model(x)  # forward
@@ -350,88 +287,72 @@ def fit(
                 sched.step()
                 if ema is not None:
                     ema.update_parameters(model)
-                loss_sum += loss.detach()
-                since += 1
-                if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # classification-shaped: train accuracy
-                    correct += (out.detach().argmax(1) == y).sum()
-                    scored += len(y)
+                since.add(loss, out, y)
                 done = epoch * steps + step + 1  # optimizer steps so far
-                if done % LOG_EVERY == 0 or step == steps - 1:  # .item() syncs: not every step
+                if done % LOG_EVERY == 0 or step == steps - 1:  # log (.item() syncs: not every step)
                     value = loss.item()
-                    # checked where the loss is read to the CPU anyway (every LOG_EVERY steps and at each epoch's end,
-                    # before its checkpoint): a diverged run stops at once, its last good checkpoint kept. Under
-                    # torchrun only the all-summed loss at evaluations is checked, so that every rank stops together.
-                    if dist.world_size() == 1:
-                        _stop_if_diverged(value, done, ckpt_path)
-                    bar.set_postfix(loss=f"{value:.3f}", **shown, refresh=False)
-                    if done % LOG_EVERY == 0:
-                        losses.append({"step": done, "train_loss": value})
-                        if writer:
-                            writer.add_scalar("train_loss_step", value, done)
-                bar.update(1)
-                if done not in evaluate_after:
-                    continue
-
-                # evaluate: validation metrics and the training loss since the last evaluation
-                interval = time.perf_counter() - t0
-                trained += interval
-                counts = dist.all_sum(torch.stack([loss_sum, correct, torch.tensor(float(scored), device=device)]))
-                _stop_if_diverged(counts[0].item(), done, ckpt_path)  # any step since the last (read below anyway)
-                dist.sync_buffers(kept)  # rank 0's BatchNorm statistics on every rank
-                metrics = task.evaluate(kept)  # validation (each rank its part; the task combines them)
-                elapsed += time.perf_counter() - t0
-                row = {
-                    "epoch": epoch + 1 if (step + 1) == steps else round(done / steps, 4),
-                    "step": done,
-                    "images_seen": done * bs * dist.world_size(),
-                    "train_loss": counts[0].item() / (since * dist.world_size()),
-                    **({"train_accuracy": counts[1].item() / counts[2].item()} if counts[2] else {}),
-                    **{f"val_{k}": v for k, v in metrics.items()},
-                    "lr": opt.param_groups[-1]["lr"],
-                    "images_per_s": since * bs * dist.world_size() / interval,
-                    "epoch_time_s": time.perf_counter() - t0,  # since the last evaluation: training and evaluation
-                    "wall_time_s": elapsed,
-                    "train_time_s": trained,  # wall time less the evaluations: what time to accuracy counts
-                }
-                history.append(row)
-                shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
-                stopped = cfg.schedule == "plateau" and plateaued(history, monitor_of(task), cfg.patience)
-                if main:  # log
-                    for k, v in row.items():
-                        if k not in ("epoch", "step"):
-                            writer.add_scalar(k, v, done)
-                    writer.flush()
-                    write_csv(history, out_dir / METRICS)
-                    write_csv(losses, out_dir / STEPS)
-                    shown_keys = [k for k in row if k.startswith("val_") or k in ("train_loss", "train_accuracy")]
-                    msg = f"{out_dir.name} step {done}/{total} (epoch {row['epoch']:g}) " + " ".join(
-                        f"{k}={row[k]:.4g}" for k in shown_keys)
-                    (log.info if quiet else bar.write)(msg)
-                _training_mode(model, cfg)  # evaluating() restored train mode on the whole model
-                loss_sum, correct, scored, since, t0 = loss_sum * 0, correct * 0, 0, 0, time.perf_counter()
-                if stopped:
-                    log.info("%s: validation %s has not improved for %d evaluations: stopping at step %d",
-                             out_dir.name, monitor_of(task)[0], cfg.patience, done)
-                    break
-            if main:  # a checkpoint at every epoch's end (and where the plateau schedule stopped)
-                averaged = {} if ema is None else {"training_model": model.state_dict(),
-                                                   "ema_steps": int(ema.n_averaged)}
-                save_torch({"model": kept.state_dict(), **averaged,
-                            "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                            "rng": torch.get_rng_state(), "epoch": epoch, "elapsed": elapsed, "trained": trained,
-                            "history": history,
-                            "losses": losses, "stopped": stopped, "world_size": dist.world_size(), "config": config,
-                            "meta": meta or {}}, ckpt_path)
-            if on_epoch_end and history:
-                on_epoch_end(epoch, history[-1])
+                    if dist.world_size() == 1:  # under torchrun: checked on the all-summed loss, at evaluations
+                        rec.diverged(value, done)
+                    rec.loss(done, value, run, logged=done % LOG_EVERY == 0)
+                rec.bar.update(1)
+                if done in evaluate_after:  # evaluate
+                    at = epoch + 1 if step == steps - 1 else round(done / steps, 4)  # epochs so far
+                    row = since.row(task, kept, done, at, bs, opt, run, rec)
+                    rec.evaluation(row, run)
+                    run.stopped = cfg.schedule == "plateau" and plateaued(run.history, monitor_of(task), cfg.patience)
+                    _training_mode(model, cfg)  # evaluating() restored train mode on the whole model
+                    since = Interval(device)
+                    if run.stopped:
+                        log.info("%s: validation %s has not improved for %d evaluations: stopping at step %d",
+                                 Path(out_dir).name, monitor_of(task)[0], cfg.patience, done)
+                        break
+            rec.checkpoint(epoch, run, model, kept, ema, opt, sched, scaler)  # at every epoch's end
+            if on_epoch_end and run.history:
+                on_epoch_end(epoch, run.history[-1])
+            if run.stopped:
+                break
     finally:
-        bar.close()
-        if writer:
-            writer.close()
+        rec.close()
     if kept is not model:  # the caller gets the weights that were evaluated
         model.load_state_dict(kept.state_dict())
-    return history
+    return run.history
+
+
+class Interval:
+    """The training loss (and, for classification-shaped outputs, accuracy) summed over the steps since the
+    last evaluation, on the device (no sync per step), and the evaluation row that closes the interval."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.t0 = device, time.perf_counter()
+        self.loss, self.correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        self.scored, self.steps = 0, 0  # examples scored (a pretext batch may hold several per image), steps
+
+    def add(self, loss: Tensor, out: Tensor, y: Any) -> None:
+        self.loss += loss.detach()
+        self.steps += 1
+        if out.ndim == 2 and isinstance(y, Tensor) and y.ndim == 1:  # a class per example: training accuracy
+            self.correct += (out.detach().argmax(1) == y).sum()
+            self.scored += len(y)
+
+    def row(self, task: Task, kept: nn.Module, done: int, epoch: int | float, bs: int, opt: torch.optim.Optimizer,
+            run: Progress, rec: Recorder) -> dict[str, float]:
+        """Validation metrics (each rank its part; the task combines them) and this interval's training numbers."""
+        interval = time.perf_counter() - self.t0
+        run.trained += interval
+        counts = dist.all_sum(torch.stack([self.loss, self.correct, torch.tensor(float(self.scored),
+                                                                                  device=self.device)]))
+        rec.diverged(counts[0].item(), done)  # any step since the last evaluation, on every rank alike
+        dist.sync_buffers(kept)  # rank 0's BatchNorm statistics on every rank
+        metrics = task.evaluate(kept)
+        run.elapsed += time.perf_counter() - self.t0
+        world = dist.world_size()
+        return {"epoch": epoch, "step": done, "images_seen": done * bs * world, "train_loss": counts[0].item() / (self.steps * world),
+                **({"train_accuracy": counts[1].item() / counts[2].item()} if counts[2] else {}),
+                **{f"val_{k}": v for k, v in metrics.items()}, "lr": opt.param_groups[-1]["lr"],
+                "images_per_s": self.steps * bs * world / interval,
+                "epoch_time_s": time.perf_counter() - self.t0,  # since the last evaluation: training and evaluation
+                "wall_time_s": run.elapsed,
+                "train_time_s": run.trained}  # wall time less the evaluations: what time to accuracy counts
 
 
 def _training_mode(model: nn.Module, cfg: TrainConfig) -> None:
@@ -439,26 +360,5 @@ def _training_mode(model: nn.Module, cfg: TrainConfig) -> None:
     model.train()
     if cfg.freeze_backbone:
         model.backbone.eval()
-
-
-def _unresumable(ckpt_path: Path, why: str) -> UserError:
-    return UserError(f"cannot resume from {ckpt_path}: {why}; delete it to start this run afresh, or restore it "
-                     "from a copy")
-
-
-def _stop_if_diverged(loss: float, step: int, ckpt_path: Path) -> None:
-    """Stop a diverged run at once: NaN/inf losses would train on to the end and be scored as if they meant
-    something. Raised before the epoch's checkpoint is written, so the last good one stays."""
-    if not math.isfinite(loss):
-        kept = f"; {ckpt_path} holds the last good epoch" if ckpt_path.exists() else ""
-        raise UserError(f"the training loss became {loss} at step {step}; lower --lr or check the data{kept}")
-
-
-def _check_world_size(out_dir: Path, stored: int) -> None:
-    """Refuse to resume on another number of processes: batches would be cut and augmented otherwise."""
-    if stored != dist.world_size():
-        how = "without torchrun" if stored == 1 else f"with torchrun and {stored} processes in all"
-        raise UserError(f"{out_dir} was trained by {stored} process(es), this is {dist.world_size()}; resume it "
-                        f"{how} (--nnodes x --nproc_per_node), or use another --out to start afresh")
 
 
