@@ -96,7 +96,7 @@ step() {  # step NAME SECONDS ARGS...: `pretextlab ARGS` with a time limit, reco
 "$PYTHON" -c "
 import sys
 from pathlib import Path
-from pretextlab.naive import write_synthetic_folder
+from pretextlab.bench import write_synthetic_folder
 write_synthetic_folder(Path(sys.argv[1]), per_class=40)
 write_synthetic_folder(Path(sys.argv[2]), per_class=int(sys.argv[3]))
 " "$WORK/smoke-data" "$WORK/data" "$PER_CLASS"

@@ -21,7 +21,7 @@ from . import dist
 from .data import DataConfig, check_out_outside_data, data_facts, open_data
 from .io import save_json
 from .layout import SUMMARY
-from .runs import check_same_run_data, finished_summary, run_precision, summarize, writer_lock
+from .runs import check_same_run_data, decide_precision, finished_summary, stored_precision, summarize, writer_lock
 from .sources import Dataset
 from .train import Task, TrainConfig, fit
 
@@ -82,7 +82,9 @@ def execute(job: Job, folder: Path, dataset: Dataset | None = None, device: str 
             return done
         dev, ds = open_data(job.data, device, dataset, job.load)
         check_same_run_data(folder, ds.fingerprint)
-        ctx = Context(folder, ds, dev, run_precision(job.cfg.precision, dev, folder, precision), done)
+        chosen = decide_precision(job.cfg.precision, stored_precision(folder), dev, f"{folder} was trained in",
+                                  precision)
+        ctx = Context(folder, ds, dev, chosen, done)
         torch.manual_seed(job.cfg.seed)  # --seed decides the initial weights
         built = job.build(ctx)
         folder.mkdir(parents=True, exist_ok=True)

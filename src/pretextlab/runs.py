@@ -142,24 +142,23 @@ def read_csv(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
-def run_precision(requested: str, device: torch.device, out_dir: Path, decided: str | None = None) -> str:
-    """The precision a run trains in, decided once and held to: an explicit --precision, else the one
-    its caller decided for it (a study decides once for all its runs), else the one its config.json
-    records (a resumed run never re-measures), else hw.pick_precision's measurement.
-
-    Why: `auto` times matmuls, and under load the answer can flip between processes; a run resumed
-    in another precision would silently mix two numerics in one curve.
-    """
+def stored_precision(out_dir: Path) -> str | None:
+    """The precision an interrupted run recorded in its config.json (None: a new run, or a finished one)."""
     config = Path(out_dir) / CONFIG
-    stored = load_json(config).get("resolved", {}).get("precision") if (Path(out_dir) / CHECKPOINT).exists() \
+    return load_json(config).get("resolved", {}).get("precision") if (Path(out_dir) / CHECKPOINT).exists() \
         and config.exists() else None
-    return hold_precision(requested, stored, device, f"{out_dir} was trained in", decided)
 
 
-def hold_precision(requested: str, stored: str | None, device: torch.device, what: str,
-                   decided: str | None = None) -> str:
-    """An explicit precision, else the caller's decision, else the stored one, else a measurement; refused
-    in one line where a stored one exists and differs (`what` names the folder: "<dir> was trained in")."""
+def decide_precision(requested: str, stored: str | None, device: torch.device, what: str,
+                     decided: str | None = None) -> str:
+    """The one place a precision is decided, once, and held to: an explicit --precision, else the caller's
+    decision (a study decides once for all its runs), else the one a folder recorded (a resumed run or study
+    never re-measures), else hw.pick_precision's measurement. Refused in one line where a stored one exists
+    and differs (`what` names the folder: "<dir> was trained in").
+
+    Why: `auto` times matmuls, and under load the answer can flip between processes; a run resumed in
+    another precision would silently mix two numerics in one curve.
+    """
     choice = requested if requested != "auto" else decided or stored or hw.pick_precision("auto", device)
     if stored and choice != stored:
         raise UserError(f"{what} {stored} and this command would go on in {choice}; resume it with --precision "

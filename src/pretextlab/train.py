@@ -275,7 +275,7 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
             since = Interval(device)
             for step in range(steps):
                 x, y = task.batch(order[step * bs:(step + 1) * bs], g)  # cut, augment, normalise
-                if cfg.channels_last and x.ndim == 4:
+                if cfg.channels_last and isinstance(x, Tensor) and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with hw.autocast(device, precision):
                     out = step_model(x)  # forward

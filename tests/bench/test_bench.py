@@ -180,6 +180,16 @@ def test_time_to_accuracy_trains_the_full_label_arm_and_compares(make_image_fold
     assert "against the earlier measurement" in format_curve(again)
 
 
+def test_an_older_time_to_accuracy_result_reads_as_scored_without_tta(tmp_path):
+    from pretextlab.bench.accuracy import plot_curve, upgrade
+
+    new = {"preset": "fast", "precision": "fp32", "threads": 1, "tta": "flip", "curve": _curve((10, 0.5), (20, 0.7))}
+    old = {k: v for k, v in new.items() if k != "tta"}  # as written before --tta existed
+    assert upgrade(old)["tta"] == "none" and upgrade(new) == new
+    plot_curve(new, tmp_path / "curve.png", before=old)
+    assert (tmp_path / "curve.png").exists()
+
+
 def test_time_to_accuracy_mistakes_are_one_line(run_cli, assert_user_error, make_image_folder, tmp_path):
     assert_user_error(run_cli("bench", "--time-to-accuracy"), "give --data")
     (tmp_path / "x.json").write_text('{"a": 1}')

@@ -1,4 +1,4 @@
-"""pretextlab.naive: the tutorial baseline reads the folder pretextlab reads, trains, and evaluates it."""
+"""pretextlab.bench.naive: the tutorial baseline reads the folder pretextlab reads, trains, and evaluates it."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from PIL import Image
 from torch import nn
 
 from pretextlab.bench import write_synthetic_folder as bench_write_synthetic_folder
+from pretextlab.bench.naive import check_image_folder, eval_pass, image_folder_sets, train_step, write_synthetic_folder
 from pretextlab.data import load_dataset, make_splits
 from pretextlab.errors import UserError
-from pretextlab.naive import check_image_folder, eval_pass, image_folder_sets, train_step, write_synthetic_folder
 
 
 def test_synthetic_folder_is_a_seeded_image_folder_of_jpegs(tmp_path, cache_dir):
-    assert bench_write_synthetic_folder is write_synthetic_folder  # still importable where it used to live
+    assert bench_write_synthetic_folder is write_synthetic_folder  # the bench's public name for it
     root = write_synthetic_folder(tmp_path / "a", classes=3, per_class=4, size=16)
     assert sorted(p.name for p in root.iterdir()) == ["class_00", "class_01", "class_02"]
     assert all(len(list(d.glob("*.jpg"))) == 4 for d in root.iterdir())

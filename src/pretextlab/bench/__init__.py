@@ -8,7 +8,7 @@ One process, one run, several measurements side by side, so that their ratios me
    cutting, augmentation, normalisation and logging included (validation excluded, as fit times it
    separately);
 4. the tutorial way (naive.py): `ImageFolder` + per-sample PIL transforms + `DataLoader(num_workers=2)`;
-5. evaluation (`finetune.predict_logits` vs a DataLoader loop);
+5. evaluation (`tasks.classification.predict_logits` vs a DataLoader loop);
 6. every pretext task (context, rotation, reconstruction, simclr): its model alone on one ready batch
    of the task's own inputs and targets vs `train.fit` on the task, i.e. each path at its ceiling;
 7. with `peer="lightly"`, lightly's standard SimCLR pipeline (peers.py), timed in the same turns as
@@ -27,10 +27,15 @@ DataLoader worker start-up), then times a number of steps chosen so the timed pa
 The training measurements of one backbone are timed in interleaved turns (model, pipeline, naive,
 model, ...), so that load from other processes on a shared machine falls on all of them alike.
 Rates count source images: a rotation batch holds four inputs per image, a SimCLR batch two views.
+
+The modules: run.py (the driver, `run_bench`), workloads.py (what is timed: 1-5 and batch preparation, and
+`compile_check`, the training step with and without torch.compile), timing.py (how: warm-up, step counts,
+interleaved rounds), race.py (6 and 7), naive.py (4), peers.py (7's lightly), text.py (the printed report) and
+accuracy.py (`pretextlab bench --time-to-accuracy`: validation macro-F1 against training seconds).
 """
 
-from ..naive import write_synthetic_folder
-from .paths import compile_check
+from .naive import write_synthetic_folder
 from .run import run_bench
+from .workloads import compile_check
 
 __all__ = ["compile_check", "run_bench", "write_synthetic_folder"]

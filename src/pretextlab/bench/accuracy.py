@@ -100,14 +100,24 @@ def _read_before(path: Path) -> dict[str, Any]:
     if not isinstance(earlier, dict) or not {"train_time_s", "final_val_f1_macro", "curve"} <= earlier.keys():
         raise UserError(f"--before {path} is not a time-to-accuracy result; give the JSON an earlier "
                         "`pretextlab bench --time-to-accuracy --out FILE` wrote")
-    return earlier
+    return upgrade(earlier)
+
+
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """An earlier time-to-accuracy result as this version writes it, applied once where one is read.
+
+    Compatibility: results written before `--tta` existed have no "tta" key; they were scored without
+    test-time augmentation."""
+    return {"tta": "none", **record}
 
 
 def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None = None) -> None:
     """Validation macro-F1 against training seconds and against training images (and, where given, the
-    earlier measurement's) as a PNG: seconds are what a user waits, images what the machine's load leaves alone."""
+    earlier measurement's, as read from its file) as a PNG: seconds are what a user waits, images what the
+    machine's load leaves alone."""
     from ..report.canvas import legend_above, new_figure, save_png
 
+    before = upgrade(before) if before is not None else None
     fig = new_figure(9.0, 3.6)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, key, name in ((axes[0], "train_time_s", "training seconds (evaluations excluded)"),
@@ -126,12 +136,8 @@ def plot_curve(result: dict[str, Any], path: Path, before: dict[str, Any] | None
     save_png(fig, path)
 
 
-def _tta(result: dict[str, Any]) -> str:
-    return result.get("tta", "none")  # measurements from before the option were scored without
-
-
 def _tta_label(result: dict[str, Any]) -> str:
-    return "" if _tta(result) == "none" else f", {_tta(result)} TTA"
+    return "" if result["tta"] == "none" else f", {result['tta']} TTA"
 
 
 def format_curve(result: dict[str, Any]) -> str:
@@ -139,8 +145,8 @@ def format_curve(result: dict[str, Any]) -> str:
     lines = [f"time to accuracy: preset {result['preset']} ({result['backbone']}), 100% labels "
              f"({result['n_train']} images), seed {result['seed']}, {result['epochs']} epochs, "
              f"{result['precision']} on {result['device']}, {result['threads']} thread(s); validation: "
-             f"{result['n_val']} images" + (f", scored with {_tta(result)} test-time augmentation"
-                                            if _tta(result) != "none" else ""),
+             f"{result['n_val']} images" + (f", scored with {result['tta']} test-time augmentation"
+                                            if result["tta"] != "none" else ""),
              f"{'step':>6} {'images':>9} {'train s':>9} {'wall s':>9} {'val macro-F1':>13}"]
     for p in result["curve"]:
         lines.append(f"{p['step']:>6.0f} {p['images_seen']:>9.0f} {p['train_time_s']:>9.1f} "

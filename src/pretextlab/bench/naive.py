@@ -4,7 +4,7 @@ torchvision's `ImageFolder` decodes every JPEG again at every epoch, per-sample 
 flip and normalise one image at a time, and a `DataLoader(num_workers=2)` collates the results into
 fp32 NCHW batches; the training and evaluation loops are the textbook ones, with the same optimizer
 and loss as pretextlab's. None of this is used by pretextlab's own training: it lives apart from
-bench.py's driver so that the baseline reads as the code it stands for, and can be checked as such.
+the bench's driver (run.py) so that the baseline reads as the code it stands for, and can be checked as such.
 
 `write_synthetic_folder` is the data bench measures on when it is given none: real JPEGs on disk,
 so the baseline pays the decoding it would pay on real images. torchvision and PIL are imported
@@ -23,10 +23,10 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import Splits
-from .errors import UserError
-from .sources import Dataset
-from .train import TrainConfig, make_optimizer
+from ..data import Splits
+from ..errors import UserError
+from ..sources import Dataset
+from ..train import TrainConfig, make_optimizer
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader

@@ -14,7 +14,7 @@ memory layout (channels_last). The images are the training pool of the bench's s
 libraries learn from the same images and are scored on the same held-out ones.
 
 lightly is an optional extra (`pip install 'pretextlab[peers]'`): it is imported only here, and only
-when a peer is asked for. The timing itself is bench.py's.
+when a peer is asked for. The timing itself is the bench's (race.py).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import hw
-from .data import Splits
+from .. import hw
+from ..data import Splits
+from ..pretext.simclr import SimCLROptions
+from ..sources import Dataset
+from ..train import TrainConfig, lr_factor, make_optimizer
 from .naive import class_folder
-from .pretext.simclr import SimCLROptions
-from .sources import Dataset
-from .train import TrainConfig, lr_factor, make_optimizer
 
 PEERS = ("lightly",)
 LIGHTLY = "lightly==1.6.0"  # as pinned by pyproject.toml's `peers` extra

@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import peers
 from ..models import make_backbone
 from ..pretext import make_task
 from ..pretext.simclr import SimCLR
 from ..probe import knn_hits
 from ..stats import mean_ci
-from .paths import Setup, batch_ms, fit_path, fit_quietly, pretext_net, train_step, training_seconds
+from . import peers
 from .timing import PRETRAIN, interleaved, measure, timed, warm_up
+from .workloads import Setup, batch_ms, fit_path, fit_quietly, pretext_net, train_step, training_seconds
 
 # ----------------------------------------------------------------------------------------------
 # 7. The peer: lightly's SimCLR pipeline

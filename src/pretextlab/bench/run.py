@@ -10,14 +10,18 @@ from typing import Any
 
 import torch
 
-from .. import hw, naive, peers
+from .. import hw
 from ..data import load_dataset, make_splits
 from ..errors import UserError
 from ..io import save_json
 from ..models import count_flops, make_backbone
-from ..naive import write_synthetic_folder
 from ..pretext import TASKS
-from .paths import (
+from . import naive, peers
+from .naive import write_synthetic_folder
+from .race import peer_summary, task_rates
+from .text import format_report
+from .timing import FULL, QUICK, interleaved, timed, warm_up
+from .workloads import (
     Setup,
     batch_prep_ms,
     classification,
@@ -28,9 +32,6 @@ from .paths import (
     smoothed_cross_entropy,
     train_step,
 )
-from .race import peer_summary, task_rates
-from .text import format_report
-from .timing import FULL, QUICK, interleaved, timed, warm_up
 
 # ----------------------------------------------------------------------------------------------
 # Entry point

@@ -1,5 +1,6 @@
-"""The measured paths of one backbone: peak matmul, model step vs pipeline vs the naive tutorial, evaluation,
-every pretext task, batch preparation, and the training step with and without torch.compile."""
+"""What the bench times (timing.py says how): peak matmul, and per backbone the model step alone, the pipeline
+(train.fit) and the naive tutorial, evaluation, batch preparation, and the training step with and without
+torch.compile."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import hw, naive
+from .. import hw
 from ..data import DataConfig, Splits
 from ..models import Classifier, make_backbone
 from ..pretext import TASKS, make_task
@@ -23,6 +24,7 @@ from ..sources import Dataset
 from ..study.presets import PRESETS
 from ..tasks.classification import Classification, predict_logits
 from ..train import TrainConfig, fit, make_optimizer
+from . import naive
 from .timing import Plan, measure, warm_up
 
 
@@ -199,10 +201,6 @@ def eval_rates(model: nn.Module, naive_model: nn.Module, s: Setup) -> tuple[floa
     naive_model.train()
     return eval_img_s, naive_eval_img_s, n
 
-
-
-# ----------------------------------------------------------------------------------------------
-# 6. Every pretext task at its ceiling
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import dist, hw
 from ..backbones import is_user_file
 from ..data import DataConfig, check_fraction, check_out_outside_data, check_same_data, open_data
@@ -28,7 +26,7 @@ from ..errors import UserError
 from ..io import load_json, save_json
 from ..layout import ORIGINAL_SUMMARY, REPORT_SUMMARY, STUDY
 from ..probe import probe_settings
-from ..runs import hold_precision, json_roundtrip, settings_diff, writer_lock
+from ..runs import decide_precision, json_roundtrip, settings_diff, writer_lock
 from ..tasks import get_task
 from ..train import check_precision, check_seed
 from . import plan
@@ -108,7 +106,8 @@ def run_study(
         kind.splits(ds, f, seeds[0], data)
     if dry_run:
         state = load_json(out_dir / STUDY) if (out_dir / STUDY).exists() else {}
-        env = Env(data, ds, dev, _study_precision(precision, state.get("precision"), dev, out_dir), quiet)
+        chosen = decide_precision(precision, state.get("precision"), dev, f"{out_dir} is a study in")
+        env = Env(data, ds, dev, chosen, quiet)
         _announce(study_stages(p, env, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining, task,
                                state.get("stage_times_s", {})), backbone, env, out_dir)
         return out_dir
@@ -138,7 +137,7 @@ def run_study(
                                      "precision": original.get("precision"), "pretraining": original.get(
                                          "pretraining", "shared")}
         _check_same_study(state, study, out_dir)
-        study["precision"] = _study_precision(precision, state.get("precision"), dev, out_dir)
+        study["precision"] = decide_precision(precision, state.get("precision"), dev, f"{out_dir} is a study in")
         earlier = state.get("earlier_machines", [])  # a study resumed elsewhere (e.g. from `pretextlab export`)
         if state.get("machine") not in (None, study["machine"], *earlier):
             earlier.append(state["machine"])
@@ -257,10 +256,5 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
     """A study's data settings without storage, which never changes the numbers (as data.data_settings)."""
     return {k: v for k, v in data.items() if k != "storage"}
-
-
-def _study_precision(requested: str, stored: str | None, device: torch.device, out_dir: Path) -> str:
-    """One precision for every run of a study, decided when it starts and recorded in study.json."""
-    return hold_precision(requested, stored, device, f"{out_dir} is a study in")
 
 
