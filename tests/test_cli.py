@@ -65,6 +65,29 @@ def test_pretrain_any_pretext_with_options(make_image_folder, tmp_path, pretext,
     assert json.loads((out / "summary.json").read_text())["options"][key] == json.loads(value)
 
 
+def test_pretrain_takes_the_older_flags_as_options_of_the_task(make_image_folder, tmp_path):
+    """--scale and the other flags of context prediction are its options, passed only where given: the task's
+    defaults hold for the rest."""
+    out = tmp_path / "pre"
+    invoke("pretrain", "--data", make_image_folder(size=16), "--pretext", "context", "--scale", "2", "--no-patch-norm",
+           "--out", out, "--cache-dir", tmp_path / "cache", *FAST)
+    options = json.loads((out / "summary.json").read_text())["options"]
+    assert options["scale"] == 2.0 and options["patch_norm"] is False
+    assert options["colour"] == "project" and options["downsample"] == 0.5  # not given: the task's defaults
+
+
+def test_help_lists_the_registered_tasks():
+    from pretextlab.pretext import TASKS as PRETEXTS
+    from pretextlab.tasks import TASKS
+
+    for command in ("train", "study"):
+        text = invoke(command, "--help").stdout
+        assert "--task" in text and all(name in text for name in TASKS), text
+    for command in ("pretrain", "study"):
+        text = invoke(command, "--help").stdout
+        assert all(name in text for name in PRETEXTS), text
+
+
 def test_evaluate_json(trained_run):
     result = invoke("evaluate", "--checkpoint", trained_run.checkpoint, "--json")
     lines = result.stdout.strip().splitlines()
@@ -150,6 +173,21 @@ def test_pretrain_bad_option(run_cli, assert_user_error, folder, tmp_path, optio
     proc = run_cli("pretrain", "--data", folder, "--pretext", "simclr", "--option", option, "--out", tmp_path / "p",
                    "--cache-dir", tmp_path / "cache", "--epochs", "1", "--device", "cpu", "--quiet")
     assert_user_error(proc, fragment)
+
+
+def test_pretrain_flag_of_another_task(run_cli, assert_user_error, folder, tmp_path):
+    proc = run_cli("pretrain", "--data", folder, "--pretext", "rotation", "--scale", "2", "--out", tmp_path / "p",
+                   "--cache-dir", tmp_path / "cache", "--epochs", "1", "--device", "cpu", "--quiet")
+    assert_user_error(proc, "--option scale: pretext 'rotation' has no such option; it has all_rotations")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_unknown_task(run_cli, assert_user_error, folder, tmp_path, command):
+    args = train_args(folder, tmp_path, "--task", "segmentation")[1:]
+    proc = run_cli(command, *args, *(["--preset", "smoke", "--dry-run"] if command == "study" else []))
+    assert_user_error(proc, "unknown task 'segmentation'; choose one of: classification")
+    assert not (tmp_path / "run").exists()
 
 
 def test_init_from_another_backbone(run_cli, assert_user_error, trained_run, tmp_path):
