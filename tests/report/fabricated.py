@@ -14,7 +14,10 @@ from pathlib import Path
 
 import torch
 
+from pretextlab import schema
 from pretextlab.models import Classifier, make_backbone
+from pretextlab.report.files import as_record
+from pretextlab.report.records import RunConfig, RunSummary
 from pretextlab.report.results import Run
 from pretextlab.runs import summarize
 
@@ -117,9 +120,9 @@ def memory_run(fraction: float, arm: str, seed: int, f1: list[float], **spec) ->
     """The Run that load_study would read from run_files' folder, without writing one."""
     rows, summary, config = run_files(fraction, arm, seed, f1, **spec)
     rows = [{k: float(v) for k, v in r.items()} for r in rows]  # metrics.csv reads back as floats
-    return Run(summary["run"], Path(summary["run"]), fraction, arm, seed, rows, summary, config["train"]["epochs"],
-               "fp32", STEPS_PER_EPOCH, summary.get("schedule") or config["train"]["schedule"],
-               config["train"].get("patience"))
+    path = Path(summary["run"])
+    return Run(summary["run"], path, fraction, arm, seed, rows,
+               RunSummary.parse(as_record(path / "summary.json", schema.FINETUNE, summary)), RunConfig.parse(config))
 
 
 def write_finetune_run(study: Path, fraction: float, arm: str, seed: int, f1: list[float], state: dict,

@@ -9,8 +9,9 @@ from pathlib import Path
 from fabricated import make_study, memory_run
 
 from pretextlab.report import write_report
-from pretextlab.report.conclusions import fraction_conclusions, headline_scope, overall_conclusions
-from pretextlab.report.results import Study
+from pretextlab.report.conclusions import headline_scope, overall_conclusions
+from pretextlab.report.questions import fraction_conclusions
+from pretextlab.report.results import Study, study_config
 from pretextlab.report.summary import summarize_study
 
 RISING = [0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.58, 0.6, 0.62, 0.64]  # 10 evaluations over a 100-step budget
@@ -23,7 +24,7 @@ def _summary(curves: dict, pretexts: tuple[str, ...] = ("context",)) -> dict:
     runs = [memory_run(k[2] if len(k) == 3 else 0.1, k[0], k[1], **spec) for k, spec in curves.items()]
     config = {"fractions": sorted({r.fraction for r in runs}, reverse=True), "seeds": sorted({r.seed for r in runs}),
               "pretexts": list(pretexts)}
-    return summarize_study(Study(Path("memory"), config, runs, {}))
+    return summarize_study(Study(Path("memory"), study_config(config), runs, {}))
 
 
 def _lines(curves: dict, fraction: str = "0.1") -> list[str]:

@@ -21,7 +21,8 @@ from pretextlab.report.canvas import ARM_COLORS, DPI, WIDTH, arm_colors
 from pretextlab.report.figures import curves_caption, fraction_figure, loss_figure, metrics_figure, pretext_figure
 from pretextlab.report.figures import run_figure as draw_run
 from pretextlab.report.images import MARK, confusion_figure, examples_figure
-from pretextlab.report.results import PretextRun, Run, Study
+from pretextlab.report.records import RunSummary
+from pretextlab.report.results import PretextRun, Run, Study, read_config, study_config
 
 torch.set_num_threads(1)
 
@@ -58,16 +59,17 @@ def _run(root: Path, fraction: float, arm: str, seed: int, steps_csv: bool = Tru
     summary = {"fraction": fraction, "n_train": int(1000 * fraction), "confusion_val": np.eye(10).tolist(),
                "examples": [{"label": i % 10, "pred": i % 10 if (i + ARMS.index(arm)) % 3 else (i + 1) % 10,
                              "confidence": 0.5} for i in range(14)]}
-    return Run(name, root / name, fraction, arm, seed, rows, summary)
+    return Run(name, root / name, fraction, arm, seed, rows, RunSummary.parse(summary), read_config(root / name))
 
 
 def _study(root: Path, n_arms: int, fractions=(1.0, 0.1), seeds=(0, 1), steps_csv: bool = True) -> Study:
     runs = [_run(root, f, a, s, steps_csv) for f in fractions for a in ARMS[:n_arms] for s in seeds]
-    return Study(root, {"fractions": list(fractions), "seeds": list(seeds), "pretexts": ARMS[1:n_arms]}, runs, {})
+    return Study(root, study_config({"fractions": list(fractions), "seeds": list(seeds), "pretexts": ARMS[1:n_arms]}),
+                 runs, {})
 
 
 def _summary(study: Study) -> dict:
-    return {"runs": {r.name: {"fraction": r.fraction, "n_train": r.summary["n_train"]} for r in study.runs}}
+    return {"runs": {r.name: {"fraction": r.fraction, "n_train": r.summary.n_train} for r in study.runs}}
 
 
 def _overlap(a, b, slack: float = 1.0) -> bool:
@@ -185,7 +187,7 @@ def _texts(fig: Figure) -> list[Text]:
 
 @pytest.mark.parametrize("n_arms", [1, 2, 6])
 def test_examples_are_a_row_per_arm_with_marks_and_no_overlap(tmp_path, n_arms):
-    runs = {f"{a} s0": _run(tmp_path, 0.1, a, 0).summary["examples"] for a in ARMS[:n_arms]}
+    runs = {f"{a} s0": _run(tmp_path, 0.1, a, 0).summary.examples for a in ARMS[:n_arms]}
     images = torch.randint(0, 256, (14, 3, 32, 32), dtype=torch.uint8)
     fig = examples_figure(images, runs, CLASSES, tmp_path / "e.png")
     _check_size(fig, tmp_path / "e.png")

@@ -22,7 +22,8 @@ def test_load_study_finds_planned_and_unplanned_folders(tmp_path: Path):
     assert [r.name for r in study.runs] == ["f1-scratch-s0", "f1-context-s0", "f0.1-scratch-s0"]
     assert study.missing == ["f0.1-context-s0"]
     assert list(study.pretexts) == ["context", "rotation"] and study.pretexts["rotation"].status == "finished"
-    assert list(study.probes) == ["scratch"] and study.probes["scratch"]["f1-s0"]["linear"]["f1_macro"] == 0.3
+    assert list(study.probes) == ["scratch"]
+    assert study.probes["scratch"]["f1-s0"].on("validation", "linear")["f1_macro"] == 0.3
     assert study.missing_probes == ["scratch f0.1-s0", "context f1-s0", "context f0.1-s0"]
     assert study.fractions == [1.0, 0.1] and study.arms == ["scratch", "context"] and not study.problems
 
@@ -38,7 +39,7 @@ def test_runs_of_both_formats_read_as_curves_over_optimizer_steps(tmp_path: Path
     assert "step" not in old.history[0] and old.budget == 40 and old.schedule == "onecycle"
     assert old.curve("val_f1_macro") == [(10.0, 0.3), (20.0, 0.4), (30.0, 0.5), (40.0, 0.55)]  # epoch x 10 steps
     assert new.curve("val_f1_macro")[:2] == [(5.0, 0.35), (10.0, 0.42)] and new.history[0]["epoch"] == 0.5
-    assert new.budget == new.summary["planned_steps"] == 40 and new.history[-1]["images_seen"] == 40 * 32
+    assert new.budget == new.summary.planned_steps == 40 and new.history[-1]["images_seen"] == 40 * 32
     md = write_report(root).read_text()  # both read and compared on one step axis
     pair = json.loads((root / "summary.json").read_text())["dynamics"]["0.5"]["context"]["by_seed"]["0"]
     assert pair["budget"] == 40 and pair["f1"]["scratch_step"] == 40 and pair["f1"]["pretrained_step"] == 30

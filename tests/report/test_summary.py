@@ -9,7 +9,8 @@ import pytest
 from fabricated import make_study, memory_run
 
 from pretextlab.report import write_report
-from pretextlab.report.results import PretextRun, Run, Study
+from pretextlab.report.records import PretextSummary, RunSummary
+from pretextlab.report.results import PretextRun, Run, Study, study_config
 from pretextlab.report.rules import RULES, metric_speed, normalised_area
 from pretextlab.report.summary import compare, finite, remade_note, summarize_study
 
@@ -27,26 +28,31 @@ def test_compare_pairs_the_difference_over_shared_seeds():
     assert c["pretrained_minus_scratch"] == pytest.approx(0.10) and c["paired_ci95"] is None and c["paired_n"] == 0
 
 
+def remade(new: str, old: str) -> PretextSummary:
+    """A pretraining's summary after it was pretrained again on resume: its new and its earlier weights' hashes."""
+    return PretextSummary(backbone_sha256=new, remade=True, earlier_backbone_sha256=old)
+
+
 def test_remade_note_says_which_weights_the_finished_runs_started_from(tmp_path):
     def study(init_hashes: list[str]) -> Study:
-        runs = [Run(f"f1-context-s{i}", tmp_path, 1.0, "context", i, [], {"init_sha256": h})
+        runs = [Run(f"f1-context-s{i}", tmp_path, 1.0, "context", i, [], RunSummary(init_sha256=h))
                 for i, h in enumerate(init_hashes)]
-        return Study(tmp_path, {}, runs, {})
+        return Study(tmp_path, study_config({}), runs, {})
 
-    same = PretextRun("context", tmp_path, [], {"backbone_sha256": "a", "earlier_backbone_sha256": "a"})
+    same = PretextRun("context", tmp_path, [], remade("a", "a"))
     assert remade_note(study(["a", "a"]), same).endswith("bit-identical to the earlier one, so every run of this "
                                                          "arm started from the same weights.")
-    other = PretextRun("context", tmp_path, [], {"backbone_sha256": "b", "earlier_backbone_sha256": "a"})
+    other = PretextRun("context", tmp_path, [], remade("b", "a"))
     note = remade_note(study(["a", "a", "b"]), other)
     assert "not bit-identical" in note
     assert "2 finished fine-tuning run(s) of this arm started from the earlier one" in note
-    assert remade_note(study(["a"]), PretextRun("context", tmp_path, [], {"backbone_sha256": "a"})) is None
+    assert remade_note(study(["a"]), PretextRun("context", tmp_path, [], PretextSummary(backbone_sha256="a"))) is None
 
 
 def test_remade_note_of_a_per_seed_pretraining_counts_that_seed_only(tmp_path):
-    runs = [Run(f"f1-context-s{s}", tmp_path, 1.0, "context", s, [], {"init_sha256": "a"}) for s in (0, 1)]
-    redone = PretextRun("context", tmp_path, [], {"backbone_sha256": "b", "earlier_backbone_sha256": "a"}, seed=1)
-    note = remade_note(Study(tmp_path, {}, runs, {}), redone)
+    runs = [Run(f"f1-context-s{s}", tmp_path, 1.0, "context", s, [], RunSummary(init_sha256="a")) for s in (0, 1)]
+    redone = PretextRun("context", tmp_path, [], remade("b", "a"), seed=1)
+    note = remade_note(Study(tmp_path, study_config({}), runs, {}), redone)
     assert note.startswith("`pretrain-context-s1` was pretrained again")
     assert "1 finished fine-tuning run(s) of this arm with seed 1 started from the earlier one" in note
 
@@ -56,7 +62,7 @@ def test_summary_records_every_rule_per_run_and_per_pair_with_intervals():
     runs = [memory_run(0.1, "scratch", s, [v + 0.01 * s for v in rising]) for s in range(3)]
     runs += [memory_run(0.1, "context", s, [0.1 + v + 0.02 * s for v in rising]) for s in range(3)]
     config = {"fractions": [0.1], "seeds": [0, 1, 2], "pretexts": ["context"]}
-    summary = json.loads(json.dumps(finite(summarize_study(Study(Path("m"), config, runs, {})))))
+    summary = json.loads(json.dumps(finite(summarize_study(Study(Path("m"), study_config(config), runs, {})))))
     assert summary["rules"]["metric_speed"] == RULES["metric_speed"] and summary["rules"]["constants"]["plateau_tol"]
     run = summary["runs"]["f0.1-context-s1"]["curves"]
     points = [(10 * (i + 1), 0.1 + v + 0.02) for i, v in enumerate(rising)]

@@ -8,15 +8,19 @@ show what exists, and tables and conclusions use finished runs only.
 The package reads what the runs wrote and never imports the training side (study, train, finetune,
 pretext), so a report renders anywhere the files are. Its modules, one concern each:
 
-    files        reading and writing a study's files safely: typed checks, size limits, one-line errors, no links
-    results      reading a study folder (Study, Run, PretextRun, load_study)
+    files        reading and writing a study's files safely: typed checks derived from pretextlab.schema,
+                 schema.upgrade at the reading edge, size limits, one-line errors, no links
+    records      the typed records a study's files are read into (StudyConfig, RunSummary, ProbeEntry, ...)
+    results      reading a study folder into them, once (Study, Run, PretextRun, load_study)
+    image_files  reading the image files the figures show (examples.pt, samples.pt)
     rules        the pure rules on curves of (step, value): loss speed, steps to 95% of scratch's final
                  macro-F1, area, plateau or still rising, the plateau schedule's stop, ties, trends
     dynamics     the rules per run and per seed's pair of runs, and over seeds: summary.json "dynamics"
     summary      per-run numbers, aggregates over seeds, paired comparisons: summary.json
     replication  a replicate's verdicts on the study it repeats (original-summary.json)
     formatting   numbers as text
-    conclusions  the generated sentences: the four questions per fraction, the answer
+    questions    the generated sentences of the four questions at one fraction
+    conclusions  the generated sentences of the answer: headline, per arm across fractions, per protocol
     notes        the rules, splits, precision and timing, stated once
     tables       the tables
     canvas       what every figure shares: the canvas, the width, one colour per arm, the legend

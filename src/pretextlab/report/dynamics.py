@@ -62,16 +62,11 @@ from .rules import (
 PLATEAU_SCHEDULE = "plateau"
 ARMS = ("scratch", "pretrained")
 END = {  # summary.json's quantities of the pair's end of training (and the secondary best evaluation)
-    "final_f1_macro": lambda run: ((run.summary or {}).get("final") or {}).get("f1_macro"),
-    "test_f1_macro": lambda run: ((run.summary or {}).get("test") or {}).get("f1_macro"),
-    "f1_macro": lambda run: _best(run).get("value"),
-    "f1_macro_step": lambda run: _best(run).get("step", run.step(_best(run)) if _best(run) else None),
+    "final_f1_macro": lambda run: (run.summary.final or {}).get("f1_macro"),
+    "test_f1_macro": lambda run: (run.summary.test or {}).get("f1_macro"),
+    "f1_macro": lambda run: best.value if (best := run.best.get("f1_macro")) else None,
+    "f1_macro_step": lambda run: best.step if (best := run.best.get("f1_macro")) else None,
 }
-
-
-def _best(run: Run) -> dict[str, Any]:
-    """The run's best validation macro-F1 evaluation (summary.json "best"), {} when it has none."""
-    return ((run.summary or {}).get("best") or {}).get("f1_macro") or {}
 
 
 def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str, Any]:
@@ -91,16 +86,15 @@ def compare(scratch: dict[int, float], pretrained: dict[int, float]) -> dict[str
 def run_curves(run: Run) -> dict[str, Any]:
     """A finished run's length against its budget and the rules that need one run only (summary.json's
     runs[run]["curves"])."""
-    s, last = run.summary or {}, run.history[-1]
-    steps = s.get("steps", run.step(last))
+    last, steps = run.history[-1], run.steps
     budget = run.budget or steps
     f1 = run.curve("val_f1_macro")
+    final = run.summary.final or {}
     out: dict[str, Any] = {
-        "schedule": run.schedule, "budget": budget, "steps": steps,
-        "stopped_early": s.get("stopped_early", steps < budget), "patience": run.patience,
-        "evaluations": len(run.history), "steps_known": "step" in last or run.steps_per_epoch is not None,
-        "wall_time_s": s.get("wall_time_s", last.get("wall_time_s")),
-        "final_f1": (s.get("final") or {}).get("f1_macro", last.get("val_f1_macro")),
+        "schedule": run.schedule, "budget": budget, "steps": steps, "stopped_early": run.stopped_early,
+        "patience": run.patience, "evaluations": len(run.history),
+        "steps_known": "step" in last or run.steps_per_epoch is not None, "wall_time_s": run.wall_time_s,
+        "final_f1": final.get("f1_macro", last.get("val_f1_macro")),
         "area_f1": normalised_area(f1, budget) if f1 else None, "plateau": None, "last_improvement": None}
     if f1 and run.schedule == PLATEAU_SCHEDULE:
         out["last_improvement"] = last_improvement(f1)

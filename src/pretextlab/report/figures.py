@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -31,7 +31,7 @@ from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, sa
 from .files import read_table
 from .formatting import fraction_title
 from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
-from .results import PROTOCOLS, PretextRun, Study, read_config
+from .results import PROTOCOLS, PretextRun, Run, Study, read_config
 from .summary import METRICS, NAMES, baseline_name
 
 __all__ = ["SAMPLE_CAPTIONS", "confusion_figure", "curves_caption", "examples_figure", "fraction_figure",
@@ -49,13 +49,33 @@ class Curve:
     y: np.ndarray
 
 
-def eval_x(history: list[dict[str, float]], path: Path, unit: str | None = None) -> tuple[np.ndarray, str]:
+class Logged(Protocol):
+    """A run folder as the curve figures read it: a Run, a PretextRun, or the one folder of run_figure."""
+
+    history: list[dict[str, float]]  # metrics.csv
+    path: Path  # where steps.csv is
+
+    @property
+    def steps_per_epoch(self) -> int | None: ...  # config.json "resolved"
+
+
+@dataclass
+class Folder:
+    """One run folder read on its own (run_figure)."""
+
+    history: list[dict[str, float]]
+    path: Path
+    steps_per_epoch: int | None
+
+
+def eval_x(run: Logged, unit: str | None = None) -> tuple[np.ndarray, str]:
     """Each evaluation's x and its unit: optimizer steps (the step column, else epoch x steps per epoch
     from the run's config.json), else epochs; unit=EPOCH asks for epochs whatever the run records."""
+    history = run.history
     epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(history)], float)
     if unit != EPOCH and history and all("step" in r for r in history):
         return np.array([r["step"] for r in history], float), STEP
-    per_epoch = (read_config(path).get("resolved") or {}).get("steps_per_epoch")
+    per_epoch = run.steps_per_epoch
     return (epochs * per_epoch, STEP) if per_epoch and unit != EPOCH else (epochs, EPOCH)
 
 
@@ -80,18 +100,19 @@ def logged_losses(path: Path) -> Curve | None:
     return Curve(np.array([r["step"] for r in rows], float), smooth(y, window))
 
 
-def run_curve(history: list[dict[str, float]], path: Path, key: str, unit: str) -> Curve | None:
+def run_curve(run: Logged, key: str, unit: str) -> Curve | None:
     """One quantity of one run against `unit` (train_loss from steps.csv where the run has one)."""
-    if key == "train_loss" and unit == STEP and (logged := logged_losses(path)) is not None:
+    if key == "train_loss" and unit == STEP and (logged := logged_losses(run.path)) is not None:
         return logged
-    x, _ = eval_x(history, path, unit)
+    history = run.history
+    x, _ = eval_x(run, unit)
     keep = [i for i, r in enumerate(history) if key in r and math.isfinite(r[key])]
     return Curve(x[keep], np.array([history[i][key] for i in keep])) if keep else None
 
 
-def common_unit(runs: Sequence[Any]) -> str:
+def common_unit(runs: Sequence[Logged]) -> str:
     """Optimizer steps where every run records them, else epochs (a panel never mixes the two)."""
-    return STEP if all(eval_x(r.history, r.path)[1] == STEP for r in runs) else EPOCH
+    return STEP if all(eval_x(r)[1] == STEP for r in runs) else EPOCH
 
 
 def mean_band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -103,11 +124,11 @@ def mean_band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return x, ys.mean(0), ys.min(0), ys.max(0)
 
 
-def plot_arm(ax: Axes, runs: Sequence[Any], key: str, unit: str, color: str, label: str) -> np.ndarray | None:
+def plot_arm(ax: Axes, runs: Sequence[Run], key: str, unit: str, color: str, label: str) -> np.ndarray | None:
     """An arm's mean curve over seeds with its min-max band; finished seeds only where there are any, so a
     seed still training does not cut the curve short. Returns the mean (None: nothing to draw)."""
     runs = [r for r in runs if r.finished] or list(runs)
-    curves = [c for r in runs if (c := run_curve(r.history, r.path, key, unit)) is not None]
+    curves = [c for r in runs if (c := run_curve(r, key, unit)) is not None]
     if not curves:
         return None
     x, mean, lo, hi = mean_band(curves)
@@ -186,20 +207,20 @@ def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> Figure:
                                         ("val_accuracy", f"validation {NAMES['accuracy']}")], path)
 
 
-def _images_per_step(run: Any) -> float | None:
+def _images_per_step(run: Run) -> float | None:
     """Images per optimizer step: metrics.csv's images_seen / step, else config.json's batch size x world size."""
     last = run.history[-1] if run.history else {}
     if last.get("step") and "images_seen" in last:
         return last["images_seen"] / last["step"]
-    resolved = read_config(run.path).get("resolved") or {}
-    return resolved["batch_size"] * resolved.get("world_size", 1) if resolved.get("batch_size") else None
+    batch, world = run.config.batch_size, run.config.world_size
+    return batch * (1 if world is None else world) if batch else None
 
 
 def _runs(n: int) -> str:
     return f"{n} run" + ("s" if n != 1 else "")
 
 
-def curves_caption(runs: Sequence[Any]) -> str:
+def curves_caption(runs: Sequence[Run]) -> str:
     """What the curve figures of these runs show, said from what their files hold."""
     if not runs:
         return ""
@@ -274,15 +295,16 @@ def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     h = read_table(run_dir / METRICS_CSV, needs=("epoch",))
     path = path or run_dir / "curves.png"
-    unit = eval_x(h, run_dir)[1]
+    run = Folder(h, run_dir, read_config(run_dir).steps_per_epoch)
+    unit = eval_x(run)[1]
     fig = new_figure(WIDTH, 3.9)
     ax_loss, ax_m = fig.subplots(1, 2)
     lines = []
     for key, style, label in (("train_loss", "--", "training loss"), ("val_loss", "-", "validation loss")):
-        if (c := run_curve(h, run_dir, key, unit)) is not None:
+        if (c := run_curve(run, key, unit)) is not None:
             lines += ax_loss.plot(c.x, c.y, style, color="0.25", label=label)
     for m, color in zip(METRICS, ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
-        if (c := run_curve(h, run_dir, f"val_{m}", unit)) is not None:
+        if (c := run_curve(run, f"val_{m}", unit)) is not None:
             lines += ax_m.plot(c.x, c.y, color=color, label=f"validation {NAMES[m]}")
     ax_loss.set(title="loss", ylabel="loss")
     ax_m.set(title=f"{run_dir.name}: validation metrics")
@@ -302,7 +324,7 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
     """Pretext loss and, where the task has one, accuracy (train dashed, held-out solid, chance dotted), and a
     panel per other held-out metric (PSNR, k-NN accuracy): only the panels the run has data for."""
     h, color = run.history, arm_colors([run.task])[run.task]
-    unit = eval_x(h, run.path)[1]
+    unit = eval_x(run)[1]
     keys = list(dict.fromkeys(k for row in h for k in row))
     panels = [("loss", ["train_loss", "val_loss"])]
     if {"train_accuracy", "val_accuracy"} & set(keys):
@@ -316,7 +338,7 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
         fig.delaxes(ax)
     for ax, (name, ks) in zip(axes, panels):
         for k in ks:
-            if (c := run_curve(h, run.path, k, unit)) is not None:
+            if (c := run_curve(run, k, unit)) is not None:
                 ax.plot(c.x, c.y, "--" if k.startswith("train_") else "-", color=color,
                         marker="o" if len(c.x) < 6 else None, ms=3)
         if name == "accuracy" and chance is not None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .summary import labels_at
-
 DIGITS = {"metric": 4, "epoch": 1, "seconds": 1, "rate": 0, "step": 1}
 
 
@@ -44,6 +42,12 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s // 60 % 60:02d} min"
+
+
+def labels_at(summary: dict[str, Any], fraction: float) -> int | None:
+    """How many labelled images a fraction's finished runs trained on (summary.json "runs"; None before one has
+    finished)."""
+    return next((s["n_train"] for s in summary["runs"].values() if s["fraction"] == fraction and s["n_train"]), None)
 
 
 def fraction_title(summary: dict[str, Any], fraction: float) -> str:

@@ -19,6 +19,7 @@ from matplotlib.text import Text
 from torch import Tensor
 
 from .canvas import DPI, WIDTH, arm_colors, new_figure, save_png
+from .records import Example
 
 MARK = {True: "✓", False: "✗"}
 INK = {True: "#1a7a36", False: "#b2182b"}  # text of a right / wrong prediction
@@ -62,14 +63,14 @@ def pick_examples(labels: list[int], n_classes: int, limit: int = MAX_EXAMPLES) 
     return list(range(min(limit, len(labels))))
 
 
-def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], classes: list[str],
+def examples_figure(images: Tensor, examples: dict[str, list[Example]], classes: list[str],
                     path: Path) -> Figure:
     """Validation images as a table: a column per image with its true class above it, a row per arm (label
     "arm" or "arm sN") with ✓ or ✗ on green or red, the predicted class and the confidence."""
     arms = list(examples)
     colors = arm_colors(arms)
     n_all = min(len(images), *(len(e) for e in examples.values()))
-    idx = pick_examples([examples[arms[0]][i]["label"] for i in range(n_all)], len(classes))
+    idx = pick_examples([examples[arms[0]][i].label for i in range(n_all)], len(classes))
     n = max(1, len(idx))
     pad, gap, title_h, row_h = 0.08, 0.06, 0.3, 0.5  # inches
     label_w = min(2.2, max(1.0, 0.085 * max(len(a) for a in arms) + 0.25))
@@ -92,7 +93,7 @@ def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], c
     for j, i in enumerate(idx):
         ax = box(x0 + j * cell + gap / 2, pad + title_h, cell - gap, cell - gap)
         ax.imshow(to_display(images[i]), interpolation="nearest")
-        fit(ax.set_title(class_name(classes, examples[arms[0]][i]["label"]), weight="bold", pad=3), room, renderer,
+        fit(ax.set_title(class_name(classes, examples[arms[0]][i].label), weight="bold", pad=3), room, renderer,
             (8.5, 7.5, 7))
     for a, arm in enumerate(arms):
         top = pad + title_h + cell + a * row_h
@@ -100,13 +101,13 @@ def examples_figure(images: Tensor, examples: dict[str, list[dict[str, Any]]], c
                      weight="bold", color=colors[arm]), (label_w - 0.1) * DPI, renderer, (9, 8, 7))
         for j, i in enumerate(idx):
             e = examples[arm][i]
-            right = e["pred"] == e["label"]
+            right = e.pred == e.label
             ax = box(x0 + j * cell + gap / 2, top + gap / 2, cell - gap, row_h - gap)
             ax.set_facecolor(PAPER[right])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            conf = f"\n{e['confidence']:.2f}" if e.get("confidence") is not None else ""
-            fit(ax.text(0.5, 0.5, f"{MARK[right]} {class_name(classes, e['pred'])}{conf}", transform=ax.transAxes,
+            conf = f"\n{e.confidence:.2f}" if e.confidence is not None else ""
+            fit(ax.text(0.5, 0.5, f"{MARK[right]} {class_name(classes, e.pred)}{conf}", transform=ax.transAxes,
                         ha="center", va="center", color=INK[right]), room, renderer)
     save_png(fig, path)
     return fig

@@ -12,43 +12,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import schema
 from ..layout import ORIGINAL_SUMMARY
-from .files import COUNT, FLAG, NUMBER, dict_of, fields, kind, optional, read_json
+from .files import read_record
 from .results import Study
 
 RULE = ("a verdict held when the replicate's mean paired difference lies inside the original's 95% interval and "
         "the significance verdict (its 95% interval excludes 0, or not) is the same in both studies; otherwise it "
         "did not hold; where either study has no interval (one seed) the verdict is not tested")
 
-# What the verdicts read of the original's summary.json (files.py checks it where it is read).
-INTERVAL = kind(lambda v: isinstance(v, list) and len(v) == 2 and not any(map(NUMBER, v)), "an interval [lo, hi]")
-COMPARED = fields(("pretrained_minus_scratch",), pretrained_minus_scratch=optional(NUMBER),
-                  paired_ci95=optional(INTERVAL), significant=optional(FLAG), paired_n=optional(COUNT))
-VS_BASELINE = dict_of(dict_of(dict_of(dict_of(fields(difference=optional(NUMBER), ci95=optional(INTERVAL),
-                                                     significant=optional(FLAG), n=optional(COUNT))))))
-ORIGINAL = fields(comparison=optional(dict_of(dict_of(dict_of(COMPARED)))),
-                  evaluation=optional(fields(vs_baseline=optional(VS_BASELINE),
-                                             test=optional(fields(vs_baseline=optional(VS_BASELINE))))))
 
 
 def replication_summary(study: Study, summary: dict[str, Any]) -> dict[str, Any] | None:
     """summary.json's "replication" (None when the study is no replicate): both studies' settings, the
     quantities compared and one entry per verdict of the original."""
-    of = study.config.get("replicate_of")
+    of = study.config.replicate_of
     if not of:
         return None
-    cfg = study.config
     out: dict[str, Any] = {
-        "original": of.get("study"), "source": ORIGINAL_SUMMARY, "rule": RULE,
-        "settings": {"original": {k: of.get(k) for k in ("seeds", "precision", "pretraining")},
-                     "replicate": {"seeds": summary["seeds"], "precision": cfg.get("precision"),
+        "original": of.study, "source": ORIGINAL_SUMMARY, "rule": RULE,
+        "settings": {"original": {"seeds": of.seeds, "precision": of.precision, "pretraining": of.pretraining},
+                     "replicate": {"seeds": summary["seeds"], "precision": study.config.precision,
                                    "pretraining": summary["pretraining"]}},
         "quantity": None, "split": None, "verdicts": [], "counts": {}, "problem": None}
     path = Path(study.path) / ORIGINAL_SUMMARY
     if not path.exists():
         out["problem"] = f"{ORIGINAL_SUMMARY} is missing, so the original's verdicts are unknown"
         return out
-    original = read_json(path, ORIGINAL)
+    # a report's summary.json of any version up to this pretextlab's, checked where the verdicts read it
+    original = read_record(path, schema.REPORT, schema.ReportVerdicts)
     quantity = _shared_quantity(original, summary)
     probe_split = "test" if (summary["evaluation"].get("test") and (original.get("evaluation") or {}).get("test")
                              ) else "validation"

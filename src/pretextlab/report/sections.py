@@ -22,7 +22,7 @@ from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone
 from ..stats import TWO_SEEDS
 from .backbone import UserBackbone, early_features, feature_maps_figure, filters_figure, load_pretext_backbone
-from .conclusions import evaluation_conclusions, fraction_conclusions, headline_scope, overall_conclusions
+from .conclusions import evaluation_conclusions, headline_scope, overall_conclusions
 from .figures import (
     SAMPLE_CAPTIONS,
     confusion_figure,
@@ -35,9 +35,11 @@ from .figures import (
     samples_figure,
 )
 from .formatting import fraction_title
+from .image_files import load_samples, read_examples
 from .notes import precision_warning, rule_lines, split_note, timing_sentence
+from .questions import fraction_conclusions
 from .render import Doc, fenced, md
-from .results import PER_SEED, PretextRun, Study, class_names, load_samples, read_examples
+from .results import PER_SEED, PretextRun, Study, class_names
 from .summary import NAMES, fraction_key
 from .tables import (
     answer_table,
@@ -71,10 +73,11 @@ def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
 
 def _intro(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(1, f"Does pretraining help? Study {md(summary['study'], code=True)}")
-    cfg, ds = study.config, study.config.get("dataset") or {}
-    doc.para(f"Dataset **{md(ds.get('name', (cfg.get('data') or {}).get('source', 'unknown')))}**, backbone "
-             f"**{md(cfg.get('backbone', '?'))}**, label fractions {', '.join(f'{f:g}' for f in study.fractions)}, "
-             f"seeds {', '.join(map(str, cfg.get('seeds', sorted({r.seed for r in study.runs}))))}, "
+    cfg = study.config
+    name = next((n for n in (cfg.dataset and cfg.dataset.name, cfg.data.source) if n is not None), "unknown")
+    doc.para(f"Dataset **{md(name)}**, backbone "
+             f"**{md('?' if cfg.backbone is None else cfg.backbone)}**, label fractions "
+             f"{', '.join(f'{f:g}' for f in study.fractions)}, seeds {', '.join(map(str, study.seeds))}, "
              f"pretext tasks {', '.join(md(a) for a in study.arms if a != SCRATCH) or 'none'}. Each fraction is "
              "fine-tuned from scratch and from the pretrained backbone with the same recipe"
              + ("; frozen backbones (pretrained and random init) are also read out by a linear probe and k-NN."
@@ -193,7 +196,7 @@ def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> N
     loss_figure(study, summary, fig_dir / "loss.png")
     doc.figure("loss.png", "Training and validation loss, scratch vs each pretrained arm (one colour per arm in "
                            f"every figure), one row per label fraction; {curves_caption(study.runs)}")
-    eps = (study.config.get("train") or {}).get("label_smoothing")
+    eps = study.config.label_smoothing
     doc.para("The training loss is measured on augmented batches"
              + (f" and includes label smoothing ({md(eps)})" if eps else "")
              + "; the validation loss is plain cross-entropy, so their levels differ by construction and the loss "
@@ -265,16 +268,16 @@ def _examples_for(study: Study, images_of: dict[str, Tensor],
     images, examples = None, {}
     for arm in study.arms:
         runs = sorted(study.finished(fraction, arm), key=lambda r: r.seed)
-        if runs and runs[0].summary.get("examples"):
+        if runs and runs[0].summary.examples:
             examples[f"{arm} s{runs[0].seed}" if len({r.seed for r in study.runs}) > 1 else arm] = \
-                runs[0].summary["examples"]
+                runs[0].summary.examples
         if images is None:
             images = next((images_of[r.name] for r in runs if r.name in images_of), None)
     return images, examples
 
 
 def _confusion(doc: Doc, study: Study, fig_dir: Path) -> None:
-    finished_fractions = sorted({r.fraction for r in study.runs if r.finished and r.summary.get("confusion_val")})
+    finished_fractions = sorted({r.fraction for r in study.runs if r.finished and r.summary.confusion_val})
     doc.heading(2, "Confusion matrices at the smallest label fraction")
     if not finished_fractions:
         doc.para("No finished run has a confusion matrix yet.")
@@ -282,8 +285,8 @@ def _confusion(doc: Doc, study: Study, fig_dir: Path) -> None:
     f = finished_fractions[0]
     matrices = {}
     for arm in study.arms:
-        ms = [np.array(r.summary["confusion_val"], dtype=float) for r in study.finished(f, arm)
-              if r.summary.get("confusion_val")]
+        ms = [np.array(r.summary.confusion_val, dtype=float) for r in study.finished(f, arm)
+              if r.summary.confusion_val]
         if ms:
             matrices[arm] = sum(ms)
     name = f"confusion_f{f:g}.png"
@@ -367,11 +370,11 @@ def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.table(*setup_table(study, summary))
     if warning := precision_warning(summary["precision"]):
         doc.para(warning)
-    machine = cfg.get("machine") or {}
+    machine = cfg.machine or {}
     if machine:
         doc.para("Machine and library versions:")
         doc.table(["item", "value"], [[md(k), "none" if v is None else md(v)] for k, v in machine.items()])
-    for m in cfg.get("earlier_machines") or []:
+    for m in cfg.earlier_machines:
         doc.para("Parts of the study ran earlier on another machine or setup: "
                  + ", ".join(f"{k} {md(v)}" for k, v in m.items() if k in ("cpu", "cpu_capability", "threads", "torch",
                                                                       "cuda")))
@@ -381,6 +384,6 @@ def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     if text := timing_sentence(summary["timing"]):
         doc.para(text)
     # < > & only ever inside JSON strings: written as \u escapes (the same JSON), so no markup reaches report.md
-    dump = json.dumps(cfg, indent=2, default=str).translate({ord(c): f"\\u{ord(c):04x}" for c in "<>&"})
+    dump = json.dumps(cfg.raw, indent=2, default=str).translate({ord(c): f"\\u{ord(c):04x}" for c in "<>&"})
     doc.details("Configuration", f"The study's full configuration ({STUDY}):",
-                fenced(dump, "json") if cfg else f"(no {STUDY})")
+                fenced(dump, "json") if cfg.recorded else f"(no {STUDY})")

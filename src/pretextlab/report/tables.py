@@ -10,11 +10,12 @@ import statistics
 from typing import Any
 
 from ..layout import SCRATCH
-from .formatting import at_step, duration, interval, mean_std, number
+from .formatting import at_step, duration, interval, labels_at, mean_std, number
+from .records import Dataset, RunConfig
 from .render import md
-from .results import PER_SEED, PROTOCOLS, Study, class_names, column, read_config
+from .results import PER_SEED, PROTOCOLS, Study, class_names, column
 from .rules import PLATEAU_SPAN, TARGET_FRACTION
-from .summary import fraction_key, labels_at
+from .summary import fraction_key
 
 Table = tuple[list[str], list[list[str]]]
 STATES = {"plateau": "plateaued", "rising": "still improving", "unsettled": "not settled", "short": "too short"}
@@ -233,42 +234,48 @@ def pretext_table(summary: dict[str, Any]) -> Table:
 def setup_table(study: Study, summary: dict[str, Any]) -> Table:
     """The data, splits, label budgets, seeds and recipe the study ran with."""
     cfg = study.config
-    data, ds = cfg.get("data") or {}, cfg.get("dataset") or {}
+    data, ds = cfg.data, cfg.dataset or Dataset()
     finished = [r.summary for r in study.runs if r.finished]
-    pre_cfg = next((read_config(p.path) for p in study.pretexts.values()), {})
+    pre_cfg = next((p.config for p in study.pretexts.values()), RunConfig())
     seeds = study.seeds
     n_train = {s["fraction"]: s["n_train"] for s in summary["runs"].values() if s["n_train"]}
-    n_val = ds.get("n_val") or pre_cfg.get("n_val") or next((s.get("n_val") for s in finished), None)
-    n_pool = ds.get("n_pool") or pre_cfg.get("n_pool")
+    n_val = ds.n_val or pre_cfg.n_val or next((s.n_val for s in finished), None)
+    n_pool = ds.n_pool or pre_cfg.n_pool
     classes = class_names(study)
     rows = [
-        ["data source", md(data.get("source", "–"))],
-        ["dataset", md(ds.get("name", "–"))],
+        ["data source", md(_shown(data.source))],
+        ["dataset", md(_shown(ds.name))],
         ["classes", f"{len(classes)}: {', '.join(map(md, classes))}" if classes else "–"],
-        ["image size, channels", md(f"{ds.get('image_size', '–')}, {ds.get('channels', '–')}")],
+        ["image size, channels", md(f"{_shown(ds.image_size)}, {_shown(ds.channels)}")],
         ["training pool (what pretext tasks see, without labels)", md(n_pool or "–")],
-        ["validation images", f"{md(n_val or '–')} (val_fraction {md(data.get('val_fraction', '–'))}, "
-                              f"split_seed {md(data.get('split_seed', '–'))})"],
+        ["validation images", f"{md(n_val or '–')} (val_fraction {md(_shown(data.val_fraction))}, "
+                              f"split_seed {md(_shown(data.split_seed))})"],
         ["labelled images per fraction", ", ".join(f"{f:g}: {n}" for f, n in sorted(n_train.items(), reverse=True))
          or "–"],
-        ["seeds", ", ".join(map(str, cfg.get("seeds", []))) or "–"],
+        ["seeds", ", ".join(map(str, cfg.seeds)) or "–"],
         ["pretraining", "per seed: each seed pretrains its own backbone" if study.pretraining == PER_SEED
          else f"shared: one per task (seed {seeds[0] if seeds else '–'}) for every seed"],
         ["precision", precision_cell(summary["precision"])],
-        ["preset, backbone", md(f"{cfg.get('preset', '–')}, {cfg.get('backbone', '–')}")],
+        ["preset, backbone", md(f"{_shown(cfg.preset)}, {_shown(cfg.backbone)}")],
     ]
-    rows += [[k.replace("_", " "), md(ds[k])] for k in ("n_train_total", "n_test", "skipped_files") if k in ds]
-    if data.get("test_source"):
-        rows.append(["test data source", md(data["test_source"])])
-    if cfg.get("epochs_per_fraction"):
+    rows += [[k.replace("_", " "), md(v)] for k, v in (("n_train_total", ds.n_train_total), ("n_test", ds.n_test),
+                                                       ("skipped_files", ds.skipped_files)) if v is not None]
+    if data.test_source:
+        rows.append(["test data source", md(data.test_source)])
+    if cfg.epochs_per_fraction:
         rows.append(["fine-tuning epochs per fraction",
-                     ", ".join(f"{md(f)}: {md(e)}" for f, e in cfg["epochs_per_fraction"].items())])
-    if cfg.get("budget_rule"):
-        rows.append(["budget rule", md(cfg["budget_rule"])])
-    if cfg.get("pretrain_epochs"):
+                     ", ".join(f"{md(f)}: {md(e)}" for f, e in cfg.epochs_per_fraction.items())])
+    if cfg.budget_rule:
+        rows.append(["budget rule", md(cfg.budget_rule)])
+    if cfg.pretrain_epochs:
         rows.append(["pretraining epochs per pretext task",
-                     ", ".join(f"{md(t)}: {md(e)}" for t, e in cfg["pretrain_epochs"].items())])
+                     ", ".join(f"{md(t)}: {md(e)}" for t, e in cfg.pretrain_epochs.items())])
     return ["item", "value"], rows
+
+
+def _shown(value: Any) -> Any:
+    """A setting as the setup table shows it: "–" where the study did not record it."""
+    return "–" if value is None else value
 
 
 def precision_cell(precision: dict[str, Any]) -> str:
