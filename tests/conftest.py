@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pretextlab.data import Splits, channel_stats
-from pretextlab.sources import Dataset, ImageSet
+from pretextlab.data.sources import Dataset, ImageSet
 
 # Class k is a solid, clearly distinct colour (plus a little noise): separable at a glance, and
 # still separable after random crops and flips.

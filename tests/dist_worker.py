@@ -20,10 +20,10 @@ import torch
 from pretextlab import dist
 from pretextlab.data import DataConfig, load_dataset, make_splits
 from pretextlab.finetune import finetune
-from pretextlab.tasks.classification import Classification
 from pretextlab.models import make_backbone
 from pretextlab.pretext import make_task, pretrain
 from pretextlab.pretext.context import ContextPrediction
+from pretextlab.tasks.classification import Classification
 from pretextlab.train import TrainConfig
 
 OTHER_TASKS = ("rotation", "reconstruction", "simclr")

@@ -1,4 +1,4 @@
-"""pretextlab.backbones: any timm or torchvision model, or the user's own module, through every command."""
+"""pretextlab.models.external: any timm or torchvision model, or the user's own module, through every command."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from conftest import COLOURS, GRAYS, SORTED_CLASSES
 from PIL import Image
 
-from pretextlab import data as data_mod
-from pretextlab.augment import augment, crop_at, normalize, random_crop, random_flip
+from pretextlab.data import cache as data_mod
 from pretextlab.data import channel_stats, label_fraction, load_dataset, make_splits, stratified_split
+from pretextlab.data.augment import augment, crop_at, normalize, random_crop, random_flip
 from pretextlab.errors import UserError
 
 # ----------------------------------------------------------------------------------------------

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pretextlab.study import plan
 from pretextlab.data import DataConfig
-from pretextlab.study import run_study
+from pretextlab.study import plan, run_study
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(run_cli, make_image_folder, tmp_path):

@@ -20,9 +20,9 @@ from pretextlab import io as io_mod
 from pretextlab.data import load_dataset
 from pretextlab.errors import UserError
 from pretextlab.finetune import evaluate_checkpoint, finetune, load_model, predict_files
-from pretextlab.tasks.classification import Classification
 from pretextlab.io import load_torch
 from pretextlab.models import read_weights
+from pretextlab.tasks.classification import Classification
 
 
 class _Plant:

@@ -1,4 +1,4 @@
-"""pretextlab.shards: memory-mapped uint8 shards, indexed like the tensor they replace, and the
+"""pretextlab.data.shards: memory-mapped uint8 shards, indexed like the tensor they replace, and the
 streaming path giving the in-memory path's numbers."""
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import pytest
 import torch
 from test_train import comparable, deterministic
 
-from pretextlab import data as data_mod
-from pretextlab import shards
-from pretextlab.data import load_dataset
+from pretextlab.data import load_dataset, shards
+from pretextlab.data.shards import ShardedImages
+from pretextlab.data.sources import FolderScan
 from pretextlab.errors import UserError
 from pretextlab.finetune import finetune
 from pretextlab.pretext import pretrain
 from pretextlab.runs import read_csv
-from pretextlab.shards import ShardedImages
 
 
 def _write(folder, x: torch.Tensor, per_shard: int, monkeypatch, read) -> list[str]:
@@ -84,7 +83,7 @@ def test_stream_dataset_equals_memory_dataset(make_split_root, cache_dir, monkey
         assert torch.equal(b.images[torch.arange(len(b))], a.images) and torch.equal(b.labels, a.labels)
 
     # A second load reads the shards: nothing is decoded again.
-    monkeypatch.setattr(data_mod.FolderScan, "decode", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(FolderScan, "decode", lambda *a: pytest.fail("decoded again"))
     again = load_dataset(str(root), cache_dir=cache_dir, storage="stream")
     assert torch.equal(again.train.images[torch.arange(15)], memory.train.images)
 

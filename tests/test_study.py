@@ -9,9 +9,9 @@ import torch
 import pretextlab.study as study_mod
 from pretextlab.data import DataConfig
 from pretextlab.errors import UserError
-from pretextlab.report import write_report
 from pretextlab.io import sha256_file
 from pretextlab.layout import run_name
+from pretextlab.report import write_report
 from pretextlab.study import PRESETS, run_study
 
 
@@ -321,8 +321,11 @@ def test_probes_extract_features_in_the_study_precision_and_hold_it(make_image_f
 
     real = probes_mod.frozen_features
     monkeypatch.setattr(probes_mod, "frozen_features", lambda *a: used.append(a[-1]) or real(*a))
-    run = lambda folder, keys: study_mod.run_probes(random_backbone("fast", ds.channels, 0), {"init": "random"},
-                                                    folder, keys, data, ds, torch.device("cpu"), "bf16")
+
+    def run(folder, keys):
+        return study_mod.run_probes(random_backbone("fast", ds.channels, 0), {"init": "random"}, folder, keys, data,
+                                    ds, torch.device("cpu"), "bf16")
+
     new = tmp_path / "new"
     new.mkdir()
     run(new, [(1.0, 0)])
@@ -332,7 +335,7 @@ def test_probes_extract_features_in_the_study_precision_and_hold_it(make_image_f
     old = tmp_path / "old"
     old.mkdir()
     store = json.loads((new / "probes.json").read_text())
-    del store["settings"]["features_precision"]
+    del store["settings"]["features_precision"], store["schema"]  # as written before either was recorded
     store["results"] = {}
     (old / "probes.json").write_text(json.dumps(store))
     run(old, [(1.0, 0)])

@@ -15,6 +15,7 @@ import typer
 
 from . import __version__
 from .data import DataConfig, check_fraction
+from .data.sources import TORCHVISION_SOURCES
 from .dist import is_main
 from .errors import UserError
 from .finetune import DEFAULT_TASK, evaluate_checkpoint, finetune, predict_files
@@ -23,7 +24,6 @@ from .models import BACKBONES, check_backbone
 from .pretext import TASKS as PRETEXTS
 from .pretext import pretrain as run_pretrain
 from .pretext import typed_options
-from .sources import TORCHVISION_SOURCES
 from .study import export_study, replicate_settings, run_study
 from .tasks import TASKS
 from .train import TrainConfig

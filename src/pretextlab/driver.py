@@ -19,10 +19,11 @@ from torch import nn
 
 from . import dist
 from .data import DataConfig, check_out_outside_data, data_facts, open_data
+from .data.sources import Dataset
 from .io import save_json
 from .layout import SUMMARY
 from .runs import check_same_run_data, decide_precision, finished_summary, stored_precision, summarize, writer_lock
-from .sources import Dataset
+from .schema import SCHEMA_KEY, SCHEMA_VERSION
 from .train import Task, TrainConfig, fit
 
 
@@ -93,7 +94,8 @@ def execute(job: Job, folder: Path, dataset: Dataset | None = None, device: str 
                       on_epoch_end, data_facts(ds), ctx.precision)
         summary = job.finish(ctx, built, history)
         if dist.is_main():
-            summary = {**summarize(history), **summary, "wall_time_s": history[-1]["wall_time_s"],
+            summary = {SCHEMA_KEY: SCHEMA_VERSION, **summarize(history), **summary,
+                       "wall_time_s": history[-1]["wall_time_s"],
                        "process_time_s": time.perf_counter() - t0}
             save_json(summary, folder / SUMMARY)
         return dist.from_main(summary)  # every rank moves on once the run's files are complete

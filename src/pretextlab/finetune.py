@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from . import dist, hw
-from .backbones import backbone_facts, file_sha256, is_user_file
 from .data import DataConfig, check_same_data, data_settings, describe_fingerprint, stratified_split
+from .data.sources import Dataset, ImageSet, resize_pil, rows, to_mode
 from .driver import Built, Context, execute
 from .errors import UserError
 from .io import UnreadableFile, load_torch, save_json, sha256_file
 from .layout import CHECKPOINT, INDICES
 from .models import load_backbone_weights, make_backbone, read_weights
+from .models.external import backbone_facts, file_sha256, is_user_file
 from .probe import recalibrate_bn as recalibrate
-from .sources import Dataset, ImageSet, resize_pil, rows, to_mode
 from .tasks import TASKS, get_task, task_of_checkpoint
 from .tasks.common import DownstreamTask
 from .train import TrainConfig, run_length, steps_per_epoch, train_settings

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hw
-from .augment import normalize
+from .data.augment import normalize
 from .models import evaluating
 
 PROTOCOLS = ("linear", "knn")

@@ -346,7 +346,8 @@ class Interval:
         metrics = task.evaluate(kept)
         run.elapsed += time.perf_counter() - self.t0
         world = dist.world_size()
-        return {"epoch": epoch, "step": done, "images_seen": done * bs * world, "train_loss": counts[0].item() / (self.steps * world),
+        return {"epoch": epoch, "step": done, "images_seen": done * bs * world,
+                "train_loss": counts[0].item() / (self.steps * world),
                 **({"train_accuracy": counts[1].item() / counts[2].item()} if counts[2] else {}),
                 **{f"val_{k}": v for k, v in metrics.items()}, "lr": opt.param_groups[-1]["lr"],
                 "images_per_s": self.steps * bs * world / interval,

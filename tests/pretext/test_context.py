@@ -131,7 +131,7 @@ def test_patches_sampled_equal_the_whole_image_upscaled_and_cut(size, canvas, pa
     rounding), for mirrored images too, at any scale, and the pixels themselves at scale 1."""
     import torch.nn.functional as F
 
-    from pretextlab.augment import crop_at, flip_where, unit
+    from pretextlab.data.augment import crop_at, flip_where, unit
     from pretextlab.pretext.context import sample_patches
 
     g = torch.Generator().manual_seed(size + canvas)

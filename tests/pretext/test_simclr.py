@@ -67,7 +67,7 @@ def test_augment_keeps_shape_dtype_range_and_is_seeded(channels):
 
 def test_the_flip_in_the_crop_grid_mirrors_the_crop():
     """Mirroring by the sampling grid gives the bits of cropping and then flipping (at an even width)."""
-    from pretextlab.augment import flip_mask, flip_where
+    from pretextlab.data.augment import flip_mask, flip_where
 
     x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)

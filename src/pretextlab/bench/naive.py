@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Splits
+from ..data.sources import Dataset
 from ..errors import UserError
-from ..sources import Dataset
 from ..train import TrainConfig, make_optimizer
 
 if TYPE_CHECKING:

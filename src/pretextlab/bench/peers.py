@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from .. import hw
 from ..data import Splits
+from ..data.sources import Dataset
 from ..pretext.simclr import SimCLROptions
-from ..sources import Dataset
 from ..train import TrainConfig, lr_factor, make_optimizer
 from .naive import class_folder
 

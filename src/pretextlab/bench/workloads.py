@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from .. import hw
 from ..data import DataConfig, Splits
+from ..data.sources import Dataset
 from ..models import Classifier, make_backbone
 from ..pretext import TASKS, make_task
-from ..sources import Dataset
 from ..study.presets import PRESETS
 from ..tasks.classification import Classification, predict_logits
 from ..train import TrainConfig, fit, make_optimizer

@@ -19,15 +19,15 @@ from typing import Any
 import torch
 
 from .. import dist
-from ..backbones import backbone_facts
 from ..data import DataConfig, data_settings, load_data, make_splits
+from ..data.sources import Dataset
 from ..driver import Built, Context, execute
 from ..errors import UserError
 from ..io import save_torch, sha256_file
 from ..layout import BACKBONE, SAMPLES
 from ..models import make_backbone
+from ..models.external import backbone_facts
 from ..probe import knn_accuracy, recalibrate_bn
-from ..sources import Dataset
 from ..train import TrainConfig, train_settings
 from .context import ContextOptions, ContextPrediction
 from .reconstruction import Reconstruction, ReconstructionOptions

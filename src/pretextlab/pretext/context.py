@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import crop_at, flip_mask, take, unit
 from ..data import Splits
+from ..data.augment import crop_at, flip_mask, take, unit
 from ..models import evaluating
 from .common import loss_and_accuracy, to_uint8
 

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import augment, normalize, take
 from ..data import Splits
+from ..data.augment import augment, normalize, take
 from ..models import evaluating, feature_map
 from ..probe import spread_subset
 from .common import to_uint8

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import augment, normalize, take
 from ..data import Splits
+from ..data.augment import augment, normalize, take
 from ..models import Classifier, evaluating
 from ..probe import spread_subset
 from .common import loss_and_accuracy

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist
-from ..augment import flip_mask, take, unit
 from ..data import Splits
+from ..data.augment import flip_mask, take, unit
 from ..models import evaluating
 from ..probe import spread_subset
 from .common import to_uint8

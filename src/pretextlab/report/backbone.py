@@ -16,10 +16,10 @@ import numpy as np
 from matplotlib import colormaps
 from torch import Tensor, nn
 
-from ..backbones import is_user_file
 from ..io import load_torch
 from ..layout import BACKBONE, CHECKPOINT
 from ..models import evaluating, load_backbone_weights, make_backbone, read_weights
+from ..models.external import is_user_file
 from .canvas import WIDTH, new_figure, save_png
 from .images import to_display
 from .render import md

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..augment import normalize
+from ..data.augment import normalize
 from ..layout import CHECKPOINT, EXAMPLES, ORIGINAL_SUMMARY, PROBES, SAMPLES, SCRATCH, STUDY, SUMMARY, parse_run_name
 from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone

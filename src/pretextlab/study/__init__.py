@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import dist, hw
-from ..backbones import is_user_file
+from .. import dist, hw, schema
 from ..data import DataConfig, check_fraction, check_out_outside_data, check_same_data, open_data
 from ..errors import UserError
 from ..io import load_json, save_json
 from ..layout import ORIGINAL_SUMMARY, REPORT_SUMMARY, STUDY
+from ..models.external import is_user_file
 from ..probe import probe_settings
 from ..runs import decide_precision, json_roundtrip, settings_diff, writer_lock
 from ..tasks import get_task
@@ -114,10 +114,11 @@ def run_study(
 
     with writer_lock(out_dir):  # one process writes a study; validated before anything is written
         study_file = out_dir / STUDY
-        state = load_json(study_file) if study_file.exists() else {}
+        state = schema.upgrade(schema.STUDY, load_json(study_file), study_file) if study_file.exists() else {}
         times: dict[str, float] = state.get("stage_times_s", {})
         study = {
-            "data": dataclasses.asdict(data), "fractions": list(fractions), "seeds": list(seeds),
+            schema.SCHEMA_KEY: schema.SCHEMA_VERSION, "data": dataclasses.asdict(data), "fractions": list(fractions),
+            "seeds": list(seeds),
             "task": task, "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
             "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
             "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
@@ -205,15 +206,15 @@ def replicate_settings(original: Path, data: str | None = None, backbone: str | 
     if not (original / REPORT_SUMMARY).is_file():
         raise UserError(f"--replicate-of {original} has no summary.json yet; run `pretextlab report {original}` first")
     try:
-        s = load_json(original / STUDY)
+        s = schema.upgrade(schema.STUDY, load_json(original / STUDY), original / STUDY)
         fields = {f.name for f in dataclasses.fields(DataConfig)}
         d = DataConfig(**{k: v for k, v in s["data"].items() if k in fields})
         stored = str(s["backbone"])
         settings = {"data": dataclasses.replace(d, source=data) if data else d,
                     "fractions": tuple(float(f) for f in s["fractions"]), "preset": str(s["preset"]),
                     "pretexts": tuple(str(t) for t in s["pretexts"]),
-                    "shared_pretraining": s.get("pretraining", "shared") == "shared", "replicate_of": original,
-                    "task": str(s.get("task", "classification"))}
+                    "shared_pretraining": s["pretraining"] == schema.SHARED, "replicate_of": original,
+                    "task": str(s["task"])}
     except (ValueError, TypeError, KeyError, AttributeError):
         raise UserError(f"--replicate-of {original}: its study.json is damaged or not a pretextlab study's; "
                         "pass the folder of a finished study") from None
@@ -241,8 +242,6 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
     elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count must hold
         then = {"classes": len(was["classes"]), "images": was.get("n_train_total", 0) + was.get("n_test", 0)}
         check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir} began with")
-    # studies from before per-seed pretraining shared it; those from before tasks were classifications
-    stored = {"pretraining": "shared", "task": "classification", **stored}
     old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
     cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
     diff = settings_diff(json_roundtrip(old), json_roundtrip(cur), out_dir)

@@ -12,15 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import dist
+from .. import dist, schema
 from ..data import DataConfig, label_fraction, make_splits
+from ..data.sources import Dataset
 from ..errors import UserError
 from ..io import load_json, save_json
 from ..layout import PROBES, probe_key
 from ..models import load_backbone_weights, make_backbone, read_weights
 from ..probe import evaluate_frozen, features, frozen_features, probe_settings
 from ..runs import json_roundtrip, settings_diff
-from ..sources import Dataset
 
 
 def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[tuple[float, int]],
@@ -38,13 +38,13 @@ def run_probes(net: nn.Module, origin: dict[str, str], folder: Path, keys: list[
         dist.barrier()
         return {}
     path = folder / PROBES
-    store = load_json(path) if path.exists() else None
+    store = schema.upgrade(schema.PROBES, load_json(path), path) if path.exists() else None
     if store is not None:  # the folder keeps the precision it began with (fp32 before it was recorded)
-        precision = store["settings"].setdefault("features_precision", "fp32")
+        precision = store["settings"]["features_precision"]
     settings = json_roundtrip({**origin, "data": {**dataclasses.asdict(data), "fraction": None},
                                **probe_settings(), "features_precision": precision})
     if store is None:
-        store = {"settings": settings, "results": {}}
+        store = {schema.SCHEMA_KEY: schema.SCHEMA_VERSION, "settings": settings, "results": {}}
     diff = settings_diff(store["settings"], settings, folder)
     if diff:
         raise UserError(f"{path} holds probes with other settings ({', '.join(diff)}); use another --out or "

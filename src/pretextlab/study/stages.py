@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from ..data import DataConfig
+from ..data.sources import Dataset
 from ..driver import Job, execute
 from ..finetune import Finetuning
 from ..layout import BACKBONE, RANDOM_INIT_DIR, pretrain_dir, run_name
 from ..models import random_backbone
 from ..pretext import TASKS as PRETEXTS
 from ..pretext import Pretraining
-from ..sources import Dataset
 from ..train import eval_steps, steps_per_epoch
 from . import plan
 from .presets import Preset

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist, hw
-from ..augment import augment, normalize, take
 from ..data import DataConfig, Splits, load_data, make_splits
+from ..data.augment import augment, normalize, take
+from ..data.sources import Dataset
 from ..errors import UserError
 from ..io import save_torch
 from ..layout import EXAMPLES
 from ..metrics import classification_metrics, confusion
 from ..models import Classifier, evaluating
-from ..sources import Dataset
 from ..train import TrainConfig
 
 N_EXAMPLES = 10  # validation images shown with predictions in the report: one per class where there are <= 10

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from ..data import DataConfig, Splits
-from ..sources import Dataset
+from ..data.sources import Dataset
 from ..train import Task
 
 

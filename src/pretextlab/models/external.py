@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from ..errors import UserError
 
 CIFAR = "@cifar"
 PROBE_SIZE = 32  # the input side used to measure a backbone's output size

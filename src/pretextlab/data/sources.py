@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError
+from ..errors import UserError
 from .shards import ShardedImages
 
 TORCHVISION_SOURCES = ("cifar10", "cifar100", "fashion-mnist", "mnist", "stl10")

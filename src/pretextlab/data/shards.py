@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .dist import local_world_size
-from .errors import UserError
-from .io import load_json, save_json, save_npy
+from ..dist import local_world_size
+from ..errors import UserError
+from ..io import load_json, save_json, save_npy
 
 log = logging.getLogger(__name__)
 SHARD_BYTES = 2**28  # 256 MiB: few files for ImageNet, yet a small unit of work to redo after a crash
