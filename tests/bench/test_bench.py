@@ -27,7 +27,7 @@ PEER_KEYS = {"speedup_vs_lightly", "ceiling_vs_lightly", "augment_ms_per_image",
 
 def test_quick_bench_reports_every_field(capsys, tmp_path):
     out = tmp_path / "bench.json"
-    result = run_bench(quick=True, json_out=True, out=out)
+    result = run_bench(quick=True, json_out=True, out=out, backbones=("fast",))  # resnet18 adds a minute
     lines = capsys.readouterr().out.strip().splitlines()
     assert "overhead" in "\n".join(lines[:-1])  # the human-readable table comes first
     verdict = next(line for line in lines if "of its model step" in line or "under their model step" in line)
@@ -49,7 +49,7 @@ def test_quick_bench_reports_every_field(capsys, tmp_path):
     else:
         assert math.isfinite(peaks["bf16"]) and peaks["bf16"] > 0
 
-    assert list(reported["backbones"]) == ["fast", "resnet18"]
+    assert list(reported["backbones"]) == ["fast"]
     for name, b in reported["backbones"].items():
         assert BACKBONE_FIELDS <= set(b), (name, BACKBONE_FIELDS - set(b))
         for k in BACKBONE_FIELDS:
@@ -61,8 +61,10 @@ def test_quick_bench_reports_every_field(capsys, tmp_path):
         assert b["overhead"] == 1 - b["pipeline_img_s"] / b["model_img_s"]
         assert b["speedup_vs_naive"] == b["pipeline_img_s"] / b["naive_img_s"]
         assert math.isclose(b["mfu_pipeline"] / b["mfu"], b["pipeline_img_s"] / b["model_img_s"])
-    flops = {b: r["gflops_per_image_fwd"] for b, r in reported["backbones"].items()}
-    assert flops["resnet18"] > flops["fast"]
+    from pretextlab.models import count_flops, make_backbone
+
+    fast = reported["backbones"]["fast"]["gflops_per_image_fwd"]  # the FLOP count of the model as the bench built it
+    assert 0 < fast < count_flops(make_backbone("resnet18"), (3, 32, 32)) / 1e9
     for k in ("overhead", "speedup_vs_naive", "mfu"):  # the headline numbers are the default backbone's
         assert reported[k] == reported["backbones"]["fast"][k]
 

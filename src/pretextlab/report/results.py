@@ -49,8 +49,27 @@ PROTOCOLS = {"finetune": "fine-tune", "linear": "linear probe", "knn": "k-NN"}
 PROBE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "finetune")
 
 
+class _Configured:
+    """What a run folder's config.json says of how it trained (shared by fine-tuning and pretraining runs)."""
+
+    config: RunConfig
+
+    @property
+    def planned_epochs(self) -> int | None:
+        return self.config.epochs
+
+    @property
+    def precision(self) -> str | None:
+        """What the run actually trained in (config.json "resolved")."""
+        return self.config.precision
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return self.config.steps_per_epoch
+
+
 @dataclass
-class Run:
+class Run(_Configured):
     """A fine-tuning run folder: its per-evaluation metrics, its config.json and, once finished, its summary.
     The properties hold what a summary.json from before a field was recorded leaves to the folder's other files."""
 
@@ -66,19 +85,6 @@ class Run:
     @property
     def finished(self) -> bool:
         return self.summary is not None
-
-    @property
-    def planned_epochs(self) -> int | None:
-        return self.config.epochs
-
-    @property
-    def precision(self) -> str | None:
-        """What the run actually trained in (config.json "resolved")."""
-        return self.config.precision
-
-    @property
-    def steps_per_epoch(self) -> int | None:
-        return self.config.steps_per_epoch
 
     @property
     def schedule(self) -> str | None:
@@ -137,7 +143,7 @@ class Run:
 
 
 @dataclass
-class PretextRun:
+class PretextRun(_Configured):
     """A pretraining folder (pretrain-<task>-s<seed>, or pretrain-<task> shared by every seed): pretext
     curves, its config.json and, once finished, its summary."""
 
@@ -155,18 +161,6 @@ class PretextRun:
     @property
     def folder(self) -> str:
         return pretrain_dir(self.task, self.seed)
-
-    @property
-    def planned_epochs(self) -> int | None:
-        return self.config.epochs
-
-    @property
-    def precision(self) -> str | None:
-        return self.config.precision
-
-    @property
-    def steps_per_epoch(self) -> int | None:
-        return self.config.steps_per_epoch
 
     @property
     def wall_time_s(self) -> float | None:
