@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -148,12 +149,24 @@ def test_a_damaged_checkpoint_is_one_line(run_cli, assert_user_error, trained_ru
 # 3. Resuming from a damaged checkpoint names it and says what to do
 
 
-def test_resuming_from_a_damaged_checkpoint_says_what_to_do(run_cli, assert_user_error, make_image_folder, tmp_path):
+def test_resuming_from_a_damaged_checkpoint_says_what_to_do(make_image_folder, tmp_path, monkeypatch, capsys):
+    from pretextlab import cli
+
     data = make_image_folder(n_per_class=8)
-    args = ["--data", data, "--epochs", "2", "--batch-size", "16", "--val-fraction", "0.25", "--device", "cpu",
-            "--precision", "fp32", "--cache-dir", tmp_path / "cache", "--quiet"]
-    first = run_cli("train", "--out", tmp_path / "run", *args)
-    assert first.returncode == 0, first.stderr
+    args = ["--data", str(data), "--epochs", "2", "--batch-size", "16", "--val-fraction", "0.25", "--device", "cpu",
+            "--precision", "fp32", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+
+    def train(out: Path) -> tuple[int, list[str]]:
+        """`pretextlab train` through the CLI's main, in this process: exit code and stderr lines."""
+        monkeypatch.setattr(sys, "argv", ["pretextlab", "train", "--out", str(out), *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    assert train(tmp_path / "run")[0] == 0
     (tmp_path / "run" / "summary.json").unlink()  # finished, then its summary removed: the next run resumes
 
     def truncate(ckpt: Path) -> None:
@@ -174,8 +187,10 @@ def test_resuming_from_a_damaged_checkpoint_says_what_to_do(run_cli, assert_user
         run = tmp_path / f"run-{name}"
         shutil.copytree(tmp_path / "run", run)
         damage(run / "checkpoint.pt")
-        proc = run_cli("train", "--out", run, *args)
-        line = assert_user_error(proc, str(run / "checkpoint.pt"), "delete it")
+        code, err = train(run)
+        assert code == 2 and len(err) == 1 and err[0].startswith("pretextlab: error: "), err
+        line = err[0]
+        assert str(run / "checkpoint.pt") in line and "delete it" in line, line
         assert not (run / "summary.json").exists(), line
     assert "optimizer" in line  # which key is missing
 
