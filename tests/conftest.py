@@ -187,9 +187,50 @@ def trained_run(tmp_path_factory) -> TrainedRun:
 # The CLI as a user runs it
 
 
+def _cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`pretextlab ARGS` through the CLI's main() in this process, with stdout, stderr and the log lines (as
+    main configures them: the bare message on stderr) captured: what a user sees, without a torch import per
+    call. The suite's few true subprocess checks use run_cli_subprocess."""
+    import contextlib
+    import io
+    import logging
+
+    from pretextlab import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    argv, code = sys.argv, 0
+    sys.argv = ["pretextlab", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["pretextlab", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def run_cli():
-    """run_cli(*args) -> CompletedProcess of `python -m pretextlab.cli args` (inherits the test env)."""
+    """run_cli(*args) -> CompletedProcess of `pretextlab args`, run in this process (see _cli_in_process)."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return _cli_in_process(*args)
+
+    return run
+
+
+@pytest.fixture
+def run_cli_subprocess():
+    """run_cli_subprocess(*args) -> CompletedProcess of `python -m pretextlab.cli args` in a new process
+    (inherits the test env): the entry point as installed, and anything a process must be alone for."""
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         env = dict(os.environ)

@@ -60,8 +60,8 @@ def _smoke(folder: Path, cache: Path, **kw) -> DataConfig:
 
 
 @pytest.mark.parametrize("entry", ["evaluate", "predict", "train --init"])
-def test_a_malicious_checkpoint_runs_no_code_through_the_cli(run_cli, assert_user_error, trained_run, tmp_path,
-                                                             marker, entry):
+def test_a_malicious_checkpoint_runs_no_code_through_the_cli(run_cli_subprocess, assert_user_error, trained_run,
+                                                             tmp_path, marker, entry):
     evil = _malicious(tmp_path / "evil.pt", marker, like=trained_run.checkpoint)
     img = tmp_path / "x.png"
     Image.new("RGB", (12, 12)).save(img)
@@ -69,7 +69,7 @@ def test_a_malicious_checkpoint_runs_no_code_through_the_cli(run_cli, assert_use
             "predict": ["predict", "--checkpoint", evil, img],
             "train --init": ["train", "--data", trained_run.data, "--init", evil, "--out", tmp_path / "run",
                              "--cache-dir", tmp_path / "cache", "--epochs", "1", "--device", "cpu", "--quiet"]}[entry]
-    assert_user_error(run_cli(*args), "evil.pt", "refused")
+    assert_user_error(run_cli_subprocess(*args), "evil.pt", "refused")
     assert not marker.exists()
 
 

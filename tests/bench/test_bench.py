@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import Any
 
 import pytest
 
@@ -192,26 +193,40 @@ def test_an_older_time_to_accuracy_result_reads_as_scored_without_tta(tmp_path):
     assert (tmp_path / "curve.png").exists()
 
 
-def test_time_to_accuracy_mistakes_are_one_line(run_cli, assert_user_error, make_image_folder, tmp_path):
-    assert_user_error(run_cli("bench", "--time-to-accuracy"), "give --data")
+def _bench(*args) -> Any:
+    """`pretextlab bench ARGS` in this process (typer's runner): a subprocess per case would cost a torch import."""
+    from typer.testing import CliRunner
+
+    from pretextlab.cli import app
+
+    return CliRunner().invoke(app, ["bench", *map(str, args)])
+
+
+def test_time_to_accuracy_mistakes_are_one_line(make_image_folder, tmp_path):
+    from pretextlab.errors import UserError
+
     (tmp_path / "x.json").write_text('{"a": 1}')
     folder = make_image_folder()
-    assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--before", tmp_path / "x.json"),
-                      "not a time-to-accuracy result")
-    assert_user_error(run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "nope"), "unknown")
+    for args, words in ((["--time-to-accuracy"], "give --data"),
+                        (["--time-to-accuracy", "--data", folder, "--before", tmp_path / "x.json"],
+                         "not a time-to-accuracy result"),
+                        (["--time-to-accuracy", "--data", folder, "--preset", "nope"], "unknown")):
+        result = _bench(*args)
+        assert isinstance(result.exception, UserError) and words in str(result.exception), result.output
+        assert "\n" not in str(result.exception)
 
 
-def test_time_to_accuracy_command_writes_its_curve(run_cli, make_image_folder, tmp_path):
+def test_time_to_accuracy_command_writes_its_curve(make_image_folder, tmp_path):
     folder = make_image_folder(n_per_class=8)
     out = tmp_path / "tta.json"
-    proc = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    assert "first reached (training seconds)" in proc.stdout and out.exists() and out.with_suffix(".png").exists()
-    again = run_cli("bench", "--time-to-accuracy", "--data", folder, "--preset", "smoke", "--tta", "flip", "--before",
-                    out, "--out", tmp_path / "tta2.json")
-    assert again.returncode == 0, again.stderr
-    assert "against the earlier measurement" in again.stdout and (tmp_path / "tta2.png").exists()
-    assert "scored with flip test-time augmentation" in again.stdout
+    proc = _bench("--time-to-accuracy", "--data", folder, "--preset", "smoke", "--out", out)
+    assert proc.exit_code == 0, proc.output
+    assert "first reached (training seconds)" in proc.output and out.exists() and out.with_suffix(".png").exists()
+    again = _bench("--time-to-accuracy", "--data", folder, "--preset", "smoke", "--tta", "flip", "--before", out,
+                   "--out", tmp_path / "tta2.json")
+    assert again.exit_code == 0, again.output
+    assert "against the earlier measurement" in again.output and (tmp_path / "tta2.png").exists()
+    assert "scored with flip test-time augmentation" in again.output
     first, second = (json.loads(p.read_text()) for p in (out, tmp_path / "tta2.json"))
     assert first["tta"] == "none" and second["tta"] == "flip"
     assert [p["step"] for p in first["curve"]] == [p["step"] for p in second["curve"]]  # the same training
