@@ -309,11 +309,14 @@ def test_ctrl_c_says_how_to_resume(make_image_folder, tmp_path):
     env.pop("PYTHONWARNINGS", None)
     proc = subprocess.Popen([sys.executable, "-m", "pretextlab.cli", "train", "--data",
                              str(write_image_folder(tmp_path / "imgs", n_per_class=40, size=32)), "--out",
-                             str(tmp_path / "run"), "--epochs", "50", "--batch-size", "8", "--device", "cpu",
-                             "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
+                             str(tmp_path / "run"), "--epochs", "500", "--batch-size", "8", "--device", "cpu",
+                             "--quiet"], stderr=subprocess.PIPE, text=True, env=env,
+                            # a test worker may ignore SIGINT, and a child would inherit that: restore the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
     while not (tmp_path / "run" / "metrics.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
