@@ -64,8 +64,7 @@ class Finetuning:
         model = task.make_model(make_backbone(self.backbone, ctx.ds.channels))
         if self.init:
             load_backbone_weights(model.backbone, read_weights(self.init), self.init, self.cfg.transfer_stages)
-        if dist.is_main() and not (ctx.folder / INDICES).exists():
-            ctx.folder.mkdir(parents=True, exist_ok=True)
+        if dist.is_main() and not (ctx.folder / INDICES).exists():  # the folder: made by the driver's lock
             save_json(splits.indices, ctx.folder / INDICES)
         meta = {"kind": self.kind.checkpoint_kind, "backbone": self.backbone, **backbone_facts(self.backbone),
                 "precision": ctx.precision, **task.meta(), "data": dataclasses.asdict(self.data),

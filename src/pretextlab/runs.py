@@ -22,7 +22,7 @@ import torch
 from . import dist, hw
 from .errors import UserError
 from .io import load_json, save_json, save_text
-from .layout import CHECKPOINT, CONFIG, SUMMARY
+from .layout import CHECKPOINT, CONFIG, STUDY, SUMMARY
 
 
 def json_roundtrip(obj: Any) -> Any:
@@ -98,8 +98,6 @@ def check_same_run_data(out_dir: Path, fingerprint: dict | None) -> None:
 def written_here(folder: Path) -> bool:
     """Whether a folder is empty or was written by pretextlab (its lock file, or a run's config.json or a
     study's study.json as pretextlab writes them): --out never overwrites a user's own files."""
-    from .layout import STUDY
-
     if not any(not p.name.startswith(".") for p in folder.iterdir()) or (folder / LOCK).exists():
         return True
     for name, key in ((CONFIG, "kind"), (STUDY, "preset")):
