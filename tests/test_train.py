@@ -11,7 +11,16 @@ import torch
 from pretextlab.errors import UserError
 from pretextlab.finetune import finetune
 from pretextlab.runs import read_csv, settings_diff
-from pretextlab.train import TrainConfig, epoch_order, eval_steps, lr_factor, plateaued, train_settings
+from pretextlab.train import (
+    TrainConfig,
+    best_index,
+    epoch_order,
+    eval_steps,
+    lr_factor,
+    plateaued,
+    stable_end,
+    train_settings,
+)
 
 TIMING = {"images_per_s", "epoch_time_s", "wall_time_s", "train_time_s"}  # wall-clock columns: never reproducible
 
@@ -299,9 +308,25 @@ def test_plateau_schedule_stops_early_at_a_constant_rate(tiny_dataset, tiny_trai
     assert plateaued(rows, ("f1_macro", "max"), 2) and not plateaued(rows[:-1], ("f1_macro", "max"), 2)
     assert {r["lr"] for r in rows} == {0.05}  # constant
     assert torch.load(out / "checkpoint.pt", weights_only=True)["stopped"]
+    best = rows[best_index(rows, ("f1_macro", "max"))]
+    assert best is not rows[-1] and s["kept"] == "best"  # early stopping keeps the best evaluation's weights:
+    assert s["final"]["f1_macro"] == pytest.approx(float(best["val_f1_macro"]), abs=1e-6)  # the final model is it
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # evaluate and predict load the kept weights
+    assert all(torch.equal(v, state["best_model"][k]) for k, v in state["model"].items())
     again = finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
                              device="cpu", quiet=True)
     assert again["epochs"] == s["epochs"]  # finished: not trained further
+
+
+def test_wsd_warms_up_holds_then_falls_to_zero_over_its_cooldown():
+    """Warm-up, stable, decay (Hagele et al. 2024): a plateau can be read in the stable phase."""
+    f = [lr_factor(s, 20, "wsd", 0.2, 0.25) for s in range(20)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and set(f[4:15]) == {1.0}  # the stable phase ends at step 15
+    assert f[15:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # linear to zero over the last 25%
+    assert stable_end(20, "wsd", 0.25) == 15 and stable_end(20, "onecycle", 0.25) == 20
+    with pytest.raises(UserError, match="--cooldown"):
+        TrainConfig(schedule="wsd", warmup=0.5, cooldown=0.6)
+    assert "cooldown" not in train_settings(TrainConfig(schedule="wsd"))  # the default: older configs compare equal
 
 
 def test_plateau_needs_patience_and_patience_needs_plateau():

@@ -118,7 +118,10 @@ def train(
     momentum: float = typer.Option(TrainConfig.momentum, help="SGD momentum (Nesterov)"),
     betas: str = typer.Option(",".join(map(str, TrainConfig.betas)), help="AdamW betas"),
     schedule: str = typer.Option(TrainConfig.schedule, help="onecycle (linear warm-up, linear decay) | cosine | "
-                                 "constant | plateau (constant until the validation metric stops improving)"),
+                                 "constant | plateau (constant until the validation metric stops improving) | "
+                                 "wsd (warm-up, constant, then a linear decay over the last --cooldown)"),
+    cooldown: float = typer.Option(TrainConfig.cooldown, help="wsd: share of the steps, at the end, over which the "
+                                   "rate falls to 0"),
     patience: int = typer.Option(TrainConfig.patience, help="plateau: stop after N evaluations without improvement"),
     evals: int = typer.Option(TrainConfig.evals, help="evaluations per run, evenly spaced in steps (0: per epoch)"),
     warmup: float = typer.Option(TrainConfig.warmup, help="share of the steps spent warming up"),

@@ -33,12 +33,13 @@ class Progress:
     elapsed: float = 0.0  # wall seconds of training and evaluation
     trained: float = 0.0  # seconds of training steps only (nan: a run from before it was counted)
     stopped: bool = False  # the plateau schedule ended the run before its maximum budget
+    best: dict[str, Tensor] | None = None  # the plateau schedule: the best evaluation's kept weights (on the CPU)
 
 
 def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
     """The one compatibility step for checkpoints of older versions, which lacked the steps.csv losses, the
     plateau flag, the training-only time (unknown: nan) and the averaged weights' own entry."""
-    return {"losses": [], "stopped": False, "trained": math.nan, "world_size": 1, **state}
+    return {"losses": [], "stopped": False, "trained": math.nan, "world_size": 1, "best_model": None, **state}
 
 
 class Recorder:
@@ -78,7 +79,10 @@ class Recorder:
             scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"])
             progress = Progress(state["history"], state["losses"], int(state["epoch"]) + 1, float(state["elapsed"]),
-                                float(state["trained"]), bool(state["stopped"]))
+                                float(state["trained"]), bool(state["stopped"]), state["best_model"])
+            if progress.best is not None:  # the weights early stopping keeps must fit this model too
+                kept.load_state_dict(progress.best)
+                kept.load_state_dict(state["model"])  # the kept weights as they were
         except KeyError as e:
             raise self._unresumable(f"it lacks '{e.args[0]}'") from None
         except (RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -135,6 +139,7 @@ class Recorder:
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
                     "epoch": epoch, "elapsed": progress.elapsed, "trained": progress.trained,
                     "history": progress.history, "losses": progress.losses, "stopped": progress.stopped,
+                    "best_model": progress.best,
                     "world_size": dist.world_size(), "config": self.config, "meta": self.meta}, self.ckpt)
 
     def close(self) -> None:

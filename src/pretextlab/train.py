@@ -44,9 +44,11 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4
     # onecycle: linear warm-up then linear decay to 0 | cosine | constant | plateau: constant until the
-    # monitored validation metric stops improving for `patience` evaluations (epochs is then the maximum)
+    # monitored validation metric stops improving for `patience` evaluations (epochs is then the maximum) |
+    # wsd: warm-up, stable (constant), then a linear decay to 0 over the last `cooldown` of the steps
     schedule: str = "onecycle"
     warmup: float = 0.2  # fraction of all steps spent warming up
+    cooldown: float = 0.2  # wsd: fraction of all steps, at the end, over which the rate falls to 0
     label_smoothing: float = 0.1
     backbone_lr_scale: float = 1.0  # < 1 keeps pretrained features from being washed out early
     transfer_stages: int = 0  # with pretrained weights: take only the first N backbone stages (0: all)
@@ -86,6 +88,9 @@ class TrainConfig:
         if not 0 <= self.warmup < 1:
             raise UserError(f"--warmup {self.warmup:g} is the share of the steps spent warming up, in [0, 1); "
                             "e.g. 0.2 warms up over the first 20% of the steps")
+        if not 0 < self.cooldown <= 1 or (self.schedule == "wsd" and self.warmup + self.cooldown > 1):
+            raise UserError(f"--cooldown {self.cooldown:g} is the share of the steps at the end over which the rate "
+                            "falls to 0, in (0, 1], and with --warmup at most 1 in all; e.g. 0.2")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing {self.label_smoothing:g} must be in [0, 1); e.g. 0.1 (0: none)")
         if not 0 <= self.momentum < 1 or not all(0 <= b < 1 for b in self.betas):
@@ -94,7 +99,7 @@ class TrainConfig:
             raise UserError("--weight-decay and --backbone-lr-scale must be >= 0")
 
 
-SCHEDULES = ("onecycle", "cosine", "constant", "plateau")
+SCHEDULES = ("onecycle", "cosine", "constant", "plateau", "wsd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MAX_SEED = 2**32 - 1  # seeds are mixed with epochs and ranks into 64-bit generator seeds (epoch_generator, dist)
 
@@ -117,9 +122,10 @@ def check_finite(values: dict[str, float | tuple[float, ...]]) -> None:
             raise UserError(f"{flag} {value} is not a finite number; give an ordinary number")
 # Fields added after runs were first stored, left out of config.json at their default so that those runs
 # still compare equal (and resume) under the same settings.
-LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none", "ema": 0.0}
+LATER_FIELDS = {"evals": 0, "patience": 0, "tta": "none", "ema": 0.0, "cooldown": 0.2}
 MIN_DELTA = 1e-3  # plateau schedule: an evaluation improves on the best when it beats it by more than this
-LOG_EVERY = 10  # optimizer steps between training-loss points in steps.csv and TensorBoard
+LOG_EVERY = 10  # at most this many optimizer steps between training-loss points in steps.csv and TensorBoard
+LOG_POINTS = 100  # short runs log more often: at least this many points where the run has the steps
 
 
 def train_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -140,16 +146,22 @@ def eval_steps(total: int, steps_per_epoch: int, evals: int) -> list[int]:
                    for e in range(epochs) for j in range(1, k + 1)})
 
 
-def plateaued(history: list[dict[str, float]], monitor: tuple[str, str], patience: int) -> bool:
-    """The plateau rule: the monitored validation metric has not beaten its best by more than
-    MIN_DELTA for `patience` evaluations. monitor = (metric, "max" | "min")."""
+def best_index(history: list[dict[str, float]], monitor: tuple[str, str]) -> int:
+    """The evaluation that set the best of the monitored validation metric: the last one that beat the best
+    before it by more than MIN_DELTA. monitor = (metric, "max" | "min")."""
     key, mode = f"val_{monitor[0]}", monitor[1]
     values = [r[key] if mode == "max" else -r[key] for r in history if key in r]
     best_at = 0
     for i, v in enumerate(values):
         if v > values[best_at] + MIN_DELTA:
             best_at = i
-    return len(values) - 1 - best_at >= patience
+    return best_at
+
+
+def plateaued(history: list[dict[str, float]], monitor: tuple[str, str], patience: int) -> bool:
+    """The plateau rule: the monitored validation metric has not beaten its best by more than
+    MIN_DELTA for `patience` evaluations."""
+    return len(history) - 1 - best_index(history, monitor) >= patience
 
 
 class Task(Protocol):
@@ -173,7 +185,7 @@ def run_length(history: list[dict[str, float]], cfg: TrainConfig, steps_per_epoc
     planned = cfg.epochs * steps_per_epoch
     steps = int(history[-1].get("step", len(history) * steps_per_epoch))
     return {"steps": steps, "planned_steps": planned, "stopped_early": steps < planned, "schedule": cfg.schedule,
-            **({"patience": cfg.patience} if cfg.schedule == "plateau" else {})}
+            **({"patience": cfg.patience, "kept": "best"} if cfg.schedule == "plateau" else {})}
 
 
 def monitor_of(task: Task) -> tuple[str, str]:
@@ -182,13 +194,27 @@ def monitor_of(task: Task) -> tuple[str, str]:
     return getattr(task, "monitor", ("loss", "min"))
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+def log_every(total: int) -> int:
+    """Steps between training-loss points: every LOG_EVERY steps, or finer so a short run still draws a curve."""
+    return max(1, min(LOG_EVERY, total // LOG_POINTS))
+
+
+def stable_end(total: int, schedule: str, cooldown: float) -> int:
+    """The step at which a wsd schedule's rate starts to fall (the whole run for the other constant ones);
+    the plateau a report reads off such a run is the one reached before it (Hagele et al. 2024, WSD)."""
+    return total - int(total * cooldown) if schedule == "wsd" else total
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float, cooldown: float = 0.2) -> float:
     """Multiplier of the peak learning rate at `step` (0-based) of `total`."""
     w = int(total * warmup)
     if step < w:
         return (step + 1) / w
     if schedule in ("constant", "plateau"):
         return 1.0
+    if schedule == "wsd":
+        decay_from = stable_end(total, schedule, cooldown)
+        return 1.0 if step < decay_from else (total - step) / max(1, total - decay_from)
     p = (step - w) / max(1, total - w)
     return 1.0 - p if schedule == "onecycle" else 0.5 * (1 + math.cos(math.pi * p))
 
@@ -258,7 +284,8 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
     batch = dist.global_batch(min(cfg.batch_size, task.n_train))  # all ranks together
     steps = steps_per_epoch(task.n_train, batch)
     total = cfg.epochs * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup,
+                                                                          cfg.cooldown))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     rec = Recorder(out_dir, config, meta, quiet)
     run = rec.restore(model, kept, ema, opt, sched, scaler, device)
@@ -266,7 +293,9 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
                "steps_per_epoch": steps, "world_size": dist.world_size(), "batch_size": batch, **(resolved or {})},
               total, run)
     evaluate_after = set(eval_steps(total, steps, cfg.evals))
+    every = log_every(total)
     try:
+        epoch = None  # the last epoch this process trained
         for epoch in range(run.epoch, cfg.epochs if not run.stopped else run.epoch):
             g = epoch_generator(cfg.seed, epoch)
             order, steps, bs = epoch_order(task.n_train, batch, g)
@@ -289,17 +318,20 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
                     ema.update_parameters(model)
                 since.add(loss, out, y)
                 done = epoch * steps + step + 1  # optimizer steps so far
-                if done % LOG_EVERY == 0 or step == steps - 1:  # log (.item() syncs: not every step)
+                if done % every == 0 or step == steps - 1:  # log (.item() syncs: not every step)
                     value = loss.item()
                     if dist.world_size() == 1:  # under torchrun: checked on the all-summed loss, at evaluations
                         rec.diverged(value, done)
-                    rec.loss(done, value, run, logged=done % LOG_EVERY == 0)
+                    rec.loss(done, value, run, logged=done % every == 0)
                 rec.bar.update(1)
                 if done in evaluate_after:  # evaluate
                     at = epoch + 1 if step == steps - 1 else round(done / steps, 4)  # epochs so far
                     row = since.row(task, kept, done, at, bs, opt, run, rec)
                     rec.evaluation(row, run)
-                    run.stopped = cfg.schedule == "plateau" and plateaued(run.history, monitor_of(task), cfg.patience)
+                    if cfg.schedule == "plateau":  # early stopping keeps the best evaluation's weights
+                        if best_index(run.history, monitor_of(task)) == len(run.history) - 1:
+                            run.best = {k: v.detach().to("cpu", copy=True) for k, v in kept.state_dict().items()}
+                        run.stopped = plateaued(run.history, monitor_of(task), cfg.patience)
                     _training_mode(model, cfg)  # evaluating() restored train mode on the whole model
                     since = Interval(device)
                     if run.stopped:
@@ -311,8 +343,13 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
                 on_epoch_end(epoch, run.history[-1])
             if run.stopped:
                 break
+        if run.best is not None and epoch is not None:  # training ended here: the checkpoint keeps the best
+            kept.load_state_dict(run.best)
+            rec.checkpoint(epoch, run, model, kept, ema, opt, sched, scaler)
     finally:
         rec.close()
+    if run.best is not None:
+        kept.load_state_dict(run.best)
     if kept is not model:  # the caller gets the weights that were evaluated
         model.load_state_dict(kept.state_dict())
     return run.history

@@ -9,8 +9,8 @@ from pathlib import Path
 from fabricated import make_study, memory_run
 
 from pretextlab.report import write_report
+from pretextlab.report.answers import fraction_answers
 from pretextlab.report.conclusions import headline_scope, overall_conclusions
-from pretextlab.report.questions import fraction_conclusions
 from pretextlab.report.results import Study, study_config
 from pretextlab.report.summary import summarize_study
 
@@ -27,89 +27,82 @@ def _summary(curves: dict, pretexts: tuple[str, ...] = ("context",)) -> dict:
     return summarize_study(Study(Path("memory"), study_config(config), runs, {}))
 
 
-def _lines(curves: dict, fraction: str = "0.1") -> list[str]:
-    return fraction_conclusions(_summary(curves), fraction, "context")
+def _answers(curves: dict, fraction: str = "0.1") -> dict[str, str]:
+    """The four answers of an in-memory study, by question."""
+    return dict(fraction_answers(_summary(curves), fraction, "context"))
+
+
+LOSSES, RISE, PLATEAU, BEST = ("How fast the losses fell", "How fast validation macro-F1 rose",
+                               "Which network reached a plateau first", "Best values")
 
 
 def test_a_faster_arm_one_seed():
-    lines = _lines({("scratch", 0): {"f1": RISING, "train_loss": SLOW_LOSS},
-                    ("context", 0): {"f1": [0.4, 0.5, 0.55, 0.6, 0.62, 0.64, 0.65, 0.66, 0.67, 0.68],
-                                     "train_loss": FAST_LOSS}})
-    assert lines[0] == ("Training loss fell faster for context: to 0.9000 (scratch's final smoothed level, the "
-                        "higher), context at step 50 (50% of the budget), scratch at step 100 (100% of the budget): "
-                        "2.00x fewer steps for context.")
-    assert lines[1].startswith("Validation loss fell faster for context: to 0.9600")  # val loss 1.6 - macro-F1
-    assert lines[2].startswith("Validation macro-F1 rose faster for context: to 0.6080 (95% of scratch's final "
-                               "validation macro-F1 0.6400), context at step 50 (50% of the budget), scratch at step "
-                               "90 (90% of the budget): 1.80x fewer steps for context.")
-    assert "Normalised area under the macro-F1 curve (its mean over training): 0.6033 (context) vs 0.4911" in lines[2]
-    assert lines[3].startswith("Neither plateaued under the onecycle schedule: both were still improving at the end "
-                               "(validation macro-F1 +0.0200 (context) and +0.0400 (scratch) over the last 20%")
-    assert lines[4].startswith("End of training (validation macro-F1 of the final model, the primary protocol): "
-                               "context ended higher: 0.6800 (context) vs 0.6400 (scratch), +0.0400.")
+    a = _answers({("scratch", 0): {"f1": RISING, "train_loss": SLOW_LOSS},
+                  ("context", 0): {"f1": [0.4, 0.5, 0.55, 0.6, 0.62, 0.64, 0.65, 0.66, 0.67, 0.68],
+                                   "train_loss": FAST_LOSS}})
+    assert a[LOSSES].startswith("Training loss fell from 2.000 to 0.700: context got to every level first. "
+                                "Halfway (1.350): context at step 20, scratch at step 50, 2.5x sooner; 90% of the way "
+                                "(0.830): context at step 70, scratch never got there.")
+    assert a[RISE].startswith("Validation macro-F1 rose from 0.200 to 0.680: context got to every level first. "
+                              "Halfway (0.440): context at step 20, scratch at step 40, 2.0x sooner")
+    assert "The context curve was higher for 100% of the steps, scratch's for 0%." in a[RISE]
+    assert a[PLATEAU].startswith("Plateau: not answerable from this run: under one-cycle")
+    assert a[BEST] == ("Best values: the final model's validation macro-F1 is 0.6800 with context pretraining vs "
+                       "0.6400 from scratch: +0.0400 for context. The highest value during training was 0.6800 "
+                       "(context, at step 100) vs 0.6400 (scratch, at step 100).")
 
 
-def test_curves_that_cross_are_judged_at_the_common_level():
-    # context's training loss starts far lower but ends higher: scratch reached context's final level first
-    lines = _lines({("scratch", 0): {"f1": RISING, "train_loss": [2.0, 1.6, 1.3, 1.0, 0.8, 0.7, 0.6, 0.55, 0.5,
-                                                                   0.45]},
-                    ("context", 0): {"f1": RISING, "train_loss": [1.2, 1.0, 0.9, 0.8, 0.75, 0.7, 0.68, 0.66, 0.65,
-                                                                   0.64]}})
-    assert lines[0] == ("Training loss fell faster for scratch: to 0.6400 (context's final smoothed level, the "
-                        "higher), context at step 100 (100% of the budget), scratch at step 70 (70% of the budget): "
-                        "1.43x fewer steps for scratch.")
+def test_curves_that_cross_are_read_along_the_whole_curve():
+    # context's training loss starts far lower but ends higher: context first early on, scratch first late
+    a = _answers({("scratch", 0): {"f1": RISING, "train_loss": [2.0, 1.6, 1.3, 1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45]},
+                  ("context", 0): {"f1": RISING, "train_loss": [1.2, 1.0, 0.9, 0.8, 0.75, 0.7, 0.68, 0.66, 0.65,
+                                                                 0.64]}})
+    assert a[LOSSES].startswith("Training loss fell from 2.000 to 0.450: tied (at most one evaluation, 10 steps, "
+                                "apart) at 25% and 75%, context got there first at 50%, scratch got there first at 90% "
+                                "of the way.")
+    assert "The context curve was lower for 44% of the steps, scratch's for 44%." in a[LOSSES]
 
 
-def test_a_plateau_against_a_still_rising_curve():
-    lines = _lines({("scratch", 0): {"f1": [0.3, 0.5, 0.6, 0.7, 0.705, 0.71, 0.708, 0.712, 0.709, 0.711]},
-                    ("context", 0): {"f1": [0.3, 0.4, 0.5, 0.55, 0.58, 0.6, 0.62, 0.64, 0.655, 0.67]}})
-    plateau = next(t for t in lines if "plateau" in t)
-    assert plateau == ("Scratch plateaued first under the onecycle schedule: it plateaued at step 50 (50% of the "
-                       "budget) and stayed inside a band 0.01 wide to the end; context was still improving at the "
-                       "end (+0.0300 over the last 20% of the budget).")
+def test_a_plateau_in_the_constant_phase_and_a_curve_still_rising_there():
+    wsd = {"schedule": "wsd"}  # 100 steps, the rate falls over the last 20: the plateau is read up to step 80
+    a = _answers({("scratch", 0): {**wsd, "f1": [0.3, 0.5, 0.6, 0.7, 0.702, 0.705, 0.703, 0.704, 0.74, 0.75]},
+                  ("context", 0): {**wsd, "f1": [0.3, 0.4, 0.5, 0.55, 0.58, 0.6, 0.62, 0.64, 0.655, 0.67]}})
+    assert a[PLATEAU] == ("Only scratch reached a plateau before the learning rate started to fall at step 80: "
+                          "context never reached one before the learning rate started to fall at step 80; scratch at "
+                          "step 40 (the plateau: its best validation macro-F1 not beaten by more than 0.005 for 15% "
+                          "of the run).")
 
 
-def test_a_tie_within_noise_is_no_winner():
-    lines = _lines({("scratch", 0): {"f1": [0.30, 0.45, 0.55, 0.60, 0.62, 0.63, 0.635, 0.64, 0.642, 0.645]},
-                    ("context", 0): {"f1": [0.31, 0.44, 0.56, 0.59, 0.62, 0.631, 0.634, 0.641, 0.643, 0.644]}})
-    assert next(t for t in lines if "macro-F1 rose" in t).startswith("Validation macro-F1 rose about equally fast")
-    assert lines[-1].startswith("End of training (validation macro-F1 of the final model, the primary protocol): "
-                                "about equal (|difference| <= 0.005): 0.6440 (context) vs 0.6450 (scratch), -0.0010")
+def test_a_tie_within_one_evaluation_is_no_winner():
+    a = _answers({("scratch", 0): {"f1": [0.30, 0.45, 0.55, 0.60, 0.62, 0.63, 0.635, 0.64, 0.642, 0.645]},
+                  ("context", 0): {"f1": [0.31, 0.44, 0.56, 0.59, 0.62, 0.631, 0.634, 0.641, 0.643, 0.644]}})
+    assert "both got to every level within one evaluation (10 steps) of each other: equally fast" in a[RISE]
+    assert a[BEST].startswith("Best values: the final model's validation macro-F1 is 0.6440 with context pretraining "
+                              "vs 0.6450 from scratch: -0.0010 for context, about equal.")
 
 
-def test_an_arm_that_never_reaches_the_target():
-    lines = _lines({("scratch", 0): {"f1": RISING},
-                    ("context", 0): {"f1": [0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.58, 0.6]}})
-    assert next(t for t in lines if "macro-F1 rose" in t).startswith(
-        "Validation macro-F1 rose faster for scratch: to 0.6080 (95% of scratch's final validation macro-F1 0.6400), "
-        "context never reached it, scratch at step 90 (90% of the budget).")
-
-
-def test_a_plateau_schedule_pair_where_one_stops_first():
+def test_a_plateau_schedule_pair_keeps_the_best_and_says_who_settled_first():
     plateau = {"schedule": "plateau", "patience": 3, "epochs": 10}
-    lines = _lines({("scratch", 0): {**plateau, "f1": [0.5, 0.6, 0.65, 0.66, 0.6605, 0.659, 0.66],
-                                     "steps": [10, 20, 30, 40, 50, 60, 70], "train_loss": SLOW_LOSS[:7]},
-                    ("context", 0): {**plateau, "f1": [0.55, 0.62, 0.66, 0.68, 0.69, 0.70, 0.71, 0.7105, 0.709, 0.71],
-                                     "train_loss": FAST_LOSS}})
-    stop = next(t for t in lines if "stopped" in t)
-    assert stop == ("Scratch stopped first (plateau schedule, patience 3 evaluations): context trained its whole "
-                    "budget (100 steps) after 20 s of training, its last improvement at step 70; scratch stopped at "
-                    "step 70 (70% of the budget) after 14 s of training, its last improvement at step 40.")
-    assert not any("plateaued" in t for t in lines)  # the decaying-schedule rule is not applied
+    a = _answers({("scratch", 0): {**plateau, "f1": [0.5, 0.6, 0.65, 0.66, 0.6605, 0.659, 0.66],
+                                   "steps": [10, 20, 30, 40, 50, 60, 70], "train_loss": SLOW_LOSS[:7]},
+                  ("context", 0): {**plateau, "f1": [0.55, 0.62, 0.66, 0.68, 0.69, 0.70, 0.71, 0.7105, 0.709, 0.71],
+                                   "train_loss": FAST_LOSS}})
+    assert a[PLATEAU] == ("Only scratch reached a plateau (the plateau schedule stopped each run after it): context "
+                          "never reached one (the plateau schedule stopped each run after it); scratch at step 40 "
+                          "(the plateau: its last new best before patience ran out).")
 
 
-def test_the_primary_protocol_is_the_final_model_and_the_best_evaluation_only_secondary():
-    # context peaks higher mid-run but ends lower: the answer is the end of training
-    lines = _lines({("scratch", 0): {"f1": RISING},
-                    ("context", 0): {"f1": [0.4, 0.5, 0.6, 0.7, 0.72, 0.7, 0.66, 0.64, 0.62, 0.6]}})
-    assert lines[-1] == ("End of training (validation macro-F1 of the final model, the primary protocol): scratch "
-                         "ended higher: 0.6000 (context) vs 0.6400 (scratch), -0.0400. Secondary, not the answer: the "
-                         "best validation macro-F1 over the evaluations (picked on the validation split itself, so "
-                         "optimistic) was 0.7200 (context) vs 0.6400 (scratch), at step 50 vs 100.")
+def test_the_final_model_is_the_answer_and_the_highest_value_stands_beside_it():
+    # context peaks higher mid-run but ends lower
+    a = _answers({("scratch", 0): {"f1": RISING},
+                  ("context", 0): {"f1": [0.4, 0.5, 0.6, 0.7, 0.72, 0.7, 0.66, 0.64, 0.62, 0.6]}})
+    assert a[BEST] == ("Best values: the final model's validation macro-F1 is 0.6000 with context pretraining vs "
+                       "0.6400 from scratch: -0.0400 for context. The highest value during training was 0.7200 "
+                       "(context, at step 50) vs 0.6400 (scratch, at step 100).")
 
 
 def _seeds(scratch_shift: list[float], context_steps: list[int]) -> dict:
-    """Three seeds; context's training loss reaches scratch's final level at context_steps[seed]."""
+    """Three seeds; context's training loss reaches its floor at context_steps[seed], scratch's falls evenly."""
     curves = {}
     for s, shift in enumerate(scratch_shift):
         curves[("scratch", s)] = {"f1": [v + shift for v in RISING], "train_loss": SLOW_LOSS}
@@ -119,17 +112,14 @@ def _seeds(scratch_shift: list[float], context_steps: list[int]) -> dict:
 
 
 def test_several_seeds_call_a_difference_only_when_its_paired_interval_excludes_zero():
-    lines = _lines(_seeds([0.0, 0.01, 0.02], [50, 60, 70]))
-    assert lines[0].startswith("Training loss fell faster for context: to the common level (mean 0.9000 over seeds), "
-                               "context at step 60 vs scratch at step 100 on average (60% vs 100% of the budget)")
-    assert "paired difference -40 steps, 95% CI [-64.8, -15.2], significant (3 seeds)" in lines[0]
-    assert "ended significantly higher" in lines[-1] and "paired 95% CI [" in lines[-1]
-    noisy = _lines(_seeds([0.0, 0.01, 0.02], [50, 100, 90]))  # context sooner by 50, 0, 10 steps
-    assert noisy[0].startswith("Training loss: no significant difference in how fast it fell to the common level")
-    assert "not significant (3 seeds)" in noisy[0]
-    two = _lines(_seeds([0.0, 0.01], [50, 50]))  # two seeds that agree exactly: a zero-width interval
-    assert "paired difference -50 steps, 95% CI [-50, -50], significant (2 seeds, one degree of freedom: read " \
-           "with care)" in two[0]
+    a = _answers(_seeds([0.0, 0.01, 0.02], [50, 60, 70]))
+    assert "higher for context (95% interval" in a[BEST]
+    noisy = _answers(_seeds([0.0, 0.01, 0.02], [30, 100, 60]))  # context's loss floor late in one seed
+    assert "no clear winner (the seeds disagree) at 50%, 75% and 90% of the way" in noisy[LOSSES]
+    s = _summary(_seeds([0.0, 0.01], [50, 50]))  # two seeds that agree exactly: a zero-width interval
+    level = s["answers"]["0.1"]["context"]["over_seeds"]["train_loss"]["levels"][-1]
+    assert level["difference"]["paired_ci95"][0] == level["difference"]["paired_ci95"][1]
+    assert level["verdict"] in ("pretrained", "same")  # called only beyond one evaluation
 
 
 def test_a_trend_is_claimed_only_with_seeds_and_significant_changes():
@@ -168,8 +158,7 @@ def test_a_difference_that_changes_sign_across_seeds_is_not_significant(tmp_path
     assert ("**Pretraining with context**, on validation macro-F1 of the final model (pretrained minus scratch "
             "[paired 95% t interval over seeds]): made no significant difference at fraction 0.5 (+0.0150 [") in md
     assert "ahead" not in [line for line in md.splitlines() if "Pretraining with context" in line][0]
-    assert "the primary protocol): no significant difference: 0.4650 (context) vs 0.4500 (scratch)" in md
-    assert "includes 0" in md
+    assert "0.4650 with context pretraining vs 0.4500 from scratch: +0.0150 for context, within the spread" in md
 
 
 def test_a_two_seed_verdict_carries_a_caution(tmp_path: Path):

@@ -41,9 +41,10 @@ def test_runs_of_both_formats_read_as_curves_over_optimizer_steps(tmp_path: Path
     assert new.curve("val_f1_macro")[:2] == [(5.0, 0.35), (10.0, 0.42)] and new.history[0]["epoch"] == 0.5
     assert new.budget == new.summary.planned_steps == 40 and new.history[-1]["images_seen"] == 40 * 32
     md = write_report(root).read_text()  # both read and compared on one step axis
-    pair = json.loads((root / "summary.json").read_text())["dynamics"]["0.5"]["context"]["by_seed"]["0"]
-    assert pair["budget"] == 40 and pair["f1"]["scratch_step"] == 40 and pair["f1"]["pretrained_step"] == 30
-    assert "context at step 30 (75% of the budget), scratch at step 40 (100% of the budget)" in md
+    entry = json.loads((root / "summary.json").read_text())["answers"]["0.5"]["context"]
+    top = entry["by_seed"]["0"]["metric"]["levels"][-1]  # 90% of the way from 0.3 to 0.61: 0.579
+    assert entry["budget"] == 40 and top["scratch_step"] is None and top["pretrained_step"] == 35
+    assert "90% of the way (0.579): context at step 35, scratch never got there" in md
 
 
 def test_patience_is_read_from_the_config_when_a_summary_lacks_it(tmp_path: Path):

@@ -11,7 +11,7 @@ from fabricated import make_study, memory_run
 from pretextlab.report import write_report
 from pretextlab.report.records import PretextSummary, RunSummary
 from pretextlab.report.results import PretextRun, Run, Study, study_config
-from pretextlab.report.rules import RULES, metric_speed, normalised_area
+from pretextlab.report.rules import RULES, level_steps
 from pretextlab.report.summary import compare, finite, remade_note, summarize_study
 
 
@@ -63,24 +63,25 @@ def test_summary_records_every_rule_per_run_and_per_pair_with_intervals():
     runs += [memory_run(0.1, "context", s, [0.1 + v + 0.02 * s for v in rising]) for s in range(3)]
     config = {"fractions": [0.1], "seeds": [0, 1, 2], "pretexts": ["context"]}
     summary = json.loads(json.dumps(finite(summarize_study(Study(Path("m"), study_config(config), runs, {})))))
-    assert summary["rules"]["metric_speed"] == RULES["metric_speed"] and summary["rules"]["constants"]["plateau_tol"]
+    assert summary["rules"]["levels"] == RULES["levels"] and summary["rules"]["constants"]["plateau_gain"]
     run = summary["runs"]["f0.1-context-s1"]["curves"]
-    points = [(10 * (i + 1), 0.1 + v + 0.02) for i, v in enumerate(rising)]
-    assert run["area_f1"] == pytest.approx(normalised_area(points, 100)) and run["budget"] == 100
-    assert run["plateau"]["state"] == "rising" and run["stopped_early"] is False
-    d = summary["dynamics"]["0.1"]["context"]
+    assert run["plateau"]["state"] == "rising" and run["stopped_early"] is False and run["budget"] == 100
+    d = summary["answers"]["0.1"]["context"]
     assert d["seeds"] == [0, 1, 2] and set(d["by_seed"]) == {"0", "1", "2"} and d["budget"] == 100
-    per_seed = {s: r["f1"] for s, r in d["by_seed"].items()}
-    for s, r in per_seed.items():  # recomputable from the runs' curves
+    assert d["spacing"] == 10
+    for s, r in d["by_seed"].items():  # recomputable from the runs' curves
         scratch = [(10 * (i + 1), v + 0.01 * int(s)) for i, v in enumerate(rising)]
         context = [(10 * (i + 1), 0.1 + v + 0.02 * int(s)) for i, v in enumerate(rising)]
-        assert r["target"] == pytest.approx(metric_speed(scratch, context, scratch[-1][1])["target"])
-    steps = d["over_seeds"]["f1"]["steps"]
-    diffs = [r["pretrained_step"] - r["scratch_step"] for r in per_seed.values()]
-    assert steps["pretrained_minus_scratch"] == pytest.approx(sum(diffs) / 3) and steps["paired_n"] == 3
-    assert steps["paired_ci95"] is not None and d["over_seeds"]["area"]["paired_ci95"] is not None
-    assert d["over_seeds"]["plateau"]["states"] == {"scratch": {"rising": 3}, "pretrained": {"rising": 3}}
-    assert d["over_seeds"]["stop"] is None  # no run trained under the plateau schedule
+        expected = level_steps(scratch, context, False, 10)
+        assert [lv["pretrained_step"] for lv in r["metric"]["levels"]] == [
+            lv["pretrained_step"] for lv in expected["levels"]]
+    level = d["over_seeds"]["metric"]["levels"][1]  # halfway: every seed's context run is ahead
+    diffs = [r["metric"]["levels"][1]["pretrained_step"] - r["metric"]["levels"][1]["scratch_step"]
+             for r in d["by_seed"].values()]
+    assert level["difference"]["pretrained_minus_scratch"] == pytest.approx(sum(diffs) / 3)
+    assert level["difference"]["paired_n"] == 3 and level["verdict"] == "pretrained"
+    assert d["over_seeds"]["plateau"]["verdict"] == "neither"  # one-cycle: decaying, no plateau called
+    assert d["over_seeds"]["end"]["final"]["paired_ci95"] is not None
 
 
 def test_the_planned_time_is_set_beside_the_actual_total(tmp_path):

@@ -31,15 +31,14 @@ from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, sa
 from .files import read_table
 from .formatting import fraction_title
 from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
-from .results import PROTOCOLS, PretextRun, Run, Study, read_config
+from .results import PROTOCOLS, PretextRun, Run, Study, fraction_key, read_config, smoothed_losses
+from .rules import LOSS_MIN_WINDOW, LOSS_SMOOTH_SHARE
 from .summary import METRICS, NAMES, baseline_name
 
 __all__ = ["SAMPLE_CAPTIONS", "confusion_figure", "curves_caption", "examples_figure", "fraction_figure",
            "loss_figure", "metrics_figure", "pretext_figure", "run_figure", "samples_figure", "to_display"]
 
 STEP, EPOCH = "optimizer steps", "epoch"
-SMOOTH_SHARE = 0.05  # the running mean of steps.csv's losses spans this share of the run's logged values
-MIN_WINDOW = 3  # ... and at least this many
 SPIKE = 1.5  # a loss axis stops at this multiple of the highest start or second-half value (see _cut_spikes)
 
 
@@ -79,25 +78,10 @@ def eval_x(run: Logged, unit: str | None = None) -> tuple[np.ndarray, str]:
     return (epochs * per_epoch, STEP) if per_epoch and unit != EPOCH else (epochs, EPOCH)
 
 
-def smooth(y: np.ndarray, window: int) -> np.ndarray:
-    """Centred running mean over `window` values (fewer at the ends, so no value is invented)."""
-    k = window // 2
-    c = np.concatenate([[0.0], np.cumsum(y, dtype=float)])
-    i = np.arange(len(y))
-    lo, hi = np.maximum(0, i - k), np.minimum(len(y), i + k + 1)
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
 def logged_losses(path: Path) -> Curve | None:
-    """A run's steps.csv training loss, smoothed; None where it has none (a run from before the file)."""
-    if not (Path(path) / STEPS).exists():
-        return None
-    rows = [r for r in read_table(Path(path) / STEPS) if "step" in r and "train_loss" in r]
-    if len(rows) < 2:
-        return None
-    y = np.array([r["train_loss"] for r in rows])
-    window = max(MIN_WINDOW, int(len(y) * SMOOTH_SHARE) // 2 * 2 + 1)
-    return Curve(np.array([r["step"] for r in rows], float), smooth(y, window))
+    """A run's steps.csv training loss, smoothed as the answers read it; None where it has none."""
+    points = smoothed_losses(path)
+    return None if points is None else Curve(np.array([s for s, _ in points], float), np.array([v for _, v in points]))
 
 
 def run_curve(run: Logged, key: str, unit: str) -> Curve | None:
@@ -238,9 +222,8 @@ def curves_caption(runs: Sequence[Run]) -> str:
         every = sorted({int(np.median(np.diff(c.x))) for c in logs})
         parts.append(f"training loss: {STEPS}'s loss every {'/'.join(map(str, every))} steps, smoothed by a centred "
                      "running mean over "
-                     f"{SMOOTH_SHARE:.0%} of the run's logged values (at least {MIN_WINDOW}) for display; the "
-                     "loss answers use metrics.csv's loss per evaluation interval with the trailing mean their rule "
-                     "states"
+                     f"{LOSS_SMOOTH_SHARE:.0%} of the run's logged values (at least {LOSS_MIN_WINDOW}), the series "
+                     "the answers read"
                      + (f"; for the {_runs(len(runs) - logged)} without {STEPS}, metrics.csv's mean over each "
                         "evaluation interval" if logged < len(runs) else ""))
     else:
@@ -353,5 +336,48 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
         handles.append(Line2D([], [], color="0.4", ls=":"))
         labels.append(f"chance ({chance:.3f})")
     legend_above(fig, handles, labels)
+    save_png(fig, path)
+    return fig
+
+
+def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: Path) -> Figure:
+    """The answer page's figure of one label fraction: training loss, validation loss and validation macro-F1
+    against optimizer steps, one thin line per seed and network drawn to its own end (so a run that stopped
+    early is seen to stop), the step where a constant rate starts to fall, and each run's plateau (a dot)."""
+    runs = [r for r in study.runs if r.fraction == fraction]
+    colors = arm_colors(study.arms)
+    fig = new_figure(WIDTH, 3.1)
+    axes = fig.subplots(1, 3)
+    unit = common_unit(runs)
+    entries = (summary.get("answers") or {}).get(fraction_key(fraction), {})
+    for ax, (key, name) in zip(axes, (("train_loss", "training loss"), ("val_loss", "validation loss"),
+                                      ("val_f1_macro", f"validation {NAMES['f1_macro']}"))):
+        for r in sorted(runs, key=lambda r: (r.arm != SCRATCH, r.seed)):
+            c = run_curve(r, key, unit)
+            if c is None:
+                continue
+            ax.plot(c.x, c.y, color=colors[r.arm], lw=1.1, alpha=0.85)
+            ax.plot(c.x[-1:], c.y[-1:], color=colors[r.arm], marker="|", ms=8)  # where the run ended
+            if key == "val_f1_macro":
+                for entry in entries.values():
+                    arm_key = "scratch" if r.arm == SCRATCH else "pretrained"
+                    if r.arm != SCRATCH and entries.get(r.arm) is not entry:
+                        continue
+                    step = entry["by_seed"].get(r.seed, {}).get("plateau", {}).get(arm_key, {}).get("step")
+                    if step is not None:
+                        ax.plot([step], [float(np.interp(step, c.x, c.y))], "o", ms=6, mfc="white",
+                                mec=colors[r.arm], mew=1.5)
+        ends = {e["stable_end"] for e in entries.values() if e.get("stable_end") is not None}
+        for end in ends:
+            ax.axvline(end, color="#888888", ls=":", lw=1)
+        ax.set_title(name, fontsize=10)
+        x_axis(ax, unit)
+    handles, labels = arm_handles({a: c for a, c in colors.items() if any(r.arm == a for r in runs)})
+    extra = [Line2D([], [], color="#888888", ls=":", lw=1)] if any(e.get("stable_end") for e in entries.values()) \
+        else []
+    marked = any(line.get_marker() == "o" for ax in axes for line in ax.get_lines())
+    marks = [Line2D([], [], ls="", marker="o", mfc="white", mec="#555555", mew=1.5)] if marked else []
+    legend_above(fig, handles + extra + marks, labels + (["learning rate starts to fall"] if extra else [])
+                 + (["plateau reached"] if marked else []))
     save_png(fig, path)
     return fig

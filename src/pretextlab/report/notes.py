@@ -14,15 +14,19 @@ from .rules import RULES
 def rule_lines(summary: dict[str, Any]) -> list[str]:
     """The rules the report's answers come from, one line each, as summary.json's "rules" records them (the
     plateau rule of the schedules the study's runs trained under)."""
-    schedules = {d["schedule"] for arms in (summary.get("dynamics") or {}).values() for d in arms.values()}
-    lines = [f"**Primary protocol**: {summary['headline']['text']} (end of training, no evaluation picked); the best "
-             "evaluation over a run, picked on the validation split, is only a labelled secondary number",
-             f"**How fast the losses fell**: {RULES['losses']}",
-             f"**How fast macro-F1 rose**: {RULES['metric_speed']}; {RULES['area']}"]
-    if schedules - {"plateau"} or not schedules:
-        lines.append(f"**Which plateaued first**: {RULES['plateau']}")
+    schedules = {e["schedule"] for arms in (summary.get("answers") or {}).values() for e in arms.values()}
+    lines = [f"**Headline**: {summary['headline']['text']} (the final model: end of training, or the best "
+             "evaluation the plateau schedule kept); the highest value over a run, picked on the validation split, "
+             "stands beside it",
+             f"**How fast the losses fell and validation macro-F1 rose**: {RULES['levels']}; the training loss is "
+             "steps.csv's, smoothed as the figures draw it"]
+    if schedules & {"wsd", "constant"} or not schedules:
+        lines.append(f"**Which reached a plateau first**: {RULES['plateau']}")
+    if schedules & {"onecycle", "cosine"}:
+        lines.append(f"**Plateau under a decaying schedule** (not answerable: the schedule flattens the curve; "
+                     f"stated for the record): {RULES['decaying_plateau']}")
     if "plateau" in schedules:
-        lines.append(f"**Which stopped first**: {RULES['plateau_schedule']}")
+        lines.append(f"**Plateau under the plateau schedule**: {RULES['plateau_schedule']}")
     lines += [f"**Verdicts**: {RULES['verdicts']}", f"**Trends**: {RULES['trend']}"]
     return lines
 

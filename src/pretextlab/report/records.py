@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from .. import schema
 
+WSD_COOLDOWN = 0.2  # config.json leaves train.TrainConfig's default cooldown out (spelled again: no training import)
+
 
 @dataclass(frozen=True)
 class Best:
@@ -53,6 +55,7 @@ class RunSummary:
     stopped_early: bool | None = None
     schedule: str | None = None
     patience: int | None = None
+    kept: str | None = None  # "best": early stopping kept the best evaluation's weights (final = that model)
     wall_time_s: float | None = None
     n_train: int | None = None
     n_val: int | None = None
@@ -67,7 +70,7 @@ class RunSummary:
         return cls(best={k: Best.parse(b) for k, b in best.items()} if best else None, final=d.get("final"),
                    test=d.get("test"), steps=d.get("steps"), planned_steps=d.get("planned_steps"),
                    stopped_early=d.get("stopped_early"), schedule=d.get("schedule"), patience=d.get("patience"),
-                   wall_time_s=d.get("wall_time_s"), n_train=d.get("n_train"), n_val=d.get("n_val"),
+                   kept=d.get("kept"), wall_time_s=d.get("wall_time_s"), n_train=d.get("n_train"), n_val=d.get("n_val"),
                    classes=d.get("classes"), init_sha256=d.get("init_sha256"),
                    examples=[Example.parse(e) for e in examples] if examples is not None else None,
                    confusion_val=d.get("confusion_val"))
@@ -98,6 +101,7 @@ class RunConfig:
     epochs: int | None = None  # planned epochs ("train")
     schedule: str | None = None
     patience: int | None = None
+    cooldown: float | None = None  # wsd: the share of the steps over which the rate falls at the end
     precision: str | None = None  # "resolved": what the run actually trained in
     steps_per_epoch: int | None = None
     batch_size: int | None = None  # all ranks together
@@ -108,7 +112,9 @@ class RunConfig:
     @classmethod
     def parse(cls, d: schema.RunConfig) -> RunConfig:
         train, resolved = d.get("train") or {}, d.get("resolved") or {}
+        cooldown = train.get("cooldown", WSD_COOLDOWN) if train.get("schedule") == "wsd" else None
         return cls(epochs=train.get("epochs"), schedule=train.get("schedule"), patience=train.get("patience"),
+                   cooldown=cooldown,
                    precision=resolved.get("precision"), steps_per_epoch=resolved.get("steps_per_epoch"),
                    batch_size=resolved.get("batch_size"), world_size=resolved.get("world_size"),
                    n_val=d.get("n_val"), n_pool=d.get("n_pool"))

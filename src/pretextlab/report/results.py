@@ -25,6 +25,7 @@ from ..layout import (
     PROBES,
     RANDOM_INIT_DIR,
     SCRATCH,
+    STEPS,
     STUDY,
     SUMMARY,
     RunKey,
@@ -39,6 +40,7 @@ from ..runs import summarize
 from ..schema import PER_SEED, SHARED
 from .files import as_record, bad_file, check_of, read_json, read_record, read_table
 from .records import Best, PretextSummary, ProbeEntry, RunConfig, RunSummary, StudyConfig
+from .rules import centred_mean, loss_window
 
 __all__ = ["PER_SEED", "PROBE_PROTOCOLS", "PROTOCOLS", "SHARED", "PretextRun", "Run", "Study", "class_names",
            "column", "fraction_key", "load_study", "read_config", "study_config"]
@@ -140,6 +142,11 @@ class Run(_Configured):
     def curve(self, key: str) -> list[tuple[float, float]]:
         """One metrics.csv column as (optimizer step, value) points, over the rows that have it."""
         return [(self.step(row), row[key]) for row in self.history if key in row]
+
+    def loss_curve(self) -> list[tuple[float, float]]:
+        """The training loss as the figures draw it: steps.csv smoothed (smoothed_losses), else metrics.csv's
+        mean over each evaluation interval (a run from before steps.csv)."""
+        return smoothed_losses(self.path) or self.curve("train_loss")
 
 
 @dataclass
@@ -341,6 +348,18 @@ def class_names(study: Study) -> list[str]:
 def fraction_key(fraction: float) -> str:
     """A label fraction as summary.json's keys write it ("1", "0.5", "0.1")."""
     return f"{fraction:g}"
+
+
+def smoothed_losses(path: Path) -> list[tuple[float, float]] | None:
+    """A run folder's steps.csv training loss (every few steps), smoothed by rules.centred_mean: what the loss
+    figures draw and the answers read. None where it has none (a run from before the file) or one point."""
+    if not (Path(path) / STEPS).exists():
+        return None
+    rows = [r for r in read_table(Path(path) / STEPS) if "step" in r and "train_loss" in r]
+    if len(rows) < 2:
+        return None
+    values = centred_mean([r["train_loss"] for r in rows], loss_window(len(rows)))
+    return [(r["step"], v) for r, v in zip(rows, values)]
 
 
 def column(history: list[dict[str, float]], key: str) -> list[float]:

@@ -9,32 +9,18 @@ and the report quote, with the constants below in them.
 
 from __future__ import annotations
 
-import statistics
 from typing import Sequence
 
 Curve = Sequence[tuple[float, float]]
 
 EPS = 1e-12  # 0.515 - 0.505 is 0.01 in decimal, not in binary
-SMOOTH_SPAN = 0.10  # losses: trailing mean over the evaluations of the last 10% of the budget
-TARGET_FRACTION = 0.95  # macro-F1 target: this fraction of scratch's final validation macro-F1
+LOSS_SMOOTH_SHARE = 0.05  # steps.csv's training loss: a centred running mean over this share of its values ...
+LOSS_MIN_WINDOW = 3  # ... and at least this many
 PLATEAU_TOL = 0.01  # macro-F1: a rise above this is an improvement; a band this wide is flat
 PLATEAU_SPAN = 0.20  # the share of the budget over which "still improving" and "plateau" are judged
 MIN_DELTA = 0.001  # the plateau schedule's improvement (spelled again: the report never imports training)
-SAME_SPEED = 0.05  # one seed: steps within 5% of the budget are "about equally fast"
 EQUAL_WITHIN = 0.005  # one seed: metric differences at most this large are "about equal"
 
-LOSS_RULE = (f"each loss point at step s is replaced by the mean of the evaluations at steps in (s - w, s], w = "
-             f"{SMOOTH_SPAN:.0%} of the budget (an evaluation exactly w steps earlier is left out; a training-loss "
-             "point is already the mean over the steps since the evaluation before); the "
-             "common level is the final smoothed level of the arm that ends higher (the slower); each arm's time "
-             "is the first optimizer step at which its smoothed curve is at or below that level; speed-up = "
-             "scratch's steps / the pretrained arm's steps")
-METRIC_RULE = (f"the target is {TARGET_FRACTION:.0%} of the scratch run's final validation macro-F1 (same seed); "
-               "each arm's time is the first optimizer step whose validation macro-F1 is at or above the target "
-               "(never reached: no such evaluation); speed-up = scratch's steps / the pretrained arm's steps")
-AREA_RULE = ("normalised area = the trapezoid integral of validation macro-F1 over optimizer steps, from the first "
-             "evaluation to the end of the budget (a run stopped early keeps its last value), divided by that span: "
-             "the mean macro-F1 over training")
 PLATEAU_RULE = (f"under a decaying schedule a curve is still improving at the end when its validation macro-F1 "
                 f"rose by more than {PLATEAU_TOL} over the last {PLATEAU_SPAN:.0%} of the budget (last evaluation "
                 f"minus the last one at or before that point); it plateaued at the first evaluation from which it "
@@ -43,24 +29,30 @@ PLATEAU_RULE = (f"under a decaying schedule a curve is still improving at the en
 STOP_RULE = (f"under the plateau schedule a run stops when validation macro-F1 has not beaten its best by more than "
              f"{MIN_DELTA} for `patience` evaluations; the arm that stopped first trained the fewer optimizer steps; "
              "its last improvement is the evaluation that set that best")
-VERDICT_RULE = (f"with one seed, times at most {SAME_SPEED:.0%} of the budget apart count as equally fast and metric "
-                f"differences of at most {EQUAL_WITHIN} as equal, and nothing is called significant; with several "
-                "seeds every quantity is computed per seed and a difference (pretrained minus scratch, paired by "
-                "seed) is called only when its 95% t interval excludes 0; a time is known to the nearest evaluation "
-                "only (runs from before the step column evaluated once per epoch)")
+VERDICT_RULE = ("times at most one evaluation apart are equal (a time is known to the nearest evaluation only); "
+                f"with one seed metric differences of at most {EQUAL_WITHIN} are equal and nothing is called "
+                "significant; with several seeds every quantity is computed per seed and a difference (pretrained "
+                "minus scratch, paired by seed) is called only when its 95% t interval excludes 0 (and, for times, "
+                "it exceeds one evaluation)")
 TREND_RULE = ("a trend across fractions (the gain grows or shrinks as labels shrink) is stated only with at least 2 "
               "seeds, when every change of the gain from one fraction to the next smaller one, paired by seed, has a "
               "95% interval that excludes 0 and all changes point the same way")
-RULES = {"losses": LOSS_RULE, "metric_speed": METRIC_RULE, "area": AREA_RULE, "plateau": PLATEAU_RULE,
-         "plateau_schedule": STOP_RULE, "verdicts": VERDICT_RULE, "trend": TREND_RULE}
-CONSTANTS = {"smooth_span": SMOOTH_SPAN, "target_fraction": TARGET_FRACTION, "plateau_tol": PLATEAU_TOL,
-             "plateau_span": PLATEAU_SPAN, "min_delta": MIN_DELTA, "same_speed": SAME_SPEED,
-             "equal_within": EQUAL_WITHIN}
 
 
-def smooth(curve: Curve, window: float) -> list[tuple[float, float]]:
-    """Each point replaced by the mean of the points in the `window` steps up to it: (s - window, s]."""
-    return [(s, statistics.fmean(v for t, v in curve[:i + 1] if t > s - window)) for i, (s, _) in enumerate(curve)]
+def centred_mean(values: Sequence[float], window: int) -> list[float]:
+    """Each value replaced by the mean of the `window` values centred on it (fewer at the ends, so no value is
+    invented): how the training loss logged every few steps is drawn and read."""
+    k, out = window // 2, []
+    for i in range(len(values)):
+        part = values[max(0, i - k):i + k + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def loss_window(n: int) -> int:
+    """The centred mean's window for a run that logged n training-loss values: an odd count near
+    LOSS_SMOOTH_SHARE of them, at least LOSS_MIN_WINDOW."""
+    return max(LOSS_MIN_WINDOW, int(n * LOSS_SMOOTH_SHARE) // 2 * 2 + 1)
 
 
 def first_step(curve: Curve, level: float, below: bool) -> float | None:
@@ -73,40 +65,6 @@ def speedup(scratch_step: float | None, pretrained_step: float | None) -> float 
     if scratch_step is None or pretrained_step is None or pretrained_step <= 0:
         return None
     return scratch_step / pretrained_step
-
-
-def loss_speed(scratch: Curve, pretrained: Curve) -> dict[str, float | str | None]:
-    """How fast two (smoothed) loss curves fell: the common level is the final level of the arm that ends
-    higher, and each arm's time is the first step at which it is at or below that level."""
-    if not scratch or not pretrained:
-        raise ValueError("loss_speed needs two non-empty curves")
-    ends = {"scratch": scratch[-1][1], "pretrained": pretrained[-1][1]}
-    slower = "pretrained" if ends["pretrained"] > ends["scratch"] else "scratch"
-    level = ends[slower]
-    a, b = first_step(scratch, level, True), first_step(pretrained, level, True)
-    return {"level": level, "slower": slower, "scratch_step": a, "pretrained_step": b, "speedup": speedup(a, b)}
-
-
-def metric_speed(scratch: Curve, pretrained: Curve, scratch_final: float,
-                 fraction: float = TARGET_FRACTION) -> dict[str, float | None]:
-    """Steps each arm needs to reach `fraction` x scratch's final value of a metric that grows (macro-F1)."""
-    target = fraction * scratch_final
-    a, b = first_step(scratch, target, False), first_step(pretrained, target, False)
-    return {"target": target, "scratch_step": a, "pretrained_step": b, "speedup": speedup(a, b)}
-
-
-def normalised_area(curve: Curve, budget: float) -> float:
-    """The trapezoid area under the curve from its first point to the end of the budget (the last value held
-    when the run stopped before it), divided by that span: the curve's mean over training."""
-    if not curve:
-        raise ValueError("normalised_area needs a non-empty curve")
-    points = list(curve)
-    if points[-1][0] < budget:
-        points.append((budget, points[-1][1]))
-    span = points[-1][0] - points[0][0]
-    if span <= 0:
-        return points[0][1]
-    return sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in zip(points, points[1:])) / span
 
 
 def plateau(curve: Curve, budget: float, tol: float = PLATEAU_TOL,
@@ -140,8 +98,7 @@ def last_improvement(curve: Curve, min_delta: float = MIN_DELTA) -> float:
     return best_step
 
 
-def sooner(scratch_step: float | None, pretrained_step: float | None, budget: float,
-           same: float = SAME_SPEED) -> str:
+def sooner(scratch_step: float | None, pretrained_step: float | None, budget: float, same: float) -> str:
     """Which arm got there first: "pretrained", "scratch", "same" (within `same` x budget) or "neither"."""
     if scratch_step is None and pretrained_step is None:
         return "neither"
@@ -171,3 +128,93 @@ def trend(changes: Sequence[tuple[float, bool | None]]) -> str | None:
     if all(d < 0 for d, _ in changes):
         return "shrinks"
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The answer page's rules: speed read along the whole curve, the plateau before the rate falls, ties at the
+# evaluation spacing. Each returns plain numbers that a sentence (answers.py) quotes and a reader can redo.
+
+LEVELS = (0.25, 0.50, 0.75, 0.90)  # shares of the way from the common start to the better final value
+TIE_SHARE = 0.02  # "ahead": the curves differ by more than this share of the start-to-final range
+PLATEAU_GAIN = 0.005  # a new best of validation macro-F1 must beat the old one by more than this ...
+PLATEAU_WAIT = 0.15  # ... and a plateau is a best not beaten for this share of the run (at least 2 evaluations)
+
+LEVELS_RULE = ("how fast a curve moved: the common start is the worse of the two networks' first values, the end the "
+               "better of their final values; each network's time to a level (25, 50, 75 and 90% of the way from "
+               "start to end) is the first step at which its curve is at or past that level; two times at most one "
+               "evaluation apart are equal; ahead: the share of the steps both ran where one curve is better by more "
+               f"than {TIE_SHARE:.0%} of the start-to-end range")
+STABLE_PLATEAU_RULE = (f"a network reached its plateau at the evaluation that set its best validation macro-F1 when no "
+                       f"later evaluation beat that best by more than {PLATEAU_GAIN} for at least "
+                       f"{PLATEAU_WAIT:.0%} of the run (and 2 evaluations), all before the learning rate starts to "
+                       "fall: only then is the flattening the network's and not the schedule's")
+
+
+def level_steps(scratch: Curve, pretrained: Curve, lower_is_better: bool, spacing: float,
+                levels: Sequence[float] = LEVELS) -> dict[str, object]:
+    """The steps at which each network first reaches common levels of a curve (see LEVELS_RULE), with a verdict
+    per level: "pretrained", "scratch", "same" (at most `spacing` apart) or "neither"."""
+    if not scratch or not pretrained:
+        raise ValueError("level_steps needs two non-empty curves")
+    worse, better = (max, min) if lower_is_better else (min, max)
+    start, end = worse(scratch[0][1], pretrained[0][1]), better(scratch[-1][1], pretrained[-1][1])
+    out = []
+    for share in levels:
+        level = start + share * (end - start)
+        a, b = first_step(scratch, level, lower_is_better), first_step(pretrained, level, lower_is_better)
+        out.append({"share": share, "level": level, "scratch_step": a, "pretrained_step": b,
+                    "speedup": speedup(a, b), "sooner": sooner(a, b, 1.0, same=spacing)})
+    return {"start": start, "end": end, "spacing": spacing, "levels": out,
+            "ahead": ahead_shares(scratch, pretrained, lower_is_better, TIE_SHARE * abs(end - start))}
+
+
+def ahead_shares(scratch: Curve, pretrained: Curve, lower_is_better: bool, tie: float) -> dict[str, float]:
+    """The shares of the steps both curves span where the pretrained one is better, scratch is, or neither by
+    more than `tie` (each interval between the merged steps judged at its midpoint, values interpolated)."""
+    lo, hi = max(scratch[0][0], pretrained[0][0]), min(scratch[-1][0], pretrained[-1][0])
+    grid = sorted({s for s, _ in (*scratch, *pretrained) if lo <= s <= hi} | {lo, hi})
+    shares = {"pretrained": 0.0, "scratch": 0.0, "level": 0.0}
+    if hi <= lo:
+        return shares
+
+    def at(curve: Curve, x: float) -> float:
+        for (s0, v0), (s1, v1) in zip(curve, curve[1:]):
+            if s0 <= x <= s1:
+                return v0 if s1 == s0 else v0 + (v1 - v0) * (x - s0) / (s1 - s0)
+        return curve[-1][1]
+
+    for x0, x1 in zip(grid, grid[1:]):
+        mid = (x0 + x1) / 2
+        gain = at(scratch, mid) - at(pretrained, mid)  # > 0: pretrained lower
+        gain = gain if lower_is_better else -gain
+        who = "level" if abs(gain) <= tie + EPS else ("pretrained" if gain > 0 else "scratch")
+        shares[who] += (x1 - x0) / (hi - lo)
+    return shares
+
+
+def stable_plateau(curve: Curve, run_steps: float, stable_end: float, gain: float = PLATEAU_GAIN,
+                   wait: float = PLATEAU_WAIT) -> dict[str, float | str | None]:
+    """STABLE_PLATEAU_RULE on a validation metric that grows: {"state": "plateau", "step", "best"} or
+    {"state": "rising", "step": None, "best", "last_gain_step"} (still beating its best by more than `gain`
+    within `wait` of the run before the rate falls at `stable_end`, or too few evaluations to tell). The
+    plateau is the last new best, not the first pause: a curve that pauses and climbs again had not settled."""
+    if not curve:
+        raise ValueError("stable_plateau needs a non-empty curve")
+    points = [(s, v) for s, v in curve if s <= stable_end + EPS]
+    if not points:
+        return {"state": "rising", "step": None, "best": None, "last_gain_step": None}
+    best_step, best = points[0]
+    for s, v in points[1:]:
+        if v > best + gain + EPS:  # the last such step is where the curve reached the level it keeps
+            best_step, best = s, v
+    after = [t for t, _ in points if t > best_step]
+    if after and after[-1] - best_step >= wait * run_steps - EPS and len(after) >= 2:
+        return {"state": "plateau", "step": best_step, "best": best}
+    return {"state": "rising", "step": None, "best": best, "last_gain_step": best_step}
+
+
+RULES = {"levels": LEVELS_RULE, "plateau": STABLE_PLATEAU_RULE, "decaying_plateau": PLATEAU_RULE,
+         "plateau_schedule": STOP_RULE, "verdicts": VERDICT_RULE, "trend": TREND_RULE}
+CONSTANTS = {"levels": list(LEVELS), "tie_share": TIE_SHARE, "plateau_gain": PLATEAU_GAIN, "plateau_wait": PLATEAU_WAIT,
+             "plateau_tol": PLATEAU_TOL, "plateau_span": PLATEAU_SPAN, "min_delta": MIN_DELTA,
+             "equal_within": EQUAL_WITHIN, "loss_smooth_share": LOSS_SMOOTH_SHARE, "loss_min_window": LOSS_MIN_WINDOW}

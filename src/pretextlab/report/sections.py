@@ -17,10 +17,22 @@ import torch
 from torch import Tensor
 
 from ..data.augment import normalize
-from ..layout import CHECKPOINT, EXAMPLES, ORIGINAL_SUMMARY, PROBES, SAMPLES, SCRATCH, STUDY, SUMMARY, parse_run_name
+from ..layout import (
+    ANSWERS_MD,
+    CHECKPOINT,
+    EXAMPLES,
+    ORIGINAL_SUMMARY,
+    PROBES,
+    SAMPLES,
+    SCRATCH,
+    STUDY,
+    SUMMARY,
+    parse_run_name,
+)
 from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone
 from ..stats import TWO_SEEDS
+from .answers import fraction_answers
 from .backbone import UserBackbone, early_features, feature_maps_figure, filters_figure, load_pretext_backbone
 from .conclusions import evaluation_conclusions, headline_scope, overall_conclusions
 from .figures import (
@@ -37,13 +49,12 @@ from .figures import (
 from .formatting import fraction_title
 from .image_files import load_samples, read_examples
 from .notes import precision_warning, rule_lines, split_note, timing_sentence
-from .questions import fraction_conclusions
 from .render import Doc, fenced, md
 from .results import PER_SEED, PretextRun, Study, class_names
 from .summary import NAMES, fraction_key
 from .tables import (
     answer_table,
-    dynamics_table,
+    answers_table,
     evaluation_table,
     fraction_table,
     pretext_table,
@@ -73,6 +84,8 @@ def build(study: Study, summary: dict[str, Any], fig_dir: Path) -> Doc:
 
 def _intro(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(1, f"Does pretraining help? Study {md(summary['study'], code=True)}")
+    doc.para(f"The four answers per label fraction, short, with their figures: [{ANSWERS_MD}]({ANSWERS_MD}). This "
+             "page holds the details: every protocol, the rules, the per-seed tables and intervals.")
     cfg = study.config
     name = next((n for n in (cfg.dataset and cfg.dataset.name, cfg.data.source) if n is not None), "unknown")
     doc.para(f"Dataset **{md(name)}**, backbone "
@@ -231,11 +244,11 @@ def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
                    if (key := parse_run_name(n)) and key.fraction == f]
         notes = []
         for a in (a for a in study.arms if a in cmp):
-            if table := dynamics_table(summary, f, a):
+            if table := answers_table(summary, f, a):
                 doc.para(f"**{md(a)} vs scratch**, the four questions per seed's pair of runs (mean over seeds; "
                          "difference paired by seed, with its 95% CI where there are several seeds):")
                 doc.table(*table)
-            doc.bullets(fraction_conclusions(summary, fraction_key(f), a))
+            doc.bullets(f"**{q}.** {text}" for q, text in fraction_answers(summary, fraction_key(f), a))
         if waiting:
             notes.append(f"Waiting for {', '.join(map(md, waiting))} (missing or still training).")
         if not cmp:

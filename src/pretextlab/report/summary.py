@@ -3,13 +3,13 @@
 `summarize_study(load_study(study_dir))` holds every number the report shows; `write_report` saves it as
 summary.json, the tables and conclusions render it as text and the figures draw it. Tables and conclusions
 use finished runs only (a partial curve has no "best" yet). Its shape is pretextlab.schema.ReportSummary
-("schema": schema.SCHEMA_VERSION), every field in docs/schema.md; "dynamics" and "trend" are dynamics.py's,
+("schema": schema.SCHEMA_VERSION), every field in docs/schema.md; "answers" is answers.py's, "trend" dynamics.py's,
 "replication" replication.py's.
 
 A quantity (summary.json "aggregate" and "comparison") is one of QUANTITIES: final_<metric> and final_loss (the
 final model on validation, the primary protocol without a test split), test_<metric> and test_loss,
 f1_macro, precision_macro, recall_macro, accuracy, loss (best values over the evaluations: secondary) with
-<metric>_step, area_f1, steps, gap_accuracy, gap_loss, evaluations, wall_time_s, images_per_s.
+<metric>_step, steps, gap_accuracy, gap_loss, evaluations, wall_time_s, images_per_s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from ..runs import summarize
 from ..schema import SCHEMA_KEY, SCHEMA_VERSION
 from ..stats import RULE as CI_RULE
 from ..stats import describe, paired_difference
-from .dynamics import compare, dynamics_summary, run_curves, trend_summary
+from .answers import answers_summary
+from .dynamics import compare, run_curves, trend_summary
 from .image_files import load_samples
 from .records import PretextSummary
 from .render import md
@@ -46,7 +47,7 @@ METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
          "accuracy": "accuracy", "loss": "loss"}
 QUANTITIES = (*(f"final_{m}" for m in (*METRICS, "loss")), *(f"test_{m}" for m in (*METRICS, "loss")),
-              *METRICS, "loss", *(f"{m}_step" for m in (*METRICS, "loss")), "area_f1", "steps", "gap_accuracy",
+              *METRICS, "loss", *(f"{m}_step" for m in (*METRICS, "loss")), "steps", "gap_accuracy",
               "gap_loss", "evaluations", "wall_time_s", "images_per_s")
 EVAL_METRICS = ("f1_macro", "accuracy")
 TEST, VALIDATION = "test", "validation"
@@ -82,7 +83,7 @@ def quantities(stats: dict[str, Any]) -> dict[str, float]:
         for m in (*METRICS, "loss"):
             q[f"{split}_{m}"] = (stats.get(split) or {}).get(m)
     c = stats["curves"]
-    q.update(area_f1=c["area_f1"], steps=c["steps"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
+    q.update(steps=c["steps"], gap_accuracy=stats["gap"]["accuracy_train_minus_val"],
              gap_loss=stats["gap"]["loss_val_minus_train"], evaluations=c["evaluations"],
              wall_time_s=stats["wall_time_s"], images_per_s=stats["images_per_s"])
     return {k: q[k] for k in QUANTITIES if q.get(k) is not None}
@@ -131,7 +132,7 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "runs": runs,
         "aggregate": aggregate,
         "comparison": comparison,
-        "dynamics": dynamics_summary(study),
+        "answers": answers_summary(study),
         "trend": trend_summary(by_seed, headline(study)["quantity"]),
         "evaluation": evaluation,
         "pretext": {t: task_pretext(study, t) for t in study.pretexts},

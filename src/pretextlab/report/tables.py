@@ -10,11 +10,11 @@ import statistics
 from typing import Any
 
 from ..layout import SCRATCH
-from .formatting import at_step, duration, interval, labels_at, mean_std, number
+from .answers import value_verdict
+from .formatting import duration, interval, labels_at, mean_std, number
 from .records import Dataset, RunConfig
 from .render import md
 from .results import PER_SEED, PROTOCOLS, Study, class_names, column
-from .rules import PLATEAU_SPAN, TARGET_FRACTION
 from .summary import fraction_key
 
 Table = tuple[list[str], list[list[str]]]
@@ -34,7 +34,6 @@ TABLE_ROWS = (  # label, quantity, step quantity (shown in brackets), kind
     ("secondary: best val macro-F1 over the evaluations (step)", "f1_macro", "f1_macro_step", "metric"),
     ("secondary: best val accuracy (step)", "accuracy", "accuracy_step", "metric"),
     ("secondary: lowest val loss (step)", "loss", "loss_step", "metric"),
-    ("normalised area under val macro-F1", "area_f1", None, "metric"),
     ("train − val accuracy, last evaluation", "gap_accuracy", None, "metric"),
     ("val − train loss, last evaluation", "gap_loss", None, "metric"),
     ("optimizer steps trained", "steps", None, "step"),
@@ -81,64 +80,38 @@ def _diff(c: dict[str, Any] | None, kind: str) -> str:
     return text + (f" {interval(c['paired_ci95'], True, kind)}" if c.get("paired_ci95") is not None else "")
 
 
-def _speed_rows(label: str, o: dict[str, Any] | None, budget: float) -> list[list[str]]:
-    """A speed rule over seeds: each arm's mean step (share of the budget) or how many seeds reached it."""
-    if not o:
-        return []
-    if o["reached"]["scratch"] < o["n"] or o["reached"]["pretrained"] < o["n"] or not o["steps"]:
-        return [[label, *(f"reached in {o['reached'][a]} of {o['n']} seeds" if o["n"] > 1
-                          else ("never reached" if not o["reached"][a] else "reached")
-                          for a in ("pretrained", "scratch")), "–", "–"]]
-    c = o["steps"]
-    speed = f"{o['speedup']['mean']:.2f}x" if o["speedup"] else "–"
-    return [[label, at_step(c["pretrained"], budget).removeprefix("step "),
-             at_step(c["scratch"], budget).removeprefix("step "), _diff(c, "step"), speed]]
-
-
-def dynamics_table(summary: dict[str, Any], fraction: float, arm: str) -> Table | None:
-    """The four questions for one fraction and pretrained arm (summary.json "dynamics" and "comparison"):
-    rows = measures; columns = the arm, scratch, the paired difference, the speed-up."""
-    d = (summary.get("dynamics") or {}).get(fraction_key(fraction), {}).get(arm)
-    if not d:
+def answers_table(summary: dict[str, Any], fraction: float, arm: str) -> Table | None:
+    """The four questions for one fraction and pretrained arm (summary.json "answers"), every number the
+    sentences use: rows = each curve's levels, the plateau, the final and highest values; columns = the arm's
+    mean, scratch's, the paired difference [95% CI] and the verdict."""
+    entry = (summary.get("answers") or {}).get(fraction_key(fraction), {}).get(arm)
+    if not entry:
         return None
-    o, budget = d["over_seeds"], d["budget"]
-    level = {k: f" {number(o[k]['level']['mean'], 'metric')}" if o[k] else "" for k in ("train_loss", "val_loss")}
-    rows = [*_speed_rows(f"training loss: steps to the common level{level['train_loss']}", o["train_loss"], budget),
-            *_speed_rows(f"validation loss: steps to the common level{level['val_loss']}", o["val_loss"], budget)]
-    if o["f1"]:
-        rows += _speed_rows(f"val macro-F1: steps to {number(o['f1']['target']['mean'], 'metric')} "
-                            f"({TARGET_FRACTION:.0%} of scratch's final)", o["f1"], budget)
-    if o["area"]:
-        rows.append(["normalised area under val macro-F1", number(o["area"]["pretrained"], "metric"),
-                     number(o["area"]["scratch"], "metric"), _diff(o["area"], "metric"), "–"])
-    if p := o["plateau"]:
-        if p["rise"]:
-            rows.append([f"val macro-F1 change over the last {PLATEAU_SPAN:.0%} of the budget",
-                         number(p["rise"]["pretrained"], "metric", True), number(p["rise"]["scratch"], "metric", True),
-                         _diff(p["rise"], "metric"), "–"])
-        n = len(d["seeds"])
-        if p["steps"] and p["steps"]["paired_n"] == n:
-            cells = [at_step(p["steps"][a], budget).removeprefix("step ") for a in ("pretrained", "scratch")]
-            rows.append(["plateau: first step", *cells, _diff(p["steps"], "step"), "–"])
-        else:
-            rows.append(["plateau", *("; ".join(f"{STATES[k]} in {v} of {n}" for k, v in p["states"][a].items())
-                                      for a in ("pretrained", "scratch")), "–", "–"])
-    if st := o["stop"]:
-        rows.append(["stopped at step (plateau schedule)",
-                     *(at_step(st["steps"][a], budget).removeprefix("step ") for a in ("pretrained", "scratch")),
-                     _diff(st["steps"], "step"), "–"])
-        if st["wall_time_s"]:
-            rows.append(["training time when it stopped", *(duration(st["wall_time_s"][a])
-                                                              for a in ("pretrained", "scratch")),
-                         _diff(st["wall_time_s"], "seconds") + " s", "–"])
-    for label, key in ((f"end of training: {summary['headline']['text']} (primary)", summary["headline"]["quantity"]),
-                       ("secondary: best val macro-F1 over the evaluations", "f1_macro")):
-        if c := o["end"].get(key):
+    o, n = entry["over_seeds"], len(entry["seeds"])
+    names = {"train_loss": "training loss (smoothed)", "val_loss": "validation loss", "metric": "val macro-F1"}
+    rows = []
+    for key, name in names.items():
+        if not o[key]:
+            continue
+        for lv in o[key]["levels"]:
+            cells = [number(lv[a], "step") + ("" if lv["reached"][a] == n else f" ({lv['reached'][a]} of {n} seeds)")
+                     if lv[a] is not None else "never" for a in ("pretrained", "scratch")]
+            rows.append([f"{name}: step to {lv['share']:.0%} of the way ({number(lv['level'], 'metric')})", *cells,
+                         _diff(lv["difference"], "step"), lv["verdict"]])
+        ahead = o[key]["ahead"]
+        rows.append([f"{name}: share of the steps where it is better", f"{ahead['pretrained']:.0%}",
+                     f"{ahead['scratch']:.0%}", "–", "–"])
+    p = o["plateau"]
+    rows.append(["plateau: step (seeds that reached it)",
+                 *(f"{number(p[a]['step'], 'step')} ({p[a]['reached']} of {n})" if p[a]["step"] is not None
+                   else f"none (0 of {n})" for a in ("pretrained", "scratch")), _diff(p["difference"], "step"),
+                 p["verdict"]])
+    for label, q in (("final val macro-F1", "final"), ("highest val macro-F1", "max"), ("test macro-F1", "test")):
+        if c := o["end"].get(q):
             rows.append([label, number(c["pretrained"], "metric"), number(c["scratch"], "metric"), _diff(c, "metric"),
-                         "–"])
-    n = len(d["seeds"])
+                         value_verdict(c)])
     return ["question", md(arm), "scratch", f"{md(arm)} − scratch" + (f" [95% CI], {n} seeds" if n > 1 else ""),
-            "speed-up (scratch steps / arm steps)"], rows
+            "verdict"], rows
 
 
 def _evaluation_cell(c: dict[str, Any] | None) -> str:

@@ -99,6 +99,7 @@ class FinetuneSummary(TypedDict, total=False):
     stopped_early: bool
     schedule: str | None
     patience: int | None
+    kept: str | None
     classes: list[str] | None
     final: Scores | None
     confusion_val: Matrix | None
@@ -137,6 +138,7 @@ class TrainSettings(TypedDict, total=False):
     epochs: int | None
     schedule: str | None
     patience: int | None
+    cooldown: float | None
 
 
 class Resolved(TypedDict, total=False):

@@ -173,7 +173,7 @@ class ReportSummary(ReportVerdicts, total=False):
     rules: dict[str, Any]
     runs: dict[str, RunStats]
     aggregate: dict[str, dict[str, dict[str, Aggregate]]]  # fraction -> arm -> quantity
-    dynamics: dict[str, dict[str, dict[str, Any]]]  # fraction -> pretrained arm -> the four questions
+    answers: dict[str, dict[str, dict[str, Any]]]  # fraction -> pretrained arm -> the four questions
     trend: dict[str, dict[str, Any]]  # pretrained arm -> the gain's change across fractions
     pretext: dict[str, PretextStats]
     machine: dict[str, Any] | None

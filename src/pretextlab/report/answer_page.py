@@ -1,0 +1,124 @@
+"""answers.md: the page a student pastes into a README. Per label fraction: one figure (training loss,
+validation loss and validation macro-F1, every seed's run to its end), the metric table (final and highest per
+network, test beside validation where there is a test split) and the four answers in short plain sentences;
+then example predictions and a few lines on how to read it. The rules, the intervals and the full tables are in
+report.md, which it links: this page defines every word it uses and nothing more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..layout import REPORT_MD, SCRATCH
+from .answers import METRIC_NAME, fraction_answers
+from .figures import answer_figure
+from .formatting import labels_at, number
+from .render import Doc, md
+from .results import Study, fraction_key
+from .rules import LEVELS, PLATEAU_GAIN, PLATEAU_WAIT
+
+SCHEDULES = {"wsd": "warm up, hold the learning rate constant, then lower it to zero over the last {cooldown:.0%} "
+                    "of the steps",
+             "onecycle": "warm up, then lower the learning rate steadily to zero",
+             "cosine": "lower the learning rate to zero along a cosine",
+             "constant": "a constant learning rate",
+             "plateau": "a constant learning rate, stopping once validation {metric} has not improved for "
+                        "{patience} evaluations, keeping the best model"}
+
+
+def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples: str | None) -> Doc:
+    """The answer page of a study; its figures are drawn into fig_dir. `examples`: the name of the example
+    predictions figure report.md drew (None: no finished run has examples yet)."""
+    doc = Doc()
+    arms = [a for a in study.arms if a != SCRATCH]
+    cfg = study.config
+    name = next((n for n in (cfg.dataset and cfg.dataset.name, cfg.data.source) if n is not None), "the data")
+    doc.heading(1, f"Does {' / '.join(md(a) for a in arms) or 'pretext'} pretraining help? ({md(name)})")
+    doc.para(_setup(study, summary, arms))
+    for f in study.fractions:
+        key = fraction_key(f)
+        n = labels_at(summary, f)
+        doc.heading(2, f"{f:.0%} of the labels" + (f" ({n:,} images)" if n else ""))
+        if not any(r.fraction == f for r in study.runs):
+            doc.para("No run at this fraction has finished an evaluation yet.")
+            continue
+        fig = f"answers_f{f:g}.png"
+        answer_figure(study, summary, f, fig_dir / fig)
+        doc.figure(fig, "Left to right: training loss (smoothed), validation loss, validation "
+                        f"{METRIC_NAME}, against optimizer steps; one line per network and seed, each to its end")
+        doc.table(*metric_table(study, summary, f))
+        for arm in arms:
+            answers = fraction_answers(summary, key, arm)
+            if not answers:
+                doc.para(f"{md(arm)} vs scratch: waiting for finished runs of both.")
+                continue
+            doc.blocks.append("\n".join(f"{i}. **{q}.** {text}" for i, (q, text) in enumerate(answers, 1)))
+    if examples:
+        doc.heading(2, "Example predictions")
+        doc.figure(examples, "Validation images, the true class above each, and each network's prediction with its "
+                             "confidence (green: right, red: wrong)")
+    doc.heading(2, "How to read this page")
+    doc.bullets(reading_notes(study, summary))
+    return doc
+
+
+def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
+    cfg = study.config
+    runs = [r for r in study.runs if r.finished] or study.runs
+    schedule = runs[0].schedule if runs else None
+    cooldown = runs[0].config.cooldown if runs else None
+    how = SCHEDULES.get(schedule or "", schedule or "?").format(cooldown=cooldown or 0, metric=METRIC_NAME,
+                                                                 patience=runs[0].patience if runs else "?")
+    seeds = len(study.seeds)
+    return (f"The backbone **{md(cfg.backbone or '?')}** was trained twice at each label fraction: from random "
+            f"weights (**scratch**) and from the weights that {' and '.join(f'**{md(a)}**' for a in arms)} "
+            "pretraining learned without labels. Both use the same recipe and the same number of steps"
+            + (f" ({how})" if schedule else "") + f"; {seeds} seed" + ("s" if seeds != 1 else "")
+            + " (each a full repeat: pretraining, label subset, initialisation)"
+            + ("" if summary["headline"]["split"] != "test" else "; test scores are on a separate test split")
+            + f". Details, rules and per-seed numbers: [{REPORT_MD}]({REPORT_MD}).")
+
+
+def metric_table(study: Study, summary: dict[str, Any], fraction: float) -> tuple[list[str], list[list[str]]]:
+    """Per network: the final (kept) model's validation macro-F1 and accuracy, the highest validation macro-F1
+    during training and its step, and the test score where there is one (means over finished seeds)."""
+    test = summary["headline"]["split"] == "test"
+    header = ["network", f"final val {METRIC_NAME}", f"highest val {METRIC_NAME} (at step)", "final val accuracy",
+              *([f"test {METRIC_NAME}"] if test else []), "seeds"]
+    rows = []
+    for arm in study.arms:
+        runs = study.finished(fraction, arm)
+        if not runs:
+            continue
+        final = [r.summary.final.get("f1_macro") for r in runs if r.summary.final]
+        acc = [r.summary.final.get("accuracy") for r in runs if r.summary.final]
+        best = [r.best["f1_macro"] for r in runs if "f1_macro" in r.best]
+        tests = [r.summary.test.get("f1_macro") for r in runs if r.summary.test]
+        rows.append([md(arm) if arm != SCRATCH else "scratch", _mean(final), _mean([b.value for b in best])
+                     + (f" ({round(sum(b.step for b in best) / len(best))})" if best else ""), _mean(acc),
+                     *([_mean(tests)] if test else []), str(len(runs))])
+    return header, rows
+
+
+def _mean(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    return number(sum(values) / len(values), "metric") if values else "–"
+
+
+def reading_notes(study: Study, summary: dict[str, Any]) -> list[str]:
+    """The words the answers use, one line each."""
+    levels = ", ".join(f"{s:.0%}" for s in LEVELS)
+    return [
+        "**Step**: one optimizer update on one batch; both networks get the same number, so the same compute.",
+        "**Validation**: images held out from training (" + (
+            "the answers' curves); the test split is scored once at the end and never used to choose anything."
+            if summary["headline"]["split"] == "test" else "every number here; the study has no test split)."),
+        f"**How fast**: each curve is followed from the worse start of the two networks to the better end; at "
+        f"{levels} of that way we note the first step each network gets there. Steps at most one evaluation apart "
+        "count as tied. 'Better for N% of training' compares the two curves step by step.",
+        f"**Plateau**: the step of a network's best validation {METRIC_NAME} when nothing later beat it by more "
+        f"than {PLATEAU_GAIN} for {PLATEAU_WAIT:.0%} of the run, before the learning rate starts to fall.",
+        "**Seeds**: with several seeds the numbers are means, and a difference is called only when its 95% "
+        "interval over seeds excludes zero; otherwise the answer says the seeds disagree.",
+    ]
