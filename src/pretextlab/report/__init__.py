@@ -2,8 +2,9 @@
 
 `write_report(study_dir)` reads a study folder (it never trains) and writes answers.md (the page a student
 pastes: the four answers per label fraction), report.md (the details; figures linked as figures/NAME.png), their
-self-contained .html copies, figures/*.png and summary.json, the numbers behind both. A study still in progress renders too: missing and unfinished runs are listed, curves
-show what exists, and tables and conclusions use finished runs only.
+self-contained .html copies, figures/*.png and summary.json, the numbers behind both. A study still in progress
+renders too: missing and unfinished runs are listed, curves show what exists, and tables and conclusions use
+finished runs only.
 
 The package reads what the runs wrote and never imports the training side (study, train, finetune,
 pretext), so a report renders anywhere the files are. Its modules, one concern each:
