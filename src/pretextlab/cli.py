@@ -40,7 +40,9 @@ DATA_HELP = ("image folder (one sub-folder per class), a root with train/ and te
 BACKBONE_HELP = (" | ".join(BACKBONES) + " | timm:<name> | torchvision:<name> | path/to/file.py:<name> "
                  "(add @cifar to adapt a strided stem to 32 px images)")
 PRESET_HELP = {  # what each preset runs, and about how long the default study takes on a 2-core CPU
-    "fast": "the fast CNN, 2 pretext epochs, 4 fine-tuning epochs at 100% (about 50 min on 2 cores)",
+    "fast": "the fast CNN, 2 pretext epochs, 4 fine-tuning epochs at 100%, the rate held constant then lowered over "
+            "the last 20% (--dry-run prints the time on this machine)",
+    "fast-onecycle": "fast with one-cycle fine-tuning (the earlier recipe: its studies resume and replicate)",
     "homework": "MobileNetV3-Large, AdamW 1e-3, 15 epochs at a constant rate (hours on 2 cores; a GPU preset)",
     "plateau": "the fast CNN, AdamW 1e-3 at a constant rate, each run stopped when validation macro-F1 stops "
                "improving (8 evaluations), at most 20 epochs at 100%",
