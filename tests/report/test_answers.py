@@ -90,7 +90,7 @@ def test_a_faster_arm_in_every_seed_is_named_first_at_every_level_with_steps_and
     e = entry(*(seed_entry(ramp(0.2, 0.8, 10, a), ramp(0.2, 0.8, 10, b)) for a, b in spans))
     assert verdicts(e) == ["pretrained"] * 4
     s = sentences(e)["metric"]
-    assert "(means over 3 seeds): rotation got to every level first." in s
+    assert ": rotation got to every level first." in s
     # halfway (0.5): scratch at 80, 100, 90 (mean 90), rotation at 40, 50, 50 (mean 46.7)
     assert f"Halfway (0.500): rotation at step 47, scratch at step 90, {90 / (140 / 3):.1f}x sooner" in s
     assert "1.9x sooner" in s
@@ -201,7 +201,7 @@ def test_a_decaying_schedule_makes_the_plateau_question_unanswerable():
     e = entry(seed_entry(scratch, pretrained, decaying=True), schedule="onecycle")
     assert e["by_seed"][0]["plateau"]["pretrained"]["state"] == "plateau"  # flat at the end, yet not an answer
     s = sentences(e)["plateau"]
-    assert s.startswith("Plateau: not answerable from this run: under one-cycle")
+    assert s.startswith("Not answerable from this run: under one-cycle")
     assert "reached its plateau first" not in s
 
 

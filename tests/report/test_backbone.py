@@ -49,3 +49,17 @@ def test_a_user_file_backbone_is_not_run_and_the_report_says_why(tmp_path):
     assert note == [f"The backbone `{spec}` is the study's own Python file; the report runs no code a study folder "
                     "names, so it shows no filters or feature maps for it."]
     assert not list((study / "figures").glob("filters_*.png")) and not list((study / "figures").glob("feature_*"))
+
+
+def test_an_exported_study_keeps_the_backbone_figures_drawn_while_it_had_weights(tmp_path):
+    """export leaves weights out: re-rendering the copy must not drop the filters and feature maps."""
+    study = make_study(tmp_path / "s")
+    write_report(study)
+    drawn = sorted(p.name for p in (study / "figures").glob("f*_context.png"))
+    assert drawn == ["feature_maps_context.png", "filters_context.png"]
+    for name in ("checkpoint.pt", "backbone.safetensors"):
+        (study / "pretrain-context" / name).unlink(missing_ok=True)
+    write_report(study)
+    md = (study / "report.md").read_text()
+    assert "an exported study keeps no weights" in md and all(f"figures/{n}" in md for n in drawn)
+    assert sorted(p.name for p in (study / "figures").glob("f*_context.png")) == drawn

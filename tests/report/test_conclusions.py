@@ -46,8 +46,8 @@ def test_a_faster_arm_one_seed():
     assert a[RISE].startswith("Validation macro-F1 rose from 0.200 to 0.680: context got to every level first. "
                               "Halfway (0.440): context at step 20, scratch at step 40, 2.0x sooner")
     assert "The context curve was higher for 100% of the steps, scratch's for 0%." in a[RISE]
-    assert a[PLATEAU].startswith("Plateau: not answerable from this run: under one-cycle")
-    assert a[BEST] == ("Best values: the final model's validation macro-F1 is 0.6800 with context pretraining vs "
+    assert a[PLATEAU].startswith("Not answerable from this run: under one-cycle")
+    assert a[BEST] == ("On validation the final model's macro-F1 is 0.6800 with context pretraining vs "
                        "0.6400 from scratch: +0.0400 for context. The highest value during training was 0.6800 "
                        "(context, at step 100) vs 0.6400 (scratch, at step 100).")
 
@@ -77,7 +77,7 @@ def test_a_tie_within_one_evaluation_is_no_winner():
     a = _answers({("scratch", 0): {"f1": [0.30, 0.45, 0.55, 0.60, 0.62, 0.63, 0.635, 0.64, 0.642, 0.645]},
                   ("context", 0): {"f1": [0.31, 0.44, 0.56, 0.59, 0.62, 0.631, 0.634, 0.641, 0.643, 0.644]}})
     assert "both got to every level within one evaluation (10 steps) of each other: equally fast" in a[RISE]
-    assert a[BEST].startswith("Best values: the final model's validation macro-F1 is 0.6440 with context pretraining "
+    assert a[BEST].startswith("On validation the final model's macro-F1 is 0.6440 with context pretraining "
                               "vs 0.6450 from scratch: -0.0010 for context, about equal.")
 
 
@@ -96,7 +96,7 @@ def test_the_final_model_is_the_answer_and_the_highest_value_stands_beside_it():
     # context peaks higher mid-run but ends lower
     a = _answers({("scratch", 0): {"f1": RISING},
                   ("context", 0): {"f1": [0.4, 0.5, 0.6, 0.7, 0.72, 0.7, 0.66, 0.64, 0.62, 0.6]}})
-    assert a[BEST] == ("Best values: the final model's validation macro-F1 is 0.6000 with context pretraining vs "
+    assert a[BEST] == ("On validation the final model's macro-F1 is 0.6000 with context pretraining vs "
                        "0.6400 from scratch: -0.0400 for context. The highest value during training was 0.7200 "
                        "(context, at step 50) vs 0.6400 (scratch, at step 100).")
 

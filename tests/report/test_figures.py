@@ -161,7 +161,7 @@ def test_curves_are_against_optimizer_steps_and_the_caption_says_how(tmp_path):
     assert "optimizer steps" in caption and "one step: 64 images" in caption
     assert "steps.csv's loss every 10 steps, smoothed by a centred running mean" in caption
     assert "the series the answers read" in caption
-    assert "images_seen and wall_time_s" in caption and "bands span the minimum to the maximum" in caption
+    assert "images_seen and wall_time_s" in caption and "thin lines are each seed to its end" in caption
     caption = curves_caption(old.runs)
     assert "epoch x steps per epoch" in caption and "no steps.csv" in caption and "wall_time_s" in caption
 

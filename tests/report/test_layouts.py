@@ -108,7 +108,7 @@ def test_test_split_numbers_are_reported_and_their_split_named(tmp_path: Path):
     assert "Test macro-F1: mean ± std [95% CI] over seeds" in md and "Validation macro-F1: mean ± std" in md
     assert "**linear probe, context vs random init** (test macro-F1)" in md
     assert "| **test macro-F1 (final model) (primary)** | 0.3600 ± 0.0141 | 0.4700 ± 0.0283 | +0.1100 |" in md
-    assert ("Best values (means over 2 seeds): on the test split (never used for any choice) the final model's "
+    assert ("Means over 2 seeds: on the test split (never used for any choice) the final model's "
             "macro-F1 is 0.4700 with context pretraining vs 0.3600 from scratch: +0.1100 for context, within the "
             "spread between seeds") in md
     assert "*Test macro-F1 vs label fraction" in md

@@ -91,7 +91,7 @@ def test_report_pretrained_minus_scratch(finished_study: Path):
     assert pair["metric"] == json.loads(json.dumps(level_steps(scratch, points, False, 10)))
     c = summary["comparison"]["1"]["context"]
     assert c["final_f1_macro"]["pretrained_minus_scratch"] == pytest.approx(0.5861 - 0.4912)
-    assert "validation macro-F1 is 0.5861 with context pretraining vs 0.4912 from scratch: +0.0949 for context" in md
+    assert "macro-F1 is 0.5861 with context pretraining vs 0.4912 from scratch: +0.0949 for context" in md
     assert ("**Pretraining with context**, on validation macro-F1 of the final model (pretrained minus scratch; one "
             "seed: differences within 0.005 count as no difference, nothing is called significant): was ahead at "
             "fraction 1 (+0.0949), 0.1 (+0.1335).") in md

@@ -75,7 +75,7 @@ def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
             f"weights (**scratch**) and from the weights that {' and '.join(f'**{md(a)}**' for a in arms)} "
             "pretraining learned without labels. Both use the same recipe and the same number of steps"
             + (f" ({how})" if schedule else "") + f"; {seeds} seed" + ("s" if seeds != 1 else "")
-            + " (each a full repeat: pretraining, label subset, initialisation)"
+            + " (each a full repeat: pretraining, label subset, initialisation; the answers give means over them)"
             + ("" if summary["headline"]["split"] != "test" else "; test scores are on a separate test split")
             + f". Details, rules and per-seed numbers: [{REPORT_MD}]({REPORT_MD}).")
 
@@ -116,7 +116,7 @@ def reading_notes(study: Study, summary: dict[str, Any]) -> list[str]:
             if summary["headline"]["split"] == "test" else "every number here; the study has no test split)."),
         f"**How fast**: each curve is followed from the worse start of the two networks to the better end; at "
         f"{levels} of that way we note the first step each network gets there. Steps at most one evaluation apart "
-        "count as tied. 'Better for N% of training' compares the two curves step by step.",
+        "count as tied. 'Lower (higher) for N% of the steps' compares the two curves step by step.",
         f"**Plateau**: the step of a network's best validation {METRIC_NAME} when nothing later beat it by more "
         f"than {PLATEAU_GAIN} for {PLATEAU_WAIT:.0%} of the run, before the learning rate starts to fall.",
         "**Seeds**: with several seeds the numbers are means, and a difference is called only when its 95% "

@@ -247,7 +247,7 @@ def curve_sentence(o: dict[str, Any], key: str, arm: str, gap: float, n: int) ->
         shown.append(f"{where} ({_value(lv['level'])}): {steps}")
     ahead, better = o["ahead"], "higher" if key == "metric" else "lower"
     text = "; ".join(shown)
-    return (f"{name} {verb} from {_value(o['start'])} to {_value(o['end'])}{_seeds(n)}: "
+    return (f"{name} {verb} from {_value(o['start'])} to {_value(o['end'])}: "
             f"{_levels_phrase(o['levels'], arm, gap)}. {text[:1].upper()}{text[1:]}. The {arm} curve was {better} "
             f"for {ahead['pretrained']:.0%} of the steps, scratch's for {ahead['scratch']:.0%}.")
 
@@ -270,7 +270,7 @@ def plateau_sentence(entry: dict[str, Any], arm: str) -> str:
     if rule == "decaying":
         why = DECAYING.get(entry["schedule"] or "", f"the {entry['schedule']} schedule")
         reached = [names[a] for a in ARMS if o[a]["reached"]]
-        return ("Plateau: not answerable from this run: under " + why + " the flattening at the end is the "
+        return ("Not answerable from this run: under " + why + " the flattening at the end is the "
                 "schedule's, not the network's" + (f" ({' and '.join(reached)} stayed flat over the last 20% in "
                                                   "some seeds)" if reached else "")
                 + ". Run a study with a constant phase (the default wsd schedule) to answer it.")
@@ -325,15 +325,15 @@ def best_sentence(entry: dict[str, Any], arm: str) -> str:
             return f"{d} for {arm}, {judged} (95% interval {lo} to {hi})"
         return f"{d} for {arm}" + (", about equal" if v == "same" else "")
 
-    c, text = o["final"], f"Best values{_seeds(n)}: "
+    c, text = o["final"], f"{'Means over ' + str(n) + ' seeds: o' if n > 1 else 'O'}"
     if "test" in o:  # the claim is the kept model's test score; validation chose nothing of it
         t = o["test"]
-        text += (f"on the test split (never used for any choice) the {kept}'s {METRIC_NAME} is "
+        text += (f"n the test split (never used for any choice) the {kept}'s {METRIC_NAME} is "
                  f"{number(t['pretrained'], 'metric')} with {arm} pretraining vs {number(t['scratch'], 'metric')} from "
                  f"scratch: {diff(t)}. On validation it is {number(c['pretrained'], 'metric')} vs "
                  f"{number(c['scratch'], 'metric')}")
     else:
-        text += (f"the {kept}'s validation {METRIC_NAME} is {number(c['pretrained'], 'metric')} with {arm} "
+        text += (f"n validation the {kept}'s {METRIC_NAME} is {number(c['pretrained'], 'metric')} with {arm} "
                  f"pretraining vs {number(c['scratch'], 'metric')} from scratch: {diff(c)}")
     if "max" in o:
         m, at = o["max"], o["max_step"]

@@ -109,8 +109,9 @@ def mean_band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 def plot_arm(ax: Axes, runs: Sequence[Run], key: str, unit: str, color: str, label: str) -> np.ndarray | None:
-    """An arm's mean curve over seeds with its min-max band; finished seeds only where there are any, so a
-    seed still training does not cut the curve short. Returns the mean (None: nothing to draw)."""
+    """An arm's mean curve over seeds with its min-max band where every seed has values, and each seed's own
+    thin line to its end (a run the plateau schedule stopped early is seen to stop); finished seeds only where
+    there are any, so a seed still training does not cut the curve short. Returns the mean (None: nothing)."""
     runs = [r for r in runs if r.finished] or list(runs)
     curves = [c for r in runs if (c := run_curve(r, key, unit)) is not None]
     if not curves:
@@ -119,6 +120,9 @@ def plot_arm(ax: Axes, runs: Sequence[Run], key: str, unit: str, color: str, lab
     ax.plot(x, mean, color=color, lw=1.6, marker="o" if len(x) < 6 else None, ms=3, label=label)
     if len(curves) > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+        for c in curves:
+            ax.plot(c.x, c.y, color=color, lw=0.6, alpha=0.5)
+            ax.plot(c.x[-1:], c.y[-1:], color=color, marker="|", ms=7, alpha=0.8)  # where this seed ended
     return mean
 
 
@@ -229,8 +233,9 @@ def curves_caption(runs: Sequence[Run]) -> str:
     else:
         parts.append("training loss: the mean over each evaluation interval (metrics.csv; these runs have no "
                      f"{STEPS}), unsmoothed")
-    parts.append("validation curves: one point per evaluation; lines are the mean over seeds, bands span the "
-                 "minimum to the maximum over seeds")
+    parts.append("validation curves: one point per evaluation; thick lines are the mean over seeds where every seed "
+                 "has values, bands span their minimum to maximum, thin lines are each seed to its end (a tick marks "
+                 "where it ended)")
     if columns:
         parts.append(f"metrics.csv also records {' and '.join(columns)} per evaluation, so the same curves can be "
                      "drawn against " + " or ".join({"images_seen": "images seen",
@@ -346,7 +351,7 @@ def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: 
     early is seen to stop), the step where a constant rate starts to fall, and each run's plateau (a dot)."""
     runs = [r for r in study.runs if r.fraction == fraction]
     colors = arm_colors(study.arms)
-    fig = new_figure(WIDTH, 3.1)
+    fig = new_figure(WIDTH, 2.8)
     axes = fig.subplots(1, 3)
     unit = common_unit(runs)
     entries = (summary.get("answers") or {}).get(fraction_key(fraction), {})

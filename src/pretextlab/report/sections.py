@@ -341,11 +341,24 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
         _backbone_views(doc, run, images_of, fig_dir)
 
 
+BACKBONE_CAPTIONS = ("First convolution's filters, each min-max scaled on its own",
+                     "Feature maps of one validation image (first 16 channels, each min-max scaled) after the first "
+                     "conv stage and the first block")
+
+
 def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig_dir: Path) -> None:
     """First-layer filters and early feature maps: pretrained vs randomly initialised (seed 0)."""
     task, folder = run.task, run.folder
     if not (run.path / CHECKPOINT).exists():
-        doc.para(f"No checkpoint in {md(folder + '/', code=True)}, so no filters or feature maps.")
+        drawn = [n for n in (f"filters_{task}.png", f"feature_maps_{task}.png") if (fig_dir / n).is_file()]
+        if not drawn:
+            doc.para(f"No checkpoint in {md(folder + '/', code=True)}, so no filters or feature maps.")
+            return
+        # an exported study keeps no weights: the figures drawn while it had them stay, and say so
+        doc.para(f"No checkpoint in {md(folder + '/', code=True)} (an exported study keeps no weights): the figures "
+                 "below were drawn when it had them.")
+        for name, caption in zip(drawn, BACKBONE_CAPTIONS):
+            doc.figure(name, caption)
         return
     try:
         pretrained, meta, source = load_pretext_backbone(run)
@@ -360,8 +373,8 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
     doc.para(f"Pretrained weights: {md(f'{folder}/{source}', code=True)}; the reference is the same architecture "
              "freshly initialised with seed 0. Feature maps are computed in eval mode (running BatchNorm statistics).")
     filters_figure(nets, fig_dir / f"filters_{task}.png")
-    doc.figure(f"filters_{task}.png", "First convolution's filters, each min-max scaled on its own"
-               + (" (RGB)" if meta["channels"] == 3 else " (mean over input channels)"))
+    doc.figure(f"filters_{task}.png", BACKBONE_CAPTIONS[0] + (" (RGB)" if meta["channels"] == 3 else
+                                                              " (mean over input channels)"))
     if not images_of:
         doc.para(f"No example image ({EXAMPLES}) yet, so no feature maps.")
         return
@@ -373,8 +386,7 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
         doc.para(f"Could not compute feature maps of an example image ({type(e).__name__}: {md(e)}).")
         return
     feature_maps_figure(image, maps, fig_dir / f"feature_maps_{task}.png")
-    doc.figure(f"feature_maps_{task}.png", "Feature maps of one validation image (first 16 channels, each "
-                                           "min-max scaled) after the first conv stage and the first block")
+    doc.figure(f"feature_maps_{task}.png", BACKBONE_CAPTIONS[1])
 
 
 def _setup(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
