@@ -329,6 +329,26 @@ def test_wsd_warms_up_holds_then_falls_to_zero_over_its_cooldown():
     assert "cooldown" not in train_settings(TrainConfig(schedule="wsd"))  # the default: older configs compare equal
 
 
+def test_an_interrupted_plateau_run_resumes_to_the_same_kept_model(tiny_dataset, tiny_train_config,
+                                                                   tiny_data_config, tmp_path):
+    """Early stopping's best weights travel in the checkpoint: a resumed run keeps the same best model."""
+    cfg = tiny_train_config(epochs=12, schedule="plateau", patience=3, warmup=0.0, lr=0.05)
+
+    def run(out, **kw):
+        torch.manual_seed(5)
+        return finetune(tiny_data_config("tiny", tmp_path / "c"), cfg, "fast", out, dataset=tiny_dataset,
+                        device="cpu", quiet=True, **kw)
+
+    a = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", on_epoch_end=_stop_after_first_epoch)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["best_model"] is not None
+    b = run(tmp_path / "b")
+    assert b["final"] == a["final"] and b["steps"] == a["steps"] and b["kept"] == "best"
+    assert deterministic(read_csv(tmp_path / "b" / "metrics.csv")) == deterministic(read_csv(tmp_path / "a" /
+                                                                                             "metrics.csv"))
+
+
 def test_plateau_needs_patience_and_patience_needs_plateau():
     with pytest.raises(UserError, match="--schedule plateau needs --patience"):
         TrainConfig(schedule="plateau")

@@ -85,7 +85,7 @@ def metric_table(study: Study, summary: dict[str, Any], fraction: float) -> tupl
     during training and its step, and the test score where there is one (means over finished seeds)."""
     test = summary["headline"]["split"] == "test"
     header = ["network", f"final val {METRIC_NAME}", f"highest val {METRIC_NAME} (at step)", "final val accuracy",
-              *([f"test {METRIC_NAME}"] if test else []), "seeds"]
+              "highest val accuracy (at step)", *([f"test {METRIC_NAME}"] if test else []), "seeds"]
     rows = []
     for arm in study.arms:
         runs = study.finished(fraction, arm)
@@ -93,12 +93,16 @@ def metric_table(study: Study, summary: dict[str, Any], fraction: float) -> tupl
             continue
         final = [r.summary.final.get("f1_macro") for r in runs if r.summary.final]
         acc = [r.summary.final.get("accuracy") for r in runs if r.summary.final]
-        best = [r.best["f1_macro"] for r in runs if "f1_macro" in r.best]
         tests = [r.summary.test.get("f1_macro") for r in runs if r.summary.test]
-        rows.append([md(arm) if arm != SCRATCH else "scratch", _mean(final), _mean([b.value for b in best])
-                     + (f" ({round(sum(b.step for b in best) / len(best))})" if best else ""), _mean(acc),
-                     *([_mean(tests)] if test else []), str(len(runs))])
+        rows.append([md(arm) if arm != SCRATCH else "scratch", _mean(final), _highest(runs, "f1_macro"), _mean(acc),
+                     _highest(runs, "accuracy"), *([_mean(tests)] if test else []), str(len(runs))])
     return header, rows
+
+
+def _highest(runs: list, metric: str) -> str:
+    """The highest value of a validation metric over each run's evaluations, and its step (means over runs)."""
+    best = [r.best[metric] for r in runs if metric in r.best]
+    return _mean([b.value for b in best]) + (f" ({round(sum(b.step for b in best) / len(best))})" if best else "")
 
 
 def _mean(values: list[float | None]) -> str:
