@@ -53,6 +53,8 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
             if not answers:
                 doc.para(f"{md(arm)} vs scratch: waiting for finished runs of both.")
                 continue
+            if len(arms) > 1:
+                doc.heading(3, f"{md(arm)} vs scratch")
             doc.blocks.append("\n".join(f"{i}. **{q}.** {text}" for i, (q, text) in enumerate(answers, 1)))
     if examples:
         doc.heading(2, "Example predictions")
