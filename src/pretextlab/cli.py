@@ -20,6 +20,7 @@ from .dist import is_main
 from .errors import UserError
 from .finetune import DEFAULT_TASK, evaluate_checkpoint, finetune, predict_files
 from .io import load_json, save_json
+from .layout import ANSWERS_MD
 from .models import BACKBONES, check_backbone
 from .pretext import TASKS as PRETEXTS
 from .pretext import pretrain as run_pretrain
@@ -295,12 +296,14 @@ def study(
     if is_main() and not dry_run:  # one process writes the report
         from .report import write_report
 
-        typer.echo(f"report: {write_report(folder)}")
+        details = write_report(folder)
+        typer.echo(f"answers: {details.with_name(ANSWERS_MD)}\ndetails: {details}")
 
 
 @app.command()
 def report(study_dir: Path = typer.Argument(..., help="a study folder, or a single run folder")) -> None:
-    """(Re-)write a study's report.md, report.html, figures and summary.json; for a run, its curves.png."""
+    """(Re-)write a study's answers.md, report.md (and their .html), figures and summary.json; for a run, its
+    curves.png."""
     from .report import write_report
     from .report.figures import run_figure
 
@@ -309,7 +312,8 @@ def report(study_dir: Path = typer.Argument(..., help="a study folder, or a sing
         return
     if not (study_dir / "study.json").is_file():
         raise UserError(f"{study_dir} is not a study folder (no study.json); run `pretextlab study --out {study_dir}`")
-    typer.echo(f"report: {write_report(study_dir)}")
+    details = write_report(study_dir)
+    typer.echo(f"answers: {details.with_name(ANSWERS_MD)}\ndetails: {details}")
 
 
 @app.command()

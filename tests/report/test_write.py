@@ -189,3 +189,10 @@ def test_evaluation_table_and_conclusions_in_the_report(probed_study: Path):
     assert "](figures/f1_vs_fraction.png)" in md
     assert "rest on two seeds" not in md  # three seeds or one: no two-seed caution
     assert (probed_study / "figures" / "f1_vs_fraction.png").stat().st_size > 10_000
+
+
+def test_the_report_command_names_both_pages(tmp_path, run_cli):
+    root = make_study(tmp_path / "named")
+    r = run_cli("report", str(root))
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[-2:] == [f"answers: {root / 'answers.md'}", f"details: {root / 'report.md'}"]
