@@ -49,6 +49,8 @@ class Dataset:
     skipped: int = 0  # unreadable files left out when decoding a folder
     cache_file: str | None = None
     fingerprint: dict | None = None  # what the images were (data.fingerprint): a run notices when they change
+    val: ImageSet | None = None  # a validation split the source provides (segmentation: data.masks)
+    ignore_index: int | None = None  # a mask value left out of the loss and the metrics (segmentation)
 
     @property
     def channels(self) -> int:
