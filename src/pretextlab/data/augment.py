@@ -1,6 +1,7 @@
 """Batched augmentation on uint8 tensors: translation by reflect-padded crops, horizontal flips and
 normalisation, for a whole batch at once (no per-image loop). One generator drives every random
 choice, so a batch is a pure function of (images, generator): seeded and exactly resumable.
+For segmentation, joint_random_resized_crop applies one random crop, scale and flip to an image and its mask.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -98,3 +100,57 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False)
     """uint8 -> float, standardised with the training set's channel statistics."""
     x = x.to(torch.float32, copy=True).div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation: the same geometry for an image and its mask
+
+
+def joint_random_resized_crop(images: Tensor, masks: Tensor, out_hw: tuple[int, int], g: torch.Generator,
+                              scale: tuple[float, float] = (0.5, 1.0), flip: bool = True) -> tuple[Tensor, Tensor]:
+    """Random scaled crops of a batch of images and their label masks, resized to out_hw, one box per image.
+
+    Policy: train on random crops covering a random fraction of the image, evaluate on the whole image (no
+    crop, no flip). This is the random-scale-and-crop plus horizontal flip used throughout semantic
+    segmentation training (FCN, Long et al. 2015; DeepLab, Chen et al. 2017), in the form of torchvision's
+    RandomResizedCrop (the Inception crop, Szegedy et al. 2015) without its aspect-ratio jitter.
+
+    Each image draws an area fraction s ~ U(scale); its box has the image's aspect, sides sqrt(s) H and
+    sqrt(s) W, at a uniformly random (sub-pixel) position inside the image; with `flip`, half the boxes are
+    mirrored left to right (flip_mask). Draw order, from `g` only: s, top, left, flip, so a batch is a pure
+    function of (images, masks, generator state): seeded and exactly resumable. scale=(1, 1) with
+    out_hw == (H, W) and no flip returns the input unchanged.
+
+    The image and its mask are read through the SAME sampling grid (one F.grid_sample per batch, no per-image
+    loop): images bilinear (pixel centres as in F.interpolate with align_corners=False, no antialiasing, so
+    shrinking far below the box size aliases), masks nearest, so every output label is a label of the input
+    mask at that place, never a blend of two. images uint8 (B, 3, H, W) -> uint8 (B, 3, h, w) (float images
+    stay float); masks uint8 (B, H, W) -> the same dtype (B, h, w).
+    """
+    b, _, hh, ww = images.shape
+    h, w = out_hw
+    if masks.shape != (b, hh, ww):
+        raise ValueError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}: need (B, H, W)")
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale {scale} must satisfy 0 < low <= high <= 1 (fractions of the image area)")
+    if h < 1 or w < 1:
+        raise ValueError(f"out_hw {out_hw} must be positive")
+    dev = images.device
+    s = scale[0] + (scale[1] - scale[0]) * torch.rand(b, generator=g, dtype=torch.float64)
+    side = s.sqrt()  # box sides as fractions of the image's
+    top = torch.rand(b, generator=g, dtype=torch.float64) * (1 - side)  # box corner, as a fraction of the image
+    left = torch.rand(b, generator=g, dtype=torch.float64) * (1 - side)
+    mirror = flip_mask(b, g) if flip else torch.zeros(b, dtype=torch.bool)
+    # Output pixel (i, j) samples the box at its own centre; grid_sample's coordinates (align_corners=False)
+    # run from -1 at the image's left edge to 1 at its right edge.
+    fy = (torch.arange(h, dtype=torch.float64) + 0.5) / h  # (h,) centre of row i within the box, in [0, 1]
+    fx = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+    fx = torch.where(mirror[:, None], 1 - fx, fx)  # (B, w): mirrored boxes read their columns right to left
+    ys = 2 * (top[:, None] + side[:, None] * fy) - 1  # (B, h)
+    xs = 2 * (left[:, None] + side[:, None] * fx) - 1  # (B, w)
+    grid = torch.stack([xs[:, None, :].expand(b, h, w), ys[:, :, None].expand(b, h, w)], dim=-1)
+    grid = grid.to(dev, torch.float32)
+    x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = x.round_().clamp_(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else x.to(images.dtype)
+    y = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+    return x, y[:, 0].to(masks.dtype)
