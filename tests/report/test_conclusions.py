@@ -173,3 +173,18 @@ def test_a_two_seed_verdict_carries_a_caution(tmp_path: Path):
     assert "At fraction 1 the interval rests on two seeds: two seeds give a t interval with one degree of " \
            "freedom (multiplier 12.7)" in md
     assert "Caution: some intervals below rest on two seeds" in md
+
+
+def test_the_kept_model_is_named_by_what_the_run_kept():
+    """Only runs that kept their best evaluation's weights (summary "kept": "best") call their model the kept one."""
+    import dataclasses
+
+    plateau = {"schedule": "plateau", "patience": 3}
+    runs = [memory_run(0.1, arm, 0, [0.5, 0.6, 0.65, 0.66], **plateau) for arm in ("scratch", "context")]
+    config = {"fractions": [0.1], "seeds": [0], "pretexts": ["context"]}
+    older = summarize_study(Study(Path("m"), study_config(config), runs, {}))
+    assert "the final model's macro-F1" in dict(fraction_answers(older, "0.1", "context"))["Best values"]
+    for r in runs:
+        r.summary = dataclasses.replace(r.summary, kept="best")
+    kept = summarize_study(Study(Path("m"), study_config(config), runs, {}))
+    assert "the kept (best) model's macro-F1" in dict(fraction_answers(kept, "0.1", "context"))["Best values"]

@@ -24,7 +24,7 @@ SCHEDULES = {"wsd": "warm up, hold the learning rate constant, then lower it to 
              "cosine": "lower the learning rate to zero along a cosine",
              "constant": "a constant learning rate",
              "plateau": "a constant learning rate, stopping once validation {metric} has not improved for "
-                        "{patience} evaluations, keeping the best model"}
+                        "{patience} evaluations{kept}"}
 
 
 def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples: str | None) -> Doc:
@@ -70,8 +70,9 @@ def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
     runs = [r for r in study.runs if r.finished] or study.runs
     schedule = runs[0].schedule if runs else None
     cooldown = runs[0].config.cooldown if runs else None
+    kept = ", keeping the best model" if runs and runs[0].summary and runs[0].summary.kept == "best" else ""
     how = SCHEDULES.get(schedule or "", schedule or "?").format(cooldown=cooldown or 0, metric=METRIC_NAME,
-                                                                 patience=runs[0].patience if runs else "?")
+                                                                 patience=runs[0].patience if runs else "?", kept=kept)
     seeds = len(study.seeds)
     return (f"The backbone **{md(cfg.backbone or '?')}** was trained twice at each label fraction: from random "
             f"weights (**scratch**) and from the weights that {' and '.join(f'**{md(a)}**' for a in arms)} "

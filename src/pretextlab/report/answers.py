@@ -5,6 +5,7 @@ quotes, per seed and over seeds, so a reader can redo each verdict from the runs
 
 "answers": {fraction: {<pretext arm>: {
     "seeds": [int], "budget": float, "schedule": str | null, "stable_end": float | null, "spacing": float,
+    "kept": "best" | null,   # "best": early stopping kept each run's best evaluation (the plateau schedule)
     "by_seed": {seed: {"train_loss" | "val_loss" | "metric": rules.level_steps, "plateau": {"scratch",
                 "pretrained": plateau_of, "first": verdict}, "end": {arm: {"final", "max", "max_step", "test"}}}},
     "over_seeds": {"train_loss" | "val_loss" | "metric": {"start", "end", "levels": [{"share", "level",
@@ -187,7 +188,7 @@ def answers_summary(study: Study) -> dict[str, Any]:
             by_seed = {seed: pair_answers(*runs) for seed, runs in sorted(pairs.items())}
             out.setdefault(fraction_key(f), {})[arm] = {
                 "seeds": sorted(pairs), "budget": first.budget or first.steps, "schedule": first.schedule,
-                "stable_end": stable_end(first), "spacing": gap, "by_seed": by_seed,
+                "stable_end": stable_end(first), "spacing": gap, "kept": first.summary.kept, "by_seed": by_seed,
                 "over_seeds": over_seeds(by_seed, gap)}
     return out
 
@@ -313,7 +314,7 @@ def other(arm: str) -> str:
 def best_sentence(entry: dict[str, Any], arm: str) -> str:
     """The best values: the final (kept) model's and the highest during training, with the test score."""
     o, n = entry["over_seeds"]["end"], len(entry["seeds"])
-    kept = "kept (best) model" if entry["schedule"] == "plateau" else "final model"
+    kept = "kept (best) model" if entry.get("kept") == "best" else "final model"
 
     def diff(c: dict[str, Any]) -> str:
         d = number(c["pretrained_minus_scratch"], "metric", True)
