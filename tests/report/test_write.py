@@ -196,3 +196,11 @@ def test_the_report_command_names_both_pages(tmp_path, run_cli):
     r = run_cli("report", str(root))
     assert r.returncode == 0
     assert r.stdout.splitlines()[-2:] == [f"answers: {root / 'answers.md'}", f"details: {root / 'report.md'}"]
+
+
+def test_the_answers_page_of_an_unfinished_study_says_so(tmp_path):
+    root = make_study(tmp_path / "unfinished")
+    assert "This study is not finished" not in (write_report(root).parent / "answers.md").read_text()
+    (root / "f0.1-context-s0" / "summary.json").unlink()  # still training
+    page = (write_report(root).parent / "answers.md").read_text()
+    assert "**This study is not finished**: 3 of 4 fine-tuning runs are done" in page

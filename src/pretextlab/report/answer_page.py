@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..layout import REPORT_MD, SCRATCH
+from ..layout import REPORT_MD, SCRATCH, parse_run_name
 from .answers import METRIC_NAME, fraction_answers
 from .figures import answer_figure
 from .formatting import labels_at, number
@@ -36,6 +36,12 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
     name = next((n for n in (cfg.dataset and cfg.dataset.name, cfg.data.source) if n is not None), "the data")
     doc.heading(1, f"Does {' / '.join(md(a) for a in arms) or 'pretext'} pretraining help? ({md(name)})")
     doc.para(_setup(study, summary, arms))
+    done = len(study.finished())
+    planned = len(study.runs) + len([n for n in study.missing if parse_run_name(n)])  # not the pretrainings
+    if done < planned:
+        doc.para(f"**This study is not finished**: {done} of {planned} fine-tuning runs are done; the "
+                 "figures also show runs still training (to where they are), the tables and answers use finished "
+                 "runs only, and an answer compares only the seeds both networks have finished.")
     for f in study.fractions:
         key = fraction_key(f)
         n = labels_at(summary, f)
