@@ -323,7 +323,8 @@ def best_sentence(entry: dict[str, Any], arm: str) -> str:
             lo, hi = (number(x, "metric", True) for x in c["paired_ci95"])
             judged = ("within the spread between seeds" if v == "unclear" else "equal in every seed" if v == "same" else
                       f"higher for {arm if v == 'pretrained' else 'scratch'}")
-            return f"{d} for {arm}, {judged} (95% interval {lo} to {hi})"
+            wide = "; two seeds give a wide interval" if c["paired_n"] == 2 else ""
+            return f"{d} for {arm}, {judged} (95% interval {lo} to {hi}{wide})"
         return f"{d} for {arm}" + (", about equal" if v == "same" else "")
 
     c, text = o["final"], f"{'Means over ' + str(n) + ' seeds: o' if n > 1 else 'O'}"

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..layout import METRICS as METRICS_CSV
 from ..layout import SCRATCH, STEPS
+from .answers import stable_end
 from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, save_png
 from .files import read_table
 from .formatting import fraction_title
@@ -372,14 +373,14 @@ def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: 
                     if step is not None:
                         ax.plot([step], [float(np.interp(step, c.x, c.y))], "o", ms=6, mfc="white",
                                 mec=colors[r.arm], mew=1.5)
-        ends = {e["stable_end"] for e in entries.values() if e.get("stable_end") is not None}
+        ends = {e for r in runs if r.finished and (e := stable_end(r)) is not None and e < (r.budget or r.steps)}
         for end in ends:
             ax.axvline(end, color="#888888", ls=":", lw=1)
         ax.set_title(name, fontsize=10)
         x_axis(ax, unit)
     handles, labels = arm_handles({a: c for a, c in colors.items() if any(r.arm == a for r in runs)})
-    extra = [Line2D([], [], color="#888888", ls=":", lw=1)] if any(e.get("stable_end") for e in entries.values()) \
-        else []
+    extra = [Line2D([], [], color="#888888", ls=":", lw=1)] if any(
+        line.get_linestyle() == ":" for ax in axes for line in ax.get_lines()) else []
     marked = any(line.get_marker() == "o" for ax in axes for line in ax.get_lines())
     marks = [Line2D([], [], ls="", marker="o", mfc="white", mec="#555555", mew=1.5)] if marked else []
     legend_above(fig, handles + extra + marks, labels + (["learning rate starts to fall"] if extra else [])
