@@ -80,9 +80,9 @@ class Recorder:
             torch.set_rng_state(state["rng"])
             progress = Progress(state["history"], state["losses"], int(state["epoch"]) + 1, float(state["elapsed"]),
                                 float(state["trained"]), bool(state["stopped"]), state["best_model"])
-            if progress.best is not None:  # the weights early stopping keeps must fit this model too
-                kept.load_state_dict(progress.best)
-                kept.load_state_dict(state["model"])  # the kept weights as they were
+            if progress.best is not None and {k: v.shape for k, v in progress.best.items()} != {
+                    k: v.shape for k, v in kept.state_dict().items()}:  # loaded at the end: it must fit now
+                raise ValueError("the best evaluation's weights have other shapes than the model")
         except KeyError as e:
             raise self._unresumable(f"it lacks '{e.args[0]}'") from None
         except (RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:

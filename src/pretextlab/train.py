@@ -343,13 +343,12 @@ def fit(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, run_confi
                 on_epoch_end(epoch, run.history[-1])
             if run.stopped:
                 break
-        if run.best is not None and epoch is not None:  # training ended here: the checkpoint keeps the best
+        if run.best is not None:  # early stopping keeps the best; training that ended here checkpoints it
             kept.load_state_dict(run.best)
-            rec.checkpoint(epoch, run, model, kept, ema, opt, sched, scaler)
+            if epoch is not None:
+                rec.checkpoint(epoch, run, model, kept, ema, opt, sched, scaler)
     finally:
         rec.close()
-    if run.best is not None:
-        kept.load_state_dict(run.best)
     if kept is not model:  # the caller gets the weights that were evaluated
         model.load_state_dict(kept.state_dict())
     return run.history

@@ -50,7 +50,7 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
             doc.para("No run at this fraction has finished an evaluation yet.")
             continue
         fig = f"answers_f{f:g}.png"
-        answer_figure(study, summary, f, fig_dir / fig)
+        answer_figure(study, f, fig_dir / fig)
         doc.figure(fig, "Left to right: training loss (smoothed), validation loss, validation "
                         f"{METRIC_NAME}, against optimizer steps; one line per network and seed, each to its end")
         doc.table(*metric_table(study, summary, f))

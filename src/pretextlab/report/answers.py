@@ -21,6 +21,7 @@ tie), "unclear" (several seeds whose paired 95% interval includes 0) or "neither
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import Any
 
 from ..layout import SCRATCH
@@ -38,6 +39,7 @@ from .rules import (
     plateau,
     sooner,
     stable_plateau,
+    verdict,
 )
 
 ARMS = ("scratch", "pretrained")
@@ -124,7 +126,8 @@ def value_verdict(c: dict[str, Any]) -> str:
         if lo == hi == 0:  # every seed's difference is exactly 0: equal, not a spread
             return "same"
         return "unclear" if lo <= 0 <= hi else ("pretrained" if diff > 0 else "scratch")
-    return "same" if abs(diff) <= EQUAL_WITHIN + EPS else ("pretrained" if diff > 0 else "scratch")
+    v = verdict(diff, False, EQUAL_WITHIN + EPS)
+    return "same" if v == "equal" else v
 
 
 def _levels_over_seeds(rs: dict[int, dict[str, Any]], gap: float) -> dict[str, Any]:
@@ -163,8 +166,7 @@ def over_seeds(by_seed: dict[int, dict[str, Any]], gap: float) -> dict[str, Any]
     out["plateau"] = {**{arm: {"reached": len(v), "step": statistics.fmean(v) if v else None}
                          for arm, v in arms.items()},
                       "difference": c, "verdict": step_verdict(c, gap) if len(both) == len(ps) else "neither",
-                      "first": {v: [p["first"] for p in ps.values()].count(v)
-                                for v in dict.fromkeys(p["first"] for p in ps.values())}}
+                      "first": dict(Counter(p["first"] for p in ps.values()))}
     ends = {s: r["end"] for s, r in by_seed.items()}
     out["end"] = {q: compare({s: e["scratch"][q] for s, e in ends.items()},
                              {s: e["pretrained"][q] for s, e in ends.items()})
@@ -203,10 +205,6 @@ def _step(x: float | None) -> str:
 
 def _who(v: str, arm: str) -> str:
     return {"pretrained": f"the {arm}-pretrained network", "scratch": "scratch"}[v]
-
-
-def _seeds(n: int) -> str:
-    return "" if n == 1 else f" (means over {n} seeds)"
 
 
 def _and(items: list[str]) -> str:

@@ -27,12 +27,12 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..layout import METRICS as METRICS_CSV
 from ..layout import SCRATCH, STEPS
-from .answers import stable_end
+from .answers import plateau_of, stable_end
 from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, save_png
 from .files import read_table
 from .formatting import fraction_title
 from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
-from .results import PROTOCOLS, PretextRun, Run, Study, fraction_key, read_config, smoothed_losses
+from .results import PROTOCOLS, PretextRun, Run, Study, read_config, smoothed_losses
 from .rules import LOSS_MIN_WINDOW, LOSS_SMOOTH_SHARE
 from .summary import METRICS, NAMES, baseline_name
 
@@ -346,7 +346,7 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
     return fig
 
 
-def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: Path) -> Figure:
+def answer_figure(study: Study, fraction: float, path: Path) -> Figure:
     """The answer page's figure of one label fraction: training loss, validation loss and validation macro-F1
     against optimizer steps, one thin line per seed and network drawn to its own end (so a run that stopped
     early is seen to stop), the step where a constant rate starts to fall, and each run's plateau (a dot)."""
@@ -355,7 +355,8 @@ def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: 
     fig = new_figure(WIDTH, 2.8)
     axes = fig.subplots(1, 3)
     unit = common_unit(runs)
-    entries = (summary.get("answers") or {}).get(fraction_key(fraction), {})
+    ends = {e for r in runs if r.finished and (e := stable_end(r)) is not None and e < (r.budget or r.steps)}
+    plateaus = {r.name: p["step"] for r in runs if r.finished and (p := plateau_of(r))["step"] is not None}
     for ax, (key, name) in zip(axes, (("train_loss", "training loss"), ("val_loss", "validation loss"),
                                       ("val_f1_macro", f"validation {NAMES['f1_macro']}"))):
         for r in sorted(runs, key=lambda r: (r.arm != SCRATCH, r.seed)):
@@ -364,26 +365,20 @@ def answer_figure(study: Study, summary: dict[str, Any], fraction: float, path: 
                 continue
             ax.plot(c.x, c.y, color=colors[r.arm], lw=1.1, alpha=0.85)
             ax.plot(c.x[-1:], c.y[-1:], color=colors[r.arm], marker="|", ms=8)  # where the run ended
-            if key == "val_f1_macro":
-                for entry in entries.values():
-                    arm_key = "scratch" if r.arm == SCRATCH else "pretrained"
-                    if r.arm != SCRATCH and entries.get(r.arm) is not entry:
-                        continue
-                    step = entry["by_seed"].get(r.seed, {}).get("plateau", {}).get(arm_key, {}).get("step")
-                    if step is not None:
-                        ax.plot([step], [float(np.interp(step, c.x, c.y))], "o", ms=6, mfc="white",
-                                mec=colors[r.arm], mew=1.5)
-        ends = {e for r in runs if r.finished and (e := stable_end(r)) is not None and e < (r.budget or r.steps)}
+            if key == "val_f1_macro" and r.name in plateaus:
+                step = plateaus[r.name]
+                ax.plot([step], [float(np.interp(step, c.x, c.y))], "o", ms=6, mfc="white", mec=colors[r.arm], mew=1.5)
         for end in ends:
             ax.axvline(end, color="#888888", ls=":", lw=1)
         ax.set_title(name, fontsize=10)
         x_axis(ax, unit)
     handles, labels = arm_handles({a: c for a, c in colors.items() if any(r.arm == a for r in runs)})
-    extra = [Line2D([], [], color="#888888", ls=":", lw=1)] if any(
-        line.get_linestyle() == ":" for ax in axes for line in ax.get_lines()) else []
-    marked = any(line.get_marker() == "o" for ax in axes for line in ax.get_lines())
-    marks = [Line2D([], [], ls="", marker="o", mfc="white", mec="#555555", mew=1.5)] if marked else []
-    legend_above(fig, handles + extra + marks, labels + (["learning rate starts to fall"] if extra else [])
-                 + (["plateau reached"] if marked else []))
+    if ends:
+        handles, labels = handles + [Line2D([], [], color="#888888", ls=":", lw=1)], labels + [
+            "learning rate starts to fall"]
+    if plateaus:
+        handles, labels = handles + [Line2D([], [], ls="", marker="o", mfc="white", mec="#555555", mew=1.5)], \
+            labels + ["plateau reached"]
+    legend_above(fig, handles, labels)
     save_png(fig, path)
     return fig
