@@ -81,6 +81,54 @@ def tiny_dataset_tensors(n_per_class: int = 20, size: int = 12, n_classes: int =
 # Environment: one thread, caches in tmp, cwd in tmp.
 
 
+# A palette whose colours are not the indices: a loader that used colours would get other labels.
+PALETTE = [c for i in range(256) for c in (255 - i, (i * 37) % 256, (i * 91) % 256)]
+
+
+def scene(rng: np.random.Generator, h: int = 24, w: int = 32, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Dark noise (class 0) with one 8x8 square of class k, in COLOURS[k], for k = 1 .. classes-1."""
+    img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    for k in range(1, classes):
+        y0, x0 = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+        img[y0:y0 + 8, x0:x0 + 8] = COLOURS[k % len(COLOURS)]
+        mask[y0:y0 + 8, x0:x0 + 8] = k
+    return img, mask
+
+
+def save_mask(mask: np.ndarray, path: Path, mode: str = "L") -> None:
+    """mask as an 8-bit grayscale (L) or palette (P) PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(mask)
+    if mode == "P":
+        im.putpalette(PALETTE)
+        assert im.mode == "P"
+    im.save(path)
+
+
+def write_pairs(images: Path, masks: Path, n: int = 4, seed: int = 0, mode: str = "L", **kw) -> list:
+    """n scenes as images/<i>.png and masks/<i>.png; returns [(img, mask)] in file order."""
+    rng = np.random.default_rng(seed)
+    images.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        img, mask = scene(rng, **kw)
+        Image.fromarray(img).save(images / f"s{i:02d}.png")
+        save_mask(mask, masks / f"s{i:02d}.png", mode)
+        out.append((img, mask))
+    return out
+
+
+def write_segnet_root(root: Path, n_train: int = 12, n_val: int = 4, h: int = 24, w: int = 32, classes: int = 3,
+                      classes_txt: bool = True) -> Path:
+    """A SegNet-layout root of generated scenes (train/ + trainannot/, val/ + valannot/), with classes.txt."""
+    write_pairs(root / "train", root / "trainannot", n_train, seed=0, h=h, w=w, classes=classes)
+    write_pairs(root / "val", root / "valannot", n_val, seed=1, h=h, w=w, classes=classes)
+    if classes_txt:
+        (root / "classes.txt").write_text("\n".join(["background", *(f"square{k}" for k in range(1, classes))]) + "\n")
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     torch.set_num_threads(1)

@@ -15,18 +15,20 @@ import typer
 
 from . import __version__
 from .data import DataConfig, check_fraction
+from .data.masks import LAYOUTS
 from .data.sources import TORCHVISION_SOURCES
 from .dist import is_main
 from .errors import UserError
-from .finetune import DEFAULT_TASK, evaluate_checkpoint, finetune, predict_files
+from .finetune import evaluate_checkpoint, finetune, predict_files
 from .io import load_json, save_json
 from .layout import ANSWERS_MD
+from .metrics import METRIC_NAMES
 from .models import BACKBONES, check_backbone
 from .pretext import TASKS as PRETEXTS
 from .pretext import pretrain as run_pretrain
 from .pretext import typed_options
 from .study import export_study, replicate_settings, run_study
-from .tasks import TASKS
+from .tasks import TASKS, get_task, resolve_task
 from .train import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -65,7 +67,11 @@ UserBackbone = Annotated[Optional[str], typer.Option(help="only for a model trai
 Checkpoint = Annotated[Path, typer.Option(help="a run's checkpoint.pt")]
 TestData = Annotated[Optional[str], typer.Option(help="a separate test set (same classes): every run (and a study's "
                                                       "probes) scored on it at the end; nothing is chosen on it")]
-Task = Annotated[str, typer.Option(help="downstream task: " + " | ".join(TASKS))]
+Task = Annotated[str, typer.Option(help="downstream task: auto | " + " | ".join(TASKS) + " (auto: segmentation when "
+                                        "--data holds images with masks, else classification)")]
+Layout = Annotated[str, typer.Option(help="segmentation folder layout: auto | " + " | ".join(LAYOUTS))]
+IgnoreIndex = Annotated[Optional[int], typer.Option(help="segmentation: the mask value to leave out of loss and "
+                                                         "metrics (default: a void/unlabelled class, or 255)")]
 BatchSize = Annotated[int, typer.Option(help="images per optimizer step (all processes together)")]
 WeightDecay = Annotated[float, typer.Option(help="L2 weight decay")]
 ValFraction = Annotated[float, typer.Option(help="share of the training images held out for validation")]
@@ -110,8 +116,9 @@ def _config(cls: type, options: dict[str, Any], **renamed: Any) -> Any:
 
 @app.command()
 def train(
-    data: Data = DataConfig.source, task: Task = DEFAULT_TASK, backbone: Backbone = "fast",
-    test_data: TestData = DataConfig.test_source,
+    data: Data = DataConfig.source, task: Task = "auto", backbone: Backbone = "fast",
+    test_data: TestData = DataConfig.test_source, layout: Layout = DataConfig.layout,
+    ignore_index: IgnoreIndex = DataConfig.ignore_index,
     fraction: float = typer.Option(DataConfig.fraction, help="share of the training labels used, in (0, 1]; "
                                    "stratified, seeded"),
     epochs: int = typer.Option(TrainConfig.epochs, help="training epochs (the maximum, with --schedule plateau)"),
@@ -157,11 +164,12 @@ def train(
     check_fraction(fraction)
     check_backbone(backbone)
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
+    task = resolve_task(task, data)
     s = finetune(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet, task=task)
+    key, name = get_task(task).primary, METRIC_NAMES[get_task(task).primary]
     b = s["best"]
-    _echo(f"{out}: best val macro-F1 {b['f1_macro']['value']:.4f} (epoch {b['f1_macro']['epoch']}), "
-          f"accuracy {b['accuracy']['value']:.4f}; {s['n_train']} labelled images, "
-          f"{s['wall_time_s']:.0f} s" + (f"; test macro-F1 {s['test']['f1_macro']:.4f}" if "test" in s else ""))
+    _echo(f"{out}: best val {name} {b[key]['value']:.4f} (epoch {b[key]['epoch']}); {s['n_train']} labelled images, "
+          f"{s['wall_time_s']:.0f} s" + (f"; test {name} {s['test'][key]:.4f}" if "test" in s else ""))
 
 
 @app.command()
@@ -205,6 +213,7 @@ def _pretext_flag(key: str, text: str) -> Any:
 def pretrain(
     data: Data = DataConfig.source, backbone: Backbone = "fast",
     pretext: str = typer.Option(DEFAULT_PRETEXT, help="pretext task: " + " | ".join(PRETEXTS)),
+    task: Task = "auto", layout: Layout = DataConfig.layout, ignore_index: IgnoreIndex = DataConfig.ignore_index,
     epochs: int = typer.Option(PRETRAIN_EPOCHS, help="pretraining epochs over the training pool"),
     lr: float = typer.Option(PRETRAIN_LR, help="peak learning rate (SGD, one-cycle schedule)"),
     batch_size: BatchSize = TrainConfig.batch_size, weight_decay: WeightDecay = TrainConfig.weight_decay,
@@ -233,12 +242,13 @@ def pretrain(
     if pretext in PRETEXTS:  # an option the task lacks is refused now, not after the data is read
         typed_options(pretext, PRETEXTS[pretext][1], options)
     out = out or Path("runs") / f"pretrain-{pretext}-{backbone}"
-    s = run_pretrain(pretext, dcfg, cfg, backbone, out, options, device=device, quiet=quiet)
-    best = s["best"]
+    s = run_pretrain(pretext, dcfg, cfg, backbone, out, options, device=device, quiet=quiet,
+                     downstream=resolve_task(task, data))
+    best, knn = s["best"], s.get("knn_accuracy")
     held_out = (f"pretext val accuracy {best['accuracy']['value']:.4f} (chance {s['chance']:.3f})"
                 if "accuracy" in best and s.get("chance") else f"pretext val loss {best['loss']['value']:.4f}")
-    _echo(f"{out}: {held_out}; k-NN accuracy pretrained {s['knn_accuracy']['pretrained']:.4f} vs random "
-          f"{s['knn_accuracy']['random']:.4f}; weights in {out / 'backbone.safetensors'}")
+    knn = f"; k-NN accuracy pretrained {knn['pretrained']:.4f} vs random {knn['random']:.4f}" if knn else ""
+    _echo(f"{out}: {held_out}{knn}; weights in {out / 'backbone.safetensors'}")
 
 
 def _key_values(items: list[str]) -> dict[str, object]:
@@ -266,7 +276,8 @@ def study(
     shared_pretraining: bool = typer.Option(False, help="pretrain once per task (first seed) for every seed: "
                                                         "cheaper, but intervals then leave out pretraining's variance"),
     backbone: Optional[str] = typer.Option(None, help="override the preset's backbone: " + BACKBONE_HELP),
-    task: Task = DEFAULT_TASK, val_fraction: ValFraction = DataConfig.val_fraction,
+    task: Task = "auto", layout: Layout = DataConfig.layout, ignore_index: IgnoreIndex = DataConfig.ignore_index,
+    val_fraction: ValFraction = DataConfig.val_fraction,
     split_seed: SplitSeed = DataConfig.split_seed, image_size: ImageSize = DataConfig.image_size,
     device: Device = "auto", cache_dir: CacheDir = DataConfig.cache_dir, storage: Storage = DataConfig.storage,
     precision: str = typer.Option(TrainConfig.precision, help=PRECISION_HELP + "; decided once per study and "
@@ -290,7 +301,8 @@ def study(
     else:
         kw = dict(data=_config(DataConfig, locals(), source=data or DataConfig.source, test_source=test_data),
                   fractions=_numbers(fractions, "--fractions"), preset=preset, pretexts=_names(pretext),
-                  backbone=backbone, shared_pretraining=shared_pretraining, task=task)
+                  backbone=backbone, shared_pretraining=shared_pretraining,
+                  task=resolve_task(task, data or DataConfig.source))
     folder = run_study(out_dir=out, seeds=_numbers(seeds, "--seeds", int), device=device, quiet=quiet,
                        precision=precision, epochs=epochs, pretrain_epochs=pretrain_epochs, dry_run=dry_run, **kw)
     if is_main() and not dry_run:  # one process writes the report

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from . import dist, hw
-from .data import DataConfig, check_same_data, data_settings, describe_fingerprint, stratified_split
-from .data.sources import Dataset, ImageSet, resize_pil, rows, to_mode
+from .data import DataConfig, check_same_data, data_settings, describe_fingerprint
+from .data.sources import Dataset, resize_pil, to_mode
 from .driver import Built, Context, execute
 from .errors import UserError
 from .io import UnreadableFile, load_torch, save_json, sha256_file
@@ -62,14 +62,19 @@ class Finetuning:
         splits = self.kind.splits(ctx.ds, self.data.fraction, self.cfg.seed, self.data).to(ctx.device)
         task = self.kind(splits, self.data, self.cfg, ctx.precision)
         model = task.make_model(make_backbone(self.backbone, ctx.ds.channels))
+        loaded = None
         if self.init:
-            load_backbone_weights(model.backbone, read_weights(self.init), self.init, self.cfg.transfer_stages)
+            loaded = load_backbone_weights(model.backbone, read_weights(self.init), self.init, self.cfg.transfer_stages)
+            if not loaded["changed"]:
+                raise UserError(f"--init {self.init}: its {loaded['tensors']} tensors equal a fresh initialisation; "
+                                "pass the weights of a run that trained")
         if dist.is_main() and not (ctx.folder / INDICES).exists():  # the folder: made by the driver's lock
             save_json(splits.indices, ctx.folder / INDICES)
         meta = {"kind": self.kind.checkpoint_kind, "backbone": self.backbone, **backbone_facts(self.backbone),
                 "precision": ctx.precision, **task.meta(), "data": dataclasses.asdict(self.data),
                 "data_fingerprint": ctx.ds.fingerprint}
-        config = {"kind": "finetune", "dataset": ctx.ds.name, **task.run_facts()}
+        config = {"kind": "finetune", "dataset": ctx.ds.name, **task.run_facts(),
+                  **({"init_loaded": loaded} if loaded else {})}
         return Built(model, task, config, meta)
 
     def finish(self, ctx: Context, built: Built, history: list[dict[str, float]]) -> dict[str, Any]:
@@ -180,24 +185,24 @@ def evaluate_checkpoint(checkpoint: str, source: str | None, split: str = "val",
     # Where files are written comes from the command line alone (--cache-dir, else the default), never from the
     # checkpoint: the cache dir recorded in it may be another machine's, or planted.
     ds = kind.load(DataConfig(source=source or d["source"], image_size=meta["image_size"], cache_dir=cache_dir,
-                              storage=d.get("storage") or "auto",
+                              storage=d.get("storage") or "auto", layout=d.get("layout") or "auto",
+                              ignore_index=d.get("ignore_index"),
                               test_source=None if source else d.get("test_source")))
     if ds.classes != meta["classes"] or ds.channels != meta["channels"]:
         raise UserError(f"the checkpoint knows {len(meta['classes'])} classes ({meta['channels']} channels) but "
                         f"{ds.name} has {len(ds.classes)} ({ds.channels}); evaluate on the data it was trained for")
-    pool, va = stratified_split(ds.train.labels, d["val_fraction"], d["split_seed"])
+    pool, val = kind.held_out(ds, d)
     if split == "test":
         if ds.test is None:
             raise UserError(f"{ds.name} has no test split; use --split val, or a root with train/ and test/")
         part = ds.test
     elif split == "val":
         _check_trained_data(meta.get("data_fingerprint"), ds.fingerprint, checkpoint, d["source"], source)
-        part = ImageSet(rows(ds.train.images, va), ds.train.labels[va])
+        part = val
     else:
         raise UserError(f"--split {split} is unknown; use val or test")
     if recalibrate_bn:
-        recalibrate(model, rows(ds.train.images, pool), torch.tensor(meta["mean"]), torch.tensor(meta["std"]),
-                    max_images=recalibrate_bn)
+        recalibrate(model, pool, torch.tensor(meta["mean"]), torch.tensor(meta["std"]), max_images=recalibrate_bn)
     return kind.score(model, part.images, part.labels, meta, tta)
 
 

@@ -9,6 +9,11 @@ from torch import Tensor
 
 from . import dist
 
+# How every metric a task logs is named in print: the CLI's lines and the report's tables and figures.
+METRIC_NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
+                "accuracy": "accuracy", "loss": "loss", "miou": "mean IoU", "pixel_accuracy": "pixel accuracy",
+                "dice": "mean Dice"}
+
 
 def metric_collection(num_classes: int):
     """Macro-averaged F1, precision and recall (every class counts alike) and plain accuracy."""

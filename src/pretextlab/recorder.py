@@ -115,7 +115,8 @@ class Recorder:
     def evaluation(self, row: dict[str, float], progress: Progress) -> None:
         """One evaluation: its row in metrics.csv (and steps.csv so far), TensorBoard and a log line."""
         progress.history.append(row)
-        self.shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy") if k in row}
+        self.shown = {k: f"{row[k]:.3f}" for k in ("val_f1_macro", "val_accuracy", "val_miou", "val_pixel_accuracy")
+                      if k in row}
         if not self.main:
             return
         for k, v in row.items():

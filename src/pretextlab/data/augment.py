@@ -29,6 +29,20 @@ def crop_at(x: Tensor, top: Tensor, left: Tensor, h: int, w: int, flip: Tensor |
     return _gather(x, rows, cols)
 
 
+def square_crop(x: Tensor, g: torch.Generator | None = None) -> Tensor:
+    """Square images as they are; others cut to a square of their shorter side, at a random place per image
+    (drawn from g) or, without g, in the centre: for tasks that turn an image (rotation) or need it square."""
+    b, _, h, w = x.shape
+    if h == w:
+        return x
+    s = min(h, w)
+    if g is None:
+        top, left = torch.full((b,), (h - s) // 2), torch.full((b,), (w - s) // 2)
+    else:
+        top, left = torch.randint(0, h - s + 1, (b,), generator=g), torch.randint(0, w - s + 1, (b,), generator=g)
+    return crop_at(x, top, left, s, s)
+
+
 def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], as an NCHW tensor with channels-last strides.
 

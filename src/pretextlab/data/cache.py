@@ -58,14 +58,22 @@ class DataConfig:
     flip: bool = True
     storage: str = "auto"  # auto | memory | stream (memory-mapped shards): where images live, see shards.py
     test_source: str | None = None  # a separate test set (same classes): scored at the end, never chosen on
+    layout: str = "auto"  # segmentation: the folder layout (masks.LAYOUTS), detected when auto
+    ignore_index: int | None = None  # segmentation: the mask value left out of loss and metrics (None: from the data)
 
     def crop_pad(self, image_size: int) -> int:
         return self.pad if self.pad >= 0 else max(1, image_size // 8)
 
 
-def data_settings(data: DataConfig) -> dict[str, Any]:
-    """The data settings a resumed run must match: storage is left out, it never changes the numbers."""
-    return {k: v for k, v in dataclasses.asdict(data).items() if k != "storage"}
+# Fields added after runs were first stored, left out at their default so that those runs still resume.
+LATER_DATA_FIELDS = {"layout": "auto", "ignore_index": None}
+
+
+def data_settings(data: DataConfig | dict[str, Any]) -> dict[str, Any]:
+    """The data settings a resumed run must match (of a DataConfig, or of one stored as a dict): storage is
+    left out, it never changes the numbers."""
+    d = dataclasses.asdict(data) if isinstance(data, DataConfig) else data
+    return {k: v for k, v in d.items() if k != "storage" and not (k in LATER_DATA_FIELDS and v == LATER_DATA_FIELDS[k])}
 
 
 def default_cache_dir() -> Path:

@@ -48,6 +48,10 @@ VOID_NAMES = ("void", "unlabelled", "unlabeled", "ignore")
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor"]
+# SegNet's 11-class CamVid (Brostow et al. 2009; Badrinarayanan et al. 2017): its distribution has no classes.txt;
+# value 11 marks unlabelled pixels. Taken for a segnet root named camvid* that has no classes.txt of its own.
+CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "sign/symbol", "fence", "car", "pedestrian",
+                  "bicyclist", "unlabelled"]
 COLOUR_MAP_FILES = ("colors.txt", "colormap.txt")
 COLOUR_LINE = "one line per colour: `name r g b`, e.g. `road 128 64 128`"
 INDEX_MODES = ("P", "L", "1", "PA", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -473,6 +477,10 @@ def load_segmentation(source: str | Path, image_size: int | None = None, layout:
     given = names is not None
     if names is None and layout == "voc":
         names, source_name = VOC_CLASSES, "VOC's 21 classes"
+    if names is None and layout == "segnet" and root.resolve().name.lower().startswith("camvid"):
+        names, source_name, given = CAMVID_CLASSES, "CamVid's 11 classes", True  # its last, unlabelled: ignored
+        log.info("%s: SegNet's CamVid classes (11, value 11 unlabelled and ignored); add classes.txt to name others",
+                 root)
 
     parts, size, skipped, first_bad = {}, None, other, None
     for split in SPLITS:

@@ -91,6 +91,7 @@ class Splits:
     std: Tensor
     indices: dict[str, list[int]] = field(default_factory=dict)
     test: ImageSet | None = None
+    ignore_index: int | None = None  # segmentation: the mask value left out of loss and metrics
 
     def to(self, device: torch.device) -> "Splits":
         for k in ("x_train", "y_train", "x_val", "y_val", "x_pool", "mean", "std"):

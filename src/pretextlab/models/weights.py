@@ -12,11 +12,14 @@ from ..errors import UserError
 from ..io import load_torch
 
 
-def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source: str, stages: int = 0) -> None:
+def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source: str,
+                          stages: int = 0) -> dict[str, int]:
     """Load pretrained weights strictly: a checkpoint of another backbone is a user error, not a warning.
 
     stages > 0 takes only the first `stages` stages from `state`; the later ones keep the backbone's
-    own (fresh) initialisation.
+    own (fresh) initialisation. Returns {"tensors": loaded from `source`, "changed": of those, how many differ
+    from the fresh initialisation they replaced}: a load that changed nothing is the field's classic silent
+    failure (weights saved under other names, or never trained), and the run's config.json records both.
     """
     state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("head.")}
     own = backbone.state_dict()
@@ -36,7 +39,10 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, Tensor], source:
     if broken is not None:  # training from NaN/inf weights only produces NaN losses
         raise UserError(f"{source} holds non-finite weights (NaN or inf, e.g. in '{broken}'); refused before training: "
                         "pass weights from a run that did not diverge")
+    taken_keys = [k for k in state if not stages or taken(k)]
+    changed = sum(1 for k in taken_keys if not torch.equal(state[k].to(own[k].device), own[k]))
     backbone.load_state_dict(state)
+    return {"tensors": len(taken_keys), "changed": changed}
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .. import dist
-from ..data import DataConfig, data_settings, load_data, make_splits
+from ..data import DataConfig, data_settings
 from ..data.sources import Dataset
 from ..driver import Built, Context, execute
 from ..errors import UserError
@@ -89,14 +89,16 @@ class Pretraining:
     backbone: str
     options: dict | None = None
     knn_images: int = 10000
-    loader: Callable[[DataConfig], Dataset] | None = None  # the downstream task's reader (default: image folders)
+    downstream: str = "classification"  # whose images and splits: the downstream task's reader and validation split
 
     def settings(self) -> dict[str, Any]:
         return {"pretext": self.task, "backbone": self.backbone, "data": data_settings(self.data),
                 "train": train_settings(self.cfg)}
 
     def load(self, data: DataConfig) -> Dataset:
-        return (self.loader or load_data)(data)
+        from ..tasks import get_task
+
+        return get_task(self.downstream).load(data)
 
     def complete(self, folder: Path) -> bool:
         if (folder / BACKBONE).exists():
@@ -106,7 +108,9 @@ class Pretraining:
         return False
 
     def build(self, ctx: Context) -> Built:
-        splits = make_splits(ctx.ds, 1.0, self.cfg.seed, self.data.val_fraction, self.data.split_seed).to(ctx.device)
+        from ..tasks import get_task
+
+        splits = get_task(self.downstream).splits(ctx.ds, 1.0, self.cfg.seed, self.data).to(ctx.device)
         task = make_task(self.task, splits, self.options, ctx.precision)
         model = task.make_model(make_backbone(self.backbone, ctx.ds.channels))
         config = {"kind": "pretrain", "options": dataclasses.asdict(task.options), "dataset": ctx.ds.name,
@@ -128,8 +132,10 @@ class Pretraining:
 
         save_file({k: v.contiguous().cpu() for k, v in trained.state_dict().items()}, str(folder / BACKBONE))
         save_torch(task.samples(built.model), folder / SAMPLES)
-        knn, n = knn_diagnostic(trained, self.backbone, ctx.ds, self.data, splits, self.cfg.seed, self.knn_images,
-                                ctx.device)
+        knn, n = None, 0
+        if ctx.ds.train.labels.ndim == 1:  # a label per image: the k-NN diagnostic applies (not to masks)
+            knn, n = knn_diagnostic(trained, self.backbone, ctx.ds, self.data, splits, self.cfg.seed,
+                                    self.knn_images, ctx.device)
         out = {"pretext": self.task, "chance": task.chance, "backbone": self.backbone,
                "options": dataclasses.asdict(task.options), "knn_accuracy": knn, "knn_images": n,
                "backbone_sha256": sha256_file(folder / BACKBONE)}
@@ -141,12 +147,12 @@ class Pretraining:
 def pretrain(task_name: str, data: DataConfig, cfg: TrainConfig, backbone: str, out_dir: Path,
              options: dict | None = None, dataset: Dataset | None = None, device: str = "auto", quiet: bool = False,
              knn_images: int = 10000, on_epoch_end: Callable[[int, dict], None] | None = None,
-             precision: str | None = None) -> dict[str, Any]:
+             precision: str | None = None, downstream: str = "classification") -> dict[str, Any]:
     """Pretrain `backbone` without labels on the training pool; write backbone.safetensors. Labels are used only
     afterwards, for the k-NN diagnostic (pretrained vs random backbone)."""
     if task_name not in TASKS:
         raise UserError(f"unknown pretext task '{task_name}'; choose one of: {', '.join(TASKS)}")
-    job = Pretraining(task_name, data, cfg, backbone, options, knn_images)
+    job = Pretraining(task_name, data, cfg, backbone, options, knn_images, downstream)
     return execute(job, out_dir, dataset, device, quiet, precision, on_epoch_end)
 
 

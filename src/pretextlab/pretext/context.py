@@ -18,6 +18,13 @@ images smaller than 64 px are upscaled to a 64 px canvas (x2 for CIFAR) and cut 
 1/32 of the canvas (+-2 px), so each CIFAR patch shows about a 7x7 px region of the original image.
 Every size can be set explicitly; 0 means "derive from the image size" as just described.
 The canvas is never materialised: each patch is sampled from the image at canvas resolution.
+
+Large photographs (a shorter side of PAPER_MIN px or more) and non-square images (segmentation's) get the
+paper's own geometry (section 3), `geometry="paper"`: no upscaling; 96 px patches with 48 px gaps and up to 7 px
+of jitter on images of 150,000 pixels or more (the paper resized its images to 150K-450K pixels), every length
+scaled by sqrt(pixels / 150,000) on smaller images (160 x 120: 34 px patches, 17 px gaps, 3 px jitter); and,
+as in the paper, only the two patches of a pair must lie inside the image, not the whole 3 x 3 grid: the pair's
+box is placed uniformly at random where it fits.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ POSITIONS = ["top-left", "top", "top-right", "left", "right", "bottom-left", "bo
 # (row, col) of the 8 neighbours in the 3x3 grid, in label order; the centre is (1, 1).
 NEIGHBOURS = torch.tensor([(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)])
 GREEN_MAGENTA = torch.tensor([-1.0, 2.0, -1.0]) / 6**0.5
+PAPER_MIN = 64  # shorter side (px) from which the paper's geometry is used
+PAPER_PIXELS, PAPER_PATCH, PAPER_JITTER = 150_000, 96, 7  # Doersch et al. 2015, section 3
 
 
 @dataclass
@@ -52,21 +61,54 @@ class ContextOptions:
     downsample: float = 0.5  # share of patches randomly down-and-up sampled (to as little as half size)
     patch_norm: bool = True  # subtract each patch's mean
     flip: bool = True  # mirror the whole image first (positions are taken after flipping)
+    geometry: str = "auto"  # canvas (small images: upscaled, whole grid inside) | paper | auto (by image size)
 
-    def resolved(self, image_size: int) -> "ContextOptions":
-        """Concrete sizes for this image size (the 0 / -1 defaults filled in)."""
+    def resolved(self, image_size: int, hw: tuple[int, int] | None = None) -> "ContextOptions":
+        """Concrete sizes for this image size (the 0 / -1 defaults filled in); hw: (H, W) of the images, which
+        decides the geometry under auto (a shorter side of PAPER_MIN px or more, or any non-square image: the
+        paper's; small square images: the upscaled canvas)."""
+        hw = hw or (image_size, image_size)
+        paper = min(hw) >= PAPER_MIN or hw[0] != hw[1]  # the canvas is square: other aspects take the paper's
+        geometry = self.geometry if self.geometry != "auto" else "paper" if paper else "canvas"
+        if geometry not in ("canvas", "paper"):
+            raise ValueError(f"geometry {self.geometry!r} is unknown; use auto, canvas or paper")
+        if geometry == "paper":
+            k = min(1.0, (hw[0] * hw[1] / PAPER_PIXELS) ** 0.5)
+            patch = self.patch or max(8, round(PAPER_PATCH * k))
+            return dataclasses.replace(self, geometry="paper", scale=1.0, patch=patch,
+                                       gap=self.gap if self.gap >= 0 else patch // 2,
+                                       jitter=self.jitter if self.jitter >= 0 else max(1, round(PAPER_JITTER * k)))
         scale = self.scale or max(1.0, 64 / image_size)
         canvas = int(round(image_size * scale))
         patch = self.patch or max(4, round(canvas * 14 / 64))
         gap = self.gap if self.gap >= 0 else patch // 2
         jitter = self.jitter if self.jitter >= 0 else max(1, canvas // 32)
-        return dataclasses.replace(self, scale=scale, patch=patch, gap=gap, jitter=jitter)
+        return dataclasses.replace(self, scale=scale, patch=patch, gap=gap, jitter=jitter, geometry="canvas")
 
 
 def geometry_margin(image_size: int, o: ContextOptions) -> int:
     """Free pixels on each side of the grid; must leave room for the jitter."""
     canvas = int(round(image_size * o.scale))
     return (canvas - (3 * o.patch + 2 * o.gap)) // 2
+
+
+def sample_pairs(b: int, hw: tuple[int, int], o: ContextOptions, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The paper's placement: top-left corners of the centre patch and a random neighbour, and its label, with
+    only the pair (not the whole grid) inside the (H, W) image. The pair's box, jitter room included, is put at a
+    uniformly random place where it fits; then each patch is jittered inside that room."""
+    step = o.patch + o.gap
+    label = torch.randint(0, 8, (b,), generator=g)
+    d = NEIGHBOURS[label] - 1  # (dr, dc) of the neighbour from the centre, each in {-1, 0, 1}
+    box = o.patch + d.abs() * step + 2 * o.jitter  # (B, 2): the pair's height and width with jitter room
+    room = torch.tensor(hw) - box + 1
+    if (room < 1).any():
+        raise ValueError(f"patch {o.patch}, gap {o.gap}, jitter {o.jitter} do not fit a {hw[1]} x {hw[0]} image")
+    origin = (torch.rand(b, 2, generator=g, dtype=torch.float64) * room).long() + o.jitter
+
+    def corner(cell: Tensor) -> Tensor:
+        return origin + cell * step + torch.randint(-o.jitter, o.jitter + 1, (b, 2), generator=g)
+
+    return corner((-d).clamp_min(0)), corner(d.clamp_min(0)), label
 
 
 def sample_positions(b: int, canvas: int, o: ContextOptions, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -123,9 +165,14 @@ class ContextPrediction:
         self.splits, self.precision = splits, precision
         self.n_train = len(splits.x_pool)
         self.image_size = splits.x_pool.shape[-1]
-        self.options = (options or ContextOptions()).resolved(self.image_size)
+        self.hw = tuple(int(v) for v in splits.x_pool.shape[-2:])
+        self.options = (options or ContextOptions()).resolved(self.image_size, self.hw)
         self.canvas = int(round(self.image_size * self.options.scale))
-        if geometry_margin(self.image_size, self.options) < self.options.jitter:
+        o = self.options
+        if o.geometry == "paper" and min(self.hw) < 2 * o.patch + o.gap + 2 * o.jitter:
+            raise ValueError(f"context geometry (patch {o.patch}, gap {o.gap}, jitter {o.jitter}) does not fit "
+                             f"{self.hw[1]} x {self.hw[0]} images: lower patch or gap")
+        if o.geometry == "canvas" and geometry_margin(self.image_size, o) < o.jitter:
             raise ValueError("context geometry does not fit the image: lower --patch/--gap or raise --scale")
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
@@ -141,8 +188,14 @@ class ContextPrediction:
         normalisation), and the labels: the model's input as one tensor."""
         o = self.options
         flip = flip_mask(len(x), g, x.device) if o.flip and train else None  # the whole image is mirrored first
-        p1, p2, label = sample_positions(len(x), self.canvas, o, g)
-        both = sample_patches(x, torch.stack([p1, p2], 1), o.patch, self.canvas, flip)
+        if o.geometry == "paper":  # the pixels themselves, any aspect: one gather
+            p1, p2, label = sample_pairs(len(x), self.hw, o, g)
+            c = torch.cat([p1, p2])
+            both = unit(crop_at(x.repeat(2, 1, 1, 1), c[:, 0], c[:, 1], o.patch, o.patch,
+                                None if flip is None else flip.repeat(2)))
+        else:
+            p1, p2, label = sample_positions(len(x), self.canvas, o, g)
+            both = sample_patches(x, torch.stack([p1, p2], 1), o.patch, self.canvas, flip)
         both = colour_defence(both, o.colour, g)
         if o.downsample > 0:
             both = random_downsample(both, o.downsample, g, inplace=True)  # `both` is this call's own

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits
-from ..data.augment import augment, normalize, take
+from ..data.augment import augment, normalize, square_crop, take
 from ..models import evaluating, feature_map
 from ..probe import spread_subset
 from .common import to_uint8
@@ -104,10 +104,10 @@ class Reconstruction:
     def __init__(self, splits: Splits, options: ReconstructionOptions | None = None, precision: str = "fp32"):
         self.splits, self.options, self.precision = splits, options or ReconstructionOptions(), precision
         self.n_train = len(splits.x_pool)
-        self.image_size = size = splits.x_pool.shape[-1]
+        self.image_size = size = min(splits.x_pool.shape[-2:])  # non-square images: a square of this side is cut
         self.patch = self.options.patch or max(2, size // 8)
-        if self.patch >= size or splits.x_pool.shape[-2] != size:
-            raise ValueError(f"patch {self.patch} must be smaller than the {size} px side of square images "
+        if self.patch >= size:
+            raise ValueError(f"patch {self.patch} must be smaller than the images' {size} px side "
                              f"(e.g. {max(2, size // 8)})")
         # A side the patch does not divide (28 px Fashion-MNIST, 3 px patches): the grid overhangs and
         # its last row and column of patches are cut at the border.
@@ -118,7 +118,9 @@ class Reconstruction:
         return ReconstructionNet(backbone, self.splits.x_pool.shape[1], self.image_size, self.options.hidden)
 
     def masked(self, x: Tensor, g: torch.Generator, train: bool = True) -> tuple[Tensor, Hidden]:
-        """uint8 images -> (normalised images with hidden patches at 0, the clean image and its mask)."""
+        """uint8 images -> (normalised images with hidden patches at 0, the clean image and its mask); a non-square
+        image is first cut to a square of its shorter side (at random when training, in the centre otherwise)."""
+        x = square_crop(x, g if train else None)
         if train:
             x = augment(x, g, self.pad, self.options.flip)
         x = normalize(x, self.splits.mean, self.splits.std)
@@ -166,8 +168,8 @@ class Reconstruction:
         mean, std = self.splits.mean.view(1, -1, 1, 1), self.splits.std.view(1, -1, 1, 1)
         recon = torch.where(m, pred, clean) * std + mean
         mse = ((recon - (clean * std + mean)) ** 2).sum((1, 2, 3)) / (m.sum((1, 2, 3)) * clean.shape[1])
-        return {"first": to_uint8(inp * std + mean), "original": x.cpu(), "reconstruction": to_uint8(recon),
-                "panels": ["original", "first", "reconstruction"],
+        return {"first": to_uint8(inp * std + mean), "original": square_crop(x).cpu(),
+                "reconstruction": to_uint8(recon), "panels": ["original", "first", "reconstruction"],
                 "panel_names": ["original", "masked input", "reconstruction"],
                 "titles": [f"PSNR {psnr(float(e)):.1f} dB" for e in mse]}
 

@@ -12,7 +12,9 @@ price is four forward passes per image, so `all_rotations=False` (one random rot
 same cost per image as fine-tuning) is there for short budgets.
 
 Images are first augmented like the supervised runs (random translation, horizontal flip): a
-mirrored image is still upright, so the label stays well defined.
+mirrored image is still upright, so the label stays well defined. A non-square image (segmentation's)
+is first cut to a square of its shorter side, at a random place (in the centre when evaluating), since
+a quarter turn of a landscape image would give away its angle by its shape.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from .. import dist
 from ..data import Splits
-from ..data.augment import augment, normalize, take
+from ..data.augment import augment, normalize, square_crop, take
 from ..models import Classifier, evaluating
 from ..probe import spread_subset
 from .common import loss_and_accuracy
@@ -67,9 +69,7 @@ class Rotation:
         return 4.0 if options.get("all_rotations", True) else 1.0  # every rotation of an image, or one
 
     def __init__(self, splits: Splits, options: RotationOptions | None = None, precision: str = "fp32"):
-        h, w = splits.x_pool.shape[-2:]
-        if h != w:
-            raise ValueError(f"rotation needs square images, got {h}x{w}; pass --image-size to resize them")
+        h = min(splits.x_pool.shape[-2:])  # the side of the square cut from each image
         self.splits, self.options, self.precision = splits, options or RotationOptions(), precision
         self.n_train = len(splits.x_pool)
         self.pad = self.options.pad if self.options.pad >= 0 else max(1, h // 8)
@@ -80,7 +80,7 @@ class Rotation:
         return Classifier(backbone, 4)  # a linear head: the features must carry the answer
 
     def batch(self, idx: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = augment(take(self.splits.x_pool, idx), g, self.pad, self.options.flip)
+        x = augment(square_crop(take(self.splits.x_pool, idx), g), g, self.pad, self.options.flip)
         x, k = rotations(x, self.options.all_rotations, g)
         return normalize(x, self.splits.mean, self.splits.std), k
 
@@ -89,7 +89,7 @@ class Rotation:
 
     def predict(self, model: nn.Module, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
         """Logits and labels for all four rotations of every image x (un-augmented): no sampling noise."""
-        rotated = [rotations(chunk, True) for chunk in x.split(batch_size)]
+        rotated = [rotations(square_crop(chunk), True) for chunk in x.split(batch_size)]
         with evaluating(model):
             logits = torch.cat([model(normalize(r, self.splits.mean, self.splits.std)).float() for r, _ in rotated])
         return logits, torch.cat([k for _, k in rotated])
@@ -101,7 +101,7 @@ class Rotation:
 
     def samples(self, model: nn.Module, k: int = 8) -> dict:
         """A few held-out images, each in another rotation, with true and predicted angles (for the report)."""
-        x = spread_subset(self.splits.x_val, k)
+        x = square_crop(spread_subset(self.splits.x_val, k))
         angle = torch.arange(len(x)) % 4
         shown = rotate(x, angle)
         with evaluating(model):

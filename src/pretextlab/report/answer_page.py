@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..layout import REPORT_MD, SCRATCH, parse_run_name
-from .answers import METRIC_NAME, fraction_answers
+from .answers import fraction_answers
 from .figures import answer_figure
 from .formatting import labels_at, number
 from .render import Doc, md
@@ -31,6 +31,7 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
     """The answer page of a study; its figures are drawn into fig_dir. `examples`: the name of the example
     predictions figure report.md drew (None: no finished run has examples yet)."""
     doc = Doc()
+    sc = study.scoring
     arms = [a for a in study.arms if a != SCRATCH]
     cfg = study.config
     name = next((n for n in (cfg.dataset and cfg.dataset.name, cfg.data.source) if n is not None), "the data")
@@ -52,8 +53,10 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
         fig = f"answers_f{f:g}.png"
         answer_figure(study, f, fig_dir / fig)
         doc.figure(fig, "Left to right: training loss (smoothed), validation loss, validation "
-                        f"{METRIC_NAME}, against optimizer steps; one line per network and seed, each to its end")
+                        f"{sc.name}, against optimizer steps; one line per network and seed, each to its end")
         doc.table(*metric_table(study, summary, f))
+        if sc.task == "segmentation":
+            doc.table(*class_iou_table(study, f))
         for arm in arms:
             answers = fraction_answers(summary, key, arm)
             if not answers:
@@ -65,7 +68,9 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
     if examples:
         doc.heading(2, "Example predictions")
         doc.figure(examples, "Validation images, the true class above each, and each network's prediction with its "
-                             "confidence (green: right, red: wrong)")
+                             "confidence (green: right, red: wrong)" if sc.task == "classification" else
+                   "Validation images (left), their true masks, and each network's predicted mask at the smallest "
+                   "label fraction; one colour per class (legend below), grey: ignored pixels")
     doc.heading(2, "How to read this page")
     doc.bullets(reading_notes(study, summary))
     return doc
@@ -77,7 +82,7 @@ def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
     schedule = runs[0].schedule if runs else None
     cooldown = runs[0].config.cooldown if runs else None
     kept = ", keeping the best model" if runs and runs[0].summary and runs[0].summary.kept == "best" else ""
-    how = SCHEDULES.get(schedule or "", schedule or "?").format(cooldown=cooldown or 0, metric=METRIC_NAME,
+    how = SCHEDULES.get(schedule or "", schedule or "?").format(cooldown=cooldown or 0, metric=study.scoring.name,
                                                                  patience=runs[0].patience if runs else "?", kept=kept)
     seeds = len(study.seeds)
     return (f"The backbone **{md(cfg.backbone or '?')}** was trained twice at each label fraction: from random "
@@ -90,22 +95,41 @@ def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
 
 
 def metric_table(study: Study, summary: dict[str, Any], fraction: float) -> tuple[list[str], list[list[str]]]:
-    """Per network: the final (kept) model's validation macro-F1 and accuracy, the highest validation macro-F1
-    during training and its step, and the test score where there is one (means over finished seeds)."""
+    """Per network: the final (kept) model's validation score (the task's primary and secondary metrics: macro-F1
+    and accuracy, or mean IoU and pixel accuracy), the highest of each during training and its step, and the test
+    score where there is one (means over finished seeds)."""
     test = summary["headline"]["split"] == "test"
-    header = ["network", f"final val {METRIC_NAME}", f"highest val {METRIC_NAME} (at step)", "final val accuracy",
-              "highest val accuracy (at step)", *([f"test {METRIC_NAME}"] if test else []), "seeds"]
+    sc = study.scoring
+    m1, m2 = sc.name, sc.secondary_name
+    header = ["network", f"final val {m1}", f"highest val {m1} (at step)", f"final val {m2}",
+              f"highest val {m2} (at step)", *([f"test {m1}"] if test else []), "seeds"]
     rows = []
     for arm in study.arms:
         runs = study.finished(fraction, arm)
         if not runs:
             continue
-        final = [r.summary.final.get("f1_macro") for r in runs if r.summary.final]
-        acc = [r.summary.final.get("accuracy") for r in runs if r.summary.final]
-        tests = [r.summary.test.get("f1_macro") for r in runs if r.summary.test]
-        rows.append([md(arm) if arm != SCRATCH else "scratch", _mean(final), _highest(runs, "f1_macro"), _mean(acc),
-                     _highest(runs, "accuracy"), *([_mean(tests)] if test else []), str(len(runs))])
+        final = [r.summary.final.get(sc.primary) for r in runs if r.summary.final]
+        second = [r.summary.final.get(sc.secondary) for r in runs if r.summary.final]
+        tests = [r.summary.test.get(sc.primary) for r in runs if r.summary.test]
+        rows.append([md(arm) if arm != SCRATCH else "scratch", _mean(final), _highest(runs, sc.primary),
+                     _mean(second), _highest(runs, sc.secondary), *([_mean(tests)] if test else []), str(len(runs))])
     return header, rows
+
+
+def class_iou_table(study: Study, fraction: float) -> tuple[list[str], list[list[str]]]:
+    """Segmentation: each class's validation IoU per network (means over finished seeds), rarest classes being
+    where pretraining may matter most; "–" where a class was never seen in truth or prediction."""
+    arms = [a for a in study.arms if study.finished(fraction, a)]
+    per = {a: [r.summary.per_class_iou for r in study.finished(fraction, a) if r.summary.per_class_iou] for a in arms}
+    classes = next((list(p[0]) for p in per.values() if p), [])
+    rows = []
+    for c in classes:
+        cells = []
+        for a in arms:
+            vals = [p[c] for p in per[a] if c in p and p[c] == p[c]]  # NaN: not scored in that run
+            cells.append(_mean(vals))
+        rows.append([md(c), *cells])
+    return ["class (validation IoU)", *[md(a) if a != SCRATCH else "scratch" for a in arms]], rows
 
 
 def _highest(runs: list, metric: str) -> str:
@@ -130,7 +154,7 @@ def reading_notes(study: Study, summary: dict[str, Any]) -> list[str]:
         f"**How fast**: each curve is followed from the worse start of the two networks to the better end; at "
         f"{levels} of that way we note the first step each network gets there. Steps at most one evaluation apart "
         "count as tied. 'Lower (higher) for N% of the steps' compares the two curves step by step.",
-        f"**Plateau**: the step of a network's best validation {METRIC_NAME} when nothing later beat it by more "
+        f"**Plateau**: the step of a network's best validation {study.scoring.name} when nothing later beat it by more "
         f"than {PLATEAU_GAIN} for {PLATEAU_WAIT:.0%} of the run, before the learning rate starts to fall.",
         "**Seeds**: with several seeds the numbers are means, and a difference is called only when its 95% "
         "interval over seeds excludes zero; otherwise the answer says the seeds disagree.",

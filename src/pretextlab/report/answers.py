@@ -43,15 +43,14 @@ from .rules import (
 )
 
 ARMS = ("scratch", "pretrained")
-METRIC, METRIC_NAME = "val_f1_macro", "macro-F1"
-CURVES = {"train_loss": "Training loss", "val_loss": "Validation loss", "metric": f"Validation {METRIC_NAME}"}
+CURVES = {"train_loss": "Training loss", "val_loss": "Validation loss"}  # and "metric": the task's primary
 DECAYING = {"onecycle": "one-cycle (the rate rises, then falls to zero)",
             "cosine": "cosine (the rate falls to zero along a cosine)"}
 
 
 def spacing(run: Run) -> float:
     """The steps between two evaluations (the median gap): a time is known to this precision only."""
-    steps = [s for s, _ in run.curve(METRIC)]
+    steps = [s for s, _ in run.curve(run.scoring.column)]
     gaps = [b - a for a, b in zip(steps, steps[1:])]
     return float(statistics.median(gaps)) if gaps else float(run.steps)
 
@@ -67,7 +66,7 @@ def stable_end(run: Run) -> float | None:
 
 def plateau_of(run: Run) -> dict[str, Any]:
     """Question 3 for one run, by the rule its schedule allows (see the module's rules)."""
-    curve = run.curve(METRIC)
+    curve = run.curve(run.scoring.column)
     if not curve:
         return {"state": "short", "step": None, "rule": "none"}
     if run.schedule == "plateau":  # stopped by patience: the plateau is the best that was not beaten
@@ -80,13 +79,14 @@ def plateau_of(run: Run) -> dict[str, Any]:
 
 
 def end_values(run: Run) -> dict[str, float | None]:
-    """Question 4 for one run: the final (kept) model's validation macro-F1, the highest over training with its
-    step, and the kept model's test score where the study has a test split."""
-    best = run.best.get("f1_macro")
-    final = (run.summary.final or {}).get("f1_macro") if run.summary else None
-    return {"final": final if final is not None else run.curve(METRIC)[-1][1],
+    """Question 4 for one run: the final (kept) model's validation score (the task's primary metric), the highest
+    over training with its step, and the kept model's test score where the study has a test split."""
+    key = run.scoring.primary
+    best = run.best.get(key)
+    final = (run.summary.final or {}).get(key) if run.summary else None
+    return {"final": final if final is not None else run.curve(run.scoring.column)[-1][1],
             "max": best.value if best else None, "max_step": best.step if best else None,
-            "test": (run.summary.test or {}).get("f1_macro") if run.summary else None}
+            "test": (run.summary.test or {}).get(key) if run.summary else None}
 
 
 def pair_answers(scratch: Run, pretrained: Run) -> dict[str, Any]:
@@ -95,7 +95,8 @@ def pair_answers(scratch: Run, pretrained: Run) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, a, b, lower in (("train_loss", scratch.loss_curve(), pretrained.loss_curve(), True),
                              ("val_loss", scratch.curve("val_loss"), pretrained.curve("val_loss"), True),
-                             ("metric", scratch.curve(METRIC), pretrained.curve(METRIC), False)):
+                             ("metric", scratch.curve(scratch.scoring.column), pretrained.curve(scratch.scoring.column),
+                              False)):
         if a and b:
             out[key] = level_steps(a, b, lower, gap)
     p = {"scratch": plateau_of(scratch), "pretrained": plateau_of(pretrained)}
@@ -155,7 +156,7 @@ def _levels_over_seeds(rs: dict[int, dict[str, Any]], gap: float) -> dict[str, A
 def over_seeds(by_seed: dict[int, dict[str, Any]], gap: float) -> dict[str, Any]:
     """Every rule's result over the seeds (the "over_seeds" entry)."""
     out: dict[str, Any] = {}
-    for key in CURVES:
+    for key in (*CURVES, "metric"):
         rs = {s: r[key] for s, r in by_seed.items() if key in r}
         out[key] = _levels_over_seeds(rs, gap) if rs else None
     ps = {s: r["plateau"] for s, r in by_seed.items()}
@@ -191,6 +192,7 @@ def answers_summary(study: Study) -> dict[str, Any]:
             out.setdefault(fraction_key(f), {})[arm] = {
                 "seeds": sorted(pairs), "budget": first.budget or first.steps, "schedule": first.schedule,
                 "stable_end": stable_end(first), "spacing": gap, "kept": first.summary.kept, "by_seed": by_seed,
+                "metric": first.scoring.primary, "metric_name": first.scoring.name,
                 "over_seeds": over_seeds(by_seed, gap)}
     return out
 
@@ -227,10 +229,10 @@ def _levels_phrase(levels: list[dict[str, Any]], arm: str, gap: float) -> str:
     return ", ".join(words[v].format(_and(g)) for v, g in groups.items()) + " of the way"
 
 
-def curve_sentence(o: dict[str, Any], key: str, arm: str, gap: float, n: int) -> str:
+def curve_sentence(o: dict[str, Any], key: str, arm: str, gap: float, n: int, metric: str = "macro-F1") -> str:
     """How fast one curve moved: who got to each level first, two levels with their steps, and who was ahead
-    for how much of training."""
-    name, verb = CURVES[key], "fell" if key != "metric" else "rose"
+    for how much of training. metric: the validation metric's name (the task's primary)."""
+    name, verb = CURVES.get(key, f"Validation {metric}"), "fell" if key != "metric" else "rose"
     shown = []
     for lv in (o["levels"][1], o["levels"][-1]):
         ratio = ""
@@ -264,6 +266,7 @@ def _reached(step: float | None, k: int, n: int) -> str:
 def plateau_sentence(entry: dict[str, Any], arm: str) -> str:
     """Which network reached its plateau first, or why neither did."""
     o, n, gap = entry["over_seeds"]["plateau"], len(entry["seeds"]), entry["spacing"]
+    metric = entry.get("metric_name", "macro-F1")
     rule = next(iter(entry["by_seed"].values()))["plateau"]["scratch"]["rule"]
     names = {"pretrained": arm, "scratch": "scratch"}
     if rule == "decaying":
@@ -284,7 +287,7 @@ def plateau_sentence(entry: dict[str, Any], arm: str) -> str:
         return f"{names[a]} at {_step(x['step'])}{of}"
 
     v = o["verdict"]
-    rule_text = (f"its best validation {METRIC_NAME} not beaten by more than {PLATEAU_GAIN} for {PLATEAU_WAIT:.0%} "
+    rule_text = (f"its best validation {metric} not beaten by more than {PLATEAU_GAIN} for {PLATEAU_WAIT:.0%} "
                  "of the run" if rule == "stable" else "its last new best before patience ran out")
     if v in ("pretrained", "scratch"):
         who = _who(v, arm)
@@ -300,7 +303,7 @@ def plateau_sentence(entry: dict[str, Any], arm: str) -> str:
         head = (f"Only {names[more]} reached a plateau{where}" if not o[other(more)]["reached"]
                 else "A plateau was reached in some seeds only")
     else:
-        return (f"Neither network reached a plateau{where}: validation {METRIC_NAME} was still improving by more "
+        return (f"Neither network reached a plateau{where}: validation {metric} was still improving by more "
                 f"than {PLATEAU_GAIN} within the last {PLATEAU_WAIT:.0%} of the run.")
     return f"{head}: {arm_text('pretrained')}; {arm_text('scratch')} (the plateau: {rule_text})."
 
@@ -311,7 +314,7 @@ def other(arm: str) -> str:
 
 def best_sentence(entry: dict[str, Any], arm: str) -> str:
     """The best values: the final (kept) model's and the highest during training, with the test score."""
-    o, n = entry["over_seeds"]["end"], len(entry["seeds"])
+    o, n, metric = entry["over_seeds"]["end"], len(entry["seeds"]), entry.get("metric_name", "macro-F1")
     kept = "kept (best) model" if entry.get("kept") == "best" else "final model"
 
     def diff(c: dict[str, Any]) -> str:
@@ -328,12 +331,12 @@ def best_sentence(entry: dict[str, Any], arm: str) -> str:
     c, text = o["final"], f"{'Means over ' + str(n) + ' seeds: o' if n > 1 else 'O'}"
     if "test" in o:  # the claim is the kept model's test score; validation chose nothing of it
         t = o["test"]
-        text += (f"n the test split (never used for any choice) the {kept}'s {METRIC_NAME} is "
+        text += (f"n the test split (never used for any choice) the {kept}'s {metric} is "
                  f"{number(t['pretrained'], 'metric')} with {arm} pretraining vs {number(t['scratch'], 'metric')} from "
                  f"scratch: {diff(t)}. On validation it is {number(c['pretrained'], 'metric')} vs "
                  f"{number(c['scratch'], 'metric')}")
     else:
-        text += (f"n validation the {kept}'s {METRIC_NAME} is {number(c['pretrained'], 'metric')} with {arm} "
+        text += (f"n validation the {kept}'s {metric} is {number(c['pretrained'], 'metric')} with {arm} "
                  f"pretraining vs {number(c['scratch'], 'metric')} from scratch: {diff(c)}")
     if "max" in o:
         m, at = o["max"], o["max_step"]
@@ -348,9 +351,10 @@ def fraction_answers(summary: dict[str, Any], fraction: str, arm: str) -> list[t
     if not entry:
         return []
     o, n, gap, name = entry["over_seeds"], len(entry["seeds"]), entry["spacing"], md(arm)
+    metric = entry.get("metric_name", "macro-F1")
     losses = " ".join(curve_sentence(o[k], k, name, gap, n) for k in ("train_loss", "val_loss") if o[k])
     return [("How fast the losses fell", losses),
-            (f"How fast validation {METRIC_NAME} rose", curve_sentence(o["metric"], "metric", name, gap, n)
+            (f"How fast validation {metric} rose", curve_sentence(o["metric"], "metric", name, gap, n, metric)
              if o["metric"] else "No validation curve."),
             ("Which network reached a plateau first", plateau_sentence(entry, name)),
             ("Best values", best_sentence(entry, name))]

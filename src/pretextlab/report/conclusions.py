@@ -24,13 +24,14 @@ def headline_scope(summary: dict[str, Any]) -> str:
     seeds cover (with one shared pretraining, not pretraining's own variance)."""
     seeds = summary["seeds"]
     if summary["headline"]["split"] == "test":
-        text = ("The answer rests on the **test split**: test macro-F1 of each run's final model (end of training, "
-                "no evaluation picked on any split), pretrained minus scratch; validation numbers (curves, the best "
-                "evaluation as a secondary number) follow in the sections below.")
+        text = (f"The answer rests on the **test split**: {summary['headline']['text']} of each run (end of "
+                "training, no evaluation picked on any split), pretrained minus scratch; validation numbers (curves, "
+                "the best evaluation as a secondary number) follow in the sections below.")
     else:
-        text = ("The answer rests on the **validation split** (there is no test split): validation macro-F1 of each "
-                "run's final model (end of training, no evaluation picked), pretrained minus scratch. The best "
-                "evaluation of a run, picked on that same split, appears only as a labelled secondary number.")
+        text = ("The answer rests on the **validation split** (there is no test split): "
+                f"{summary['headline']['text']} of each run (end of training, no evaluation picked), pretrained "
+                "minus scratch. The best evaluation of a run, picked on that same split, appears only as a labelled "
+                "secondary number.")
     if len(seeds) >= 2 and summary["pretraining"] == "shared":
         text += (f" Its intervals over the {len(seeds)} seeds cover label subsets and initialisations but not "
                  f"pretraining: one pretraining per task (seed {seeds[0]}), shared by every seed.")

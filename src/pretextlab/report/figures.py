@@ -31,12 +31,13 @@ from .answers import plateau_of, stable_end
 from .canvas import WIDTH, arm_colors, arm_handles, legend_above, new_figure, save_png
 from .files import read_table
 from .formatting import fraction_title
-from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, samples_figure, to_display
+from .images import SAMPLE_CAPTIONS, confusion_figure, examples_figure, mask_examples_figure, samples_figure, to_display
 from .results import PROTOCOLS, PretextRun, Run, Study, read_config, smoothed_losses
 from .rules import LOSS_MIN_WINDOW, LOSS_SMOOTH_SHARE
 from .summary import METRICS, NAMES, baseline_name
 
 __all__ = ["SAMPLE_CAPTIONS", "confusion_figure", "curves_caption", "examples_figure", "fraction_figure",
+           "mask_examples_figure",
            "loss_figure", "metrics_figure", "pretext_figure", "run_figure", "samples_figure", "to_display"]
 
 STEP, EPOCH = "optimizer steps", "epoch"
@@ -191,9 +192,11 @@ def loss_figure(study: Study, summary: dict[str, Any], path: Path) -> Figure:
 
 
 def metrics_figure(study: Study, summary: dict[str, Any], path: Path) -> Figure:
-    """Validation macro-F1 and accuracy vs optimizer steps, one row per label fraction."""
-    return curves_grid(study, summary, [("val_f1_macro", f"validation {NAMES['f1_macro']}"),
-                                        ("val_accuracy", f"validation {NAMES['accuracy']}")], path)
+    """The task's primary and secondary validation metrics (macro-F1 and accuracy, mean IoU and pixel accuracy) vs
+    optimizer steps, one row per label fraction."""
+    sc = study.scoring
+    return curves_grid(study, summary, [(sc.column, f"validation {sc.name}"),
+                                        (f"val_{sc.secondary}", f"validation {sc.secondary_name}")], path)
 
 
 def _images_per_step(run: Run) -> float | None:
@@ -292,7 +295,7 @@ def run_figure(run_dir: Path, path: Path | None = None) -> Path:
     for key, style, label in (("train_loss", "--", "training loss"), ("val_loss", "-", "validation loss")):
         if (c := run_curve(run, key, unit)) is not None:
             lines += ax_loss.plot(c.x, c.y, style, color="0.25", label=label)
-    for m, color in zip(METRICS, ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
+    for m, color in zip([m for m in METRICS if f"val_{m}" in h[0]], ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
         if (c := run_curve(run, f"val_{m}", unit)) is not None:
             lines += ax_m.plot(c.x, c.y, color=color, label=f"validation {NAMES[m]}")
     ax_loss.set(title="loss", ylabel="loss")
@@ -347,8 +350,8 @@ def pretext_figure(run: PretextRun, chance: float | None, path: Path) -> Figure:
 
 
 def answer_figure(study: Study, fraction: float, path: Path) -> Figure:
-    """The answer page's figure of one label fraction: training loss, validation loss and validation macro-F1
-    against optimizer steps, one thin line per seed and network drawn to its own end (so a run that stopped
+    """The answer page's figure of one label fraction: training loss, validation loss and the task's validation
+    metric against optimizer steps, one thin line per seed and network drawn to its own end (so a run that stopped
     early is seen to stop), the step where a constant rate starts to fall, and each run's plateau (a dot)."""
     runs = [r for r in study.runs if r.fraction == fraction]
     colors = arm_colors(study.arms)
@@ -357,15 +360,16 @@ def answer_figure(study: Study, fraction: float, path: Path) -> Figure:
     unit = common_unit(runs)
     ends = {e for r in runs if r.finished and (e := stable_end(r)) is not None and e < (r.budget or r.steps)}
     plateaus = {r.name: p["step"] for r in runs if r.finished and (p := plateau_of(r))["step"] is not None}
+    metric = study.scoring.column
     for ax, (key, name) in zip(axes, (("train_loss", "training loss"), ("val_loss", "validation loss"),
-                                      ("val_f1_macro", f"validation {NAMES['f1_macro']}"))):
+                                      (metric, f"validation {study.scoring.name}"))):
         for r in sorted(runs, key=lambda r: (r.arm != SCRATCH, r.seed)):
             c = run_curve(r, key, unit)
             if c is None:
                 continue
             ax.plot(c.x, c.y, color=colors[r.arm], lw=1.1, alpha=0.85)
             ax.plot(c.x[-1:], c.y[-1:], color=colors[r.arm], marker="|", ms=8)  # where the run ended
-            if key == "val_f1_macro" and r.name in plateaus:
+            if key == metric and r.name in plateaus:
                 step = plateaus[r.name]
                 ax.plot([step], [float(np.interp(step, c.x, c.y))], "o", ms=6, mfc="white", mec=colors[r.arm], mew=1.5)
         for end in ends:

@@ -35,6 +35,19 @@ def images_problem(images: Any) -> str | None:
     return None
 
 
+def masks_problem(examples: Any) -> str | None:
+    """What keeps a segmentation examples.pt (images, truth and predicted masks) from being drawn, or None."""
+    if not isinstance(examples, dict) or not {"images", "truth", "pred"} <= set(examples):
+        return "not a dict of images, truth and pred"
+    images, truth, pred = examples["images"], examples["truth"], examples["pred"]
+    if problem := images_problem(images):
+        return problem
+    shape = (len(images), *images.shape[-2:])
+    if not all(isinstance(m, Tensor) and m.dtype == torch.uint8 and tuple(m.shape) == shape for m in (truth, pred)):
+        return f"its masks are not uint8 of shape {shape}"
+    return None
+
+
 def _samples_problem(samples: Any) -> str | None:
     """What keeps a samples.pt from being drawn as images.samples_figure reads it, or None."""
     if not isinstance(samples, dict):
@@ -86,9 +99,10 @@ def load_samples(path: Path) -> dict[str, Any] | None:
     return samples
 
 
-def read_examples(study: Study) -> dict[str, Tensor]:
-    """Each run's examples.pt (uint8 validation images), read once, in the study's run order; an unreadable or
-    malformed file is logged, becomes a note in the report's status, and the figures use the next run's."""
+def read_examples(study: Study) -> dict[str, Any]:
+    """Each run's examples.pt (uint8 validation images; for segmentation a dict of the images with their true and
+    predicted masks), read once, in the study's run order; an unreadable or malformed file is logged, becomes a
+    note in the report's status, and the figures use the next run's."""
     images_of: dict[str, Tensor] = {}
     for run in study.runs:
         path = run.path / EXAMPLES
@@ -100,7 +114,7 @@ def read_examples(study: Study) -> dict[str, Tensor]:
         except Exception as e:  # unreadable file: noted, the report goes on
             images, problem = None, str(e)
         else:
-            problem = images_problem(images)
+            problem = masks_problem(images) if isinstance(images, dict) else images_problem(images)
         if problem:
             log.warning("%s is left out of the report: %s", path, problem)
             study.problems.append(f"{run.name}/{EXAMPLES}: {problem}")

@@ -204,3 +204,65 @@ def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
     names = samples.get("positions") or []
     t, p = int(samples["true"][i]), int(samples["pred"][i])
     return f"true: {class_name(names, t)}\npred: {class_name(names, p)}", right
+
+
+IGNORED = (0.6, 0.6, 0.6)  # ignored pixels in a mask figure
+
+
+def class_colours(n: int) -> np.ndarray:
+    """One fixed RGB colour (floats in [0, 1]) per class index, the same in every figure of every study:
+    matplotlib's tab20 in its order, then tab20b, for up to 40 classes, cycled beyond."""
+    from matplotlib import colormaps
+
+    table = [*colormaps["tab20"].colors, *colormaps["tab20b"].colors]
+    return np.array([table[k % len(table)] for k in range(n)])
+
+
+def paint(mask: Tensor, colours: np.ndarray, ignore: int | None) -> np.ndarray:
+    """An index mask (H, W) as an RGB image: each class its colour, the ignore value (and any value outside the
+    classes) grey."""
+    m = mask.numpy().astype(np.int64)
+    out = np.empty((*m.shape, 3))
+    out[:] = IGNORED
+    known = (m < len(colours)) & (m != (-1 if ignore is None else ignore))
+    out[known] = colours[m[known]]
+    return out
+
+
+def mask_examples_figure(images: Tensor, truth: Tensor, preds: dict[str, Tensor], classes: list[str],
+                         ignore: int | None, path: Path, limit: int = 6) -> Figure:
+    """Segmentation examples: a row per validation image, columns image | true mask | each arm's predicted mask,
+    one fixed colour per class (class_colours), ignored pixels grey; the legend below names every class shown."""
+    colours = class_colours(len(classes))
+    n = min(limit, len(images), *(len(p) for p in preds.values()))
+    cols = 2 + len(preds)
+    h, w = images.shape[-2:]
+    cell_w = WIDTH / cols
+    cell_h = cell_w * h / w
+    legend_rows = math.ceil(len(classes) / 4)
+    fig = Figure(figsize=(WIDTH, 0.35 + n * (cell_h + 0.05) + 0.25 * legend_rows + 0.2))
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(n + 1, cols, height_ratios=[cell_h] * n + [0.25 * legend_rows + 0.1],
+                            hspace=0.08, wspace=0.03, left=0.01, right=0.99, top=1 - 0.3 / fig.get_figheight(),
+                            bottom=0.01)
+    titles = ["image", "true mask", *preds]
+    for i in range(n):
+        panels = [to_display(images[i], 0), paint(truth[i], colours, ignore),
+                  *(paint(p[i], colours, ignore) for p in preds.values())]
+        for j, panel in enumerate(panels):
+            ax = fig.add_subplot(grid[i, j])
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9, weight="bold", pad=3)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[k], label=c) for k, c in enumerate(classes)]
+    if ignore is not None:
+        handles.append(Patch(color=IGNORED, label="ignored"))
+    legend_ax = fig.add_subplot(grid[n, :])
+    legend_ax.axis("off")
+    legend_ax.legend(handles=handles, loc="center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    save_png(fig, path)
+    return fig

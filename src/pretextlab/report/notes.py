@@ -18,7 +18,7 @@ def rule_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"**Headline**: {summary['headline']['text']} (the final model: end of training, or the best "
              "evaluation the plateau schedule kept); the highest value over a run, picked on the validation split, "
              "stands beside it",
-             f"**How fast the losses fell and validation macro-F1 rose**: {RULES['levels']}; the training loss is "
+             f"**How fast the losses fell and the validation metric rose**: {RULES['levels']}; the training loss is "
              "steps.csv's, smoothed as the figures draw it"]
     if schedules & {"wsd", "constant"} or not schedules:
         lines.append(f"**Which reached a plateau first**: {RULES['plateau']}")

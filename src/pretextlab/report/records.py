@@ -32,15 +32,16 @@ class Best:
 
 @dataclass(frozen=True)
 class Example:
-    """One validation image's true and predicted class, and the prediction's confidence."""
+    """One validation image's true and predicted class, and the prediction's confidence (classification); a
+    segmentation example has only its index (its masks are examples.pt's)."""
 
-    label: int
-    pred: int
+    label: int | None = None
+    pred: int | None = None
     confidence: float | None = None
 
     @classmethod
     def parse(cls, d: Mapping[str, Any]) -> Example:
-        return cls(d["label"], d["pred"], d.get("confidence"))
+        return cls(d.get("label"), d.get("pred"), d.get("confidence"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class RunSummary:
     init_sha256: str | None = None
     examples: list[Example] | None = None
     confusion_val: list[list[int]] | None = None
+    per_class_iou: dict[str, float] | None = None  # segmentation: class -> validation IoU (NaN: never seen)
+    per_class_iou_test: dict[str, float] | None = None
+    ignore_index: int | None = None
 
     @classmethod
     def parse(cls, d: schema.FinetuneSummary) -> RunSummary:
@@ -73,7 +77,8 @@ class RunSummary:
                    kept=d.get("kept"), wall_time_s=d.get("wall_time_s"), n_train=d.get("n_train"), n_val=d.get("n_val"),
                    classes=d.get("classes"), init_sha256=d.get("init_sha256"),
                    examples=[Example.parse(e) for e in examples] if examples is not None else None,
-                   confusion_val=d.get("confusion_val"))
+                   confusion_val=d.get("confusion_val"), per_class_iou=d.get("per_class_iou"),
+                   per_class_iou_test=d.get("per_class_iou_test"), ignore_index=d.get("ignore_index"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class RunConfig:
     world_size: int | None = None
     n_val: int | None = None
     n_pool: int | None = None  # a pretraining's unlabelled pool
+    task: str | None = None  # a fine-tuning run's downstream task (None: classification, stored without it)
 
     @classmethod
     def parse(cls, d: schema.RunConfig) -> RunConfig:
@@ -117,7 +123,7 @@ class RunConfig:
                    cooldown=cooldown,
                    precision=resolved.get("precision"), steps_per_epoch=resolved.get("steps_per_epoch"),
                    batch_size=resolved.get("batch_size"), world_size=resolved.get("world_size"),
-                   n_val=d.get("n_val"), n_pool=d.get("n_pool"))
+                   n_val=d.get("n_val"), n_pool=d.get("n_pool"), task=d.get("task"))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from ..schema import PER_SEED, SHARED
 from .files import as_record, bad_file, check_of, read_json, read_record, read_table
 from .records import Best, PretextSummary, ProbeEntry, RunConfig, RunSummary, StudyConfig
 from .rules import centred_mean, loss_window
+from .scoring import Scoring, scoring_of
 
 __all__ = ["PER_SEED", "PROBE_PROTOCOLS", "PROTOCOLS", "SHARED", "PretextRun", "Run", "Study", "class_names",
            "column", "fraction_key", "load_study", "read_config", "study_config"]
@@ -87,6 +88,11 @@ class Run(_Configured):
     @property
     def finished(self) -> bool:
         return self.summary is not None
+
+    @property
+    def scoring(self) -> Scoring:
+        """Its task's metrics (config.json's task)."""
+        return scoring_of(self.config.task)
 
     @property
     def schedule(self) -> str | None:
@@ -196,6 +202,11 @@ class Study:
     def pretraining(self) -> str:
         """"per-seed" (each seed pretrains its own backbone) or "shared" (one per task for every seed)."""
         return self.config.pretraining
+
+    @property
+    def scoring(self) -> Scoring:
+        """The downstream task's metrics: which one the answers use."""
+        return scoring_of(self.config.task)
 
     @property
     def seeds(self) -> list[int]:

@@ -16,17 +16,17 @@ Curve = Sequence[tuple[float, float]]
 EPS = 1e-12  # 0.515 - 0.505 is 0.01 in decimal, not in binary
 LOSS_SMOOTH_SHARE = 0.05  # steps.csv's training loss: a centred running mean over this share of its values ...
 LOSS_MIN_WINDOW = 3  # ... and at least this many
-PLATEAU_TOL = 0.01  # macro-F1: a rise above this is an improvement; a band this wide is flat
+PLATEAU_TOL = 0.01  # the primary metric: a rise above this is an improvement; a band this wide is flat
 PLATEAU_SPAN = 0.20  # the share of the budget over which "still improving" and "plateau" are judged
 MIN_DELTA = 0.001  # the plateau schedule's improvement (spelled again: the report never imports training)
 EQUAL_WITHIN = 0.005  # one seed: metric differences at most this large are "about equal"
 
-PLATEAU_RULE = (f"under a decaying schedule a curve is still improving at the end when its validation macro-F1 "
+PLATEAU_RULE = (f"under a decaying schedule a curve is still improving at the end when its validation metric "
                 f"rose by more than {PLATEAU_TOL} over the last {PLATEAU_SPAN:.0%} of the budget (last evaluation "
                 f"minus the last one at or before that point); it plateaued at the first evaluation from which it "
                 f"stays inside a band {PLATEAU_TOL} wide to the end, over at least {PLATEAU_SPAN:.0%} of the "
                 "budget; otherwise it is not settled (it moved by more than the band without rising that much)")
-STOP_RULE = (f"under the plateau schedule a run stops when validation macro-F1 has not beaten its best by more than "
+STOP_RULE = (f"under the plateau schedule a run stops when the validation metric has not beaten its best by more than "
              f"{MIN_DELTA} for `patience` evaluations; the arm that stopped first trained the fewer optimizer steps; "
              "its last improvement is the evaluation that set that best")
 VERDICT_RULE = ("times at most one evaluation apart are equal (a time is known to the nearest evaluation only); "
@@ -136,7 +136,7 @@ def trend(changes: Sequence[tuple[float, bool | None]]) -> str | None:
 
 LEVELS = (0.25, 0.50, 0.75, 0.90)  # shares of the way from the common start to the better final value
 TIE_SHARE = 0.02  # "ahead": the curves differ by more than this share of the start-to-final range
-PLATEAU_GAIN = 0.005  # a new best of validation macro-F1 must beat the old one by more than this ...
+PLATEAU_GAIN = 0.005  # a new best of the validation metric must beat the old one by more than this ...
 PLATEAU_WAIT = 0.15  # ... and a plateau is a best not beaten for this share of the run (at least 2 evaluations)
 
 LEVELS_RULE = ("how fast a curve moved: the common start is the worse of the two networks' first values, the end the "
@@ -144,7 +144,8 @@ LEVELS_RULE = ("how fast a curve moved: the common start is the worse of the two
                "start to end) is the first step at which its curve is at or past that level; two times at most one "
                "evaluation apart are equal; ahead: the share of the steps both ran where one curve is better by more "
                f"than {TIE_SHARE:.0%} of the start-to-end range")
-STABLE_PLATEAU_RULE = (f"a network reached its plateau at the evaluation that set its best validation macro-F1 when no "
+STABLE_PLATEAU_RULE = ("a network reached its plateau at the evaluation that set its best validation metric (the "
+                       "task's primary: macro-F1, mean IoU) when no "
                        f"later evaluation beat that best by more than {PLATEAU_GAIN} for at least "
                        f"{PLATEAU_WAIT:.0%} of the run (and 2 evaluations), all before the learning rate starts to "
                        "fall: only then is the flattening the network's and not the schedule's")

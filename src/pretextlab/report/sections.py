@@ -42,6 +42,7 @@ from .figures import (
     examples_figure,
     fraction_figure,
     loss_figure,
+    mask_examples_figure,
     metrics_figure,
     pretext_figure,
     samples_figure,
@@ -215,18 +216,19 @@ def _curves(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) -> N
              + "; the validation loss is plain cross-entropy, so their levels differ by construction and the loss "
                "gap in the tables is a relative measure.")
     metrics_figure(study, summary, fig_dir / "val_metrics.png")
-    doc.figure("val_metrics.png", "Validation macro-F1 and accuracy per evaluation vs optimizer steps, one row per "
-                                  "label fraction, axes, lines and bands as above (precision and recall are in the "
-                                  "tables)")
+    sc = study.scoring
+    doc.figure("val_metrics.png", f"Validation {sc.name} and {sc.secondary_name} per evaluation vs optimizer steps, "
+                                  "one row per label fraction, axes, lines and bands as above (the other metrics "
+                                  "are in the tables)")
 
 
 def _results(doc: Doc, study: Study, summary: dict[str, Any]) -> None:
     doc.heading(2, "Results per label fraction")
     doc.para("Per fraction: a table of each arm's numbers (mean ± sample std over seeds, n per arm in the header; "
              "differences are pretrained minus scratch, paired by seed), then for each pretrained arm a table of "
-             "the four questions (how fast each loss fell, how fast macro-F1 rose, which plateaued or stopped "
-             "first, which ended higher) and the sentences that answer them. Only finished runs count; gaps are "
-             "taken at the last evaluation. "
+             "the four questions (how fast each loss fell, how fast the validation metric rose, which plateaued or "
+             "stopped first, which ended higher) and the sentences that answer them. Only finished runs count; gaps "
+             "are taken at the last evaluation. "
              + ("Each row names its split: val rows are on the validation split, test rows on the test split (the "
                 "final model, end of training)." if summary["headline"]["split"] == "test"
                 else "Every row is on the validation split (the study has no test split).")
@@ -261,7 +263,22 @@ def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Pat
     doc.heading(2, "Predictions on validation examples")
     classes = class_names(study)
     drawn = False
-    for f in study.fractions:
+    for f in study.fractions if study.scoring.task == "segmentation" else ():
+        shown = {}
+        for arm in study.arms:
+            runs = [r for r in sorted(study.finished(f, arm), key=lambda r: r.seed) if r.name in images_of]
+            if runs:
+                shown[arm] = images_of[runs[0].name]
+        if not shown:
+            continue
+        first = next(iter(shown.values()))
+        name = f"examples_f{f:g}.png"
+        mask_examples_figure(first["images"], first["truth"], {a: e["pred"] for a, e in shown.items()},
+                             first.get("classes") or classes, first.get("ignore_index"), fig_dir / name)
+        doc.figure(name, f"Fraction {f:g}: validation images (the same in every run), their true masks and each "
+                         "arm's predicted mask (its lowest finished seed); one colour per class, grey: ignored")
+        drawn = True
+    for f in study.fractions if study.scoring.task != "segmentation" else ():
         images, examples = _examples_for(study, images_of, f)
         if images is None or not examples:
             continue
@@ -378,7 +395,8 @@ def _backbone_views(doc: Doc, run: PretextRun, images_of: dict[str, Tensor], fig
     if not images_of:
         doc.para(f"No example image ({EXAMPLES}) yet, so no feature maps.")
         return
-    image = next(iter(images_of.values()))[0]
+    first = next(iter(images_of.values()))
+    image = (first["images"] if isinstance(first, dict) else first)[0]  # segmentation: a dict with its masks
     try:  # the study's own image through its own network: a mismatch (channels, size) only leaves the figure out
         x = normalize(image[None], torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
         maps = {label: early_features(net, x) for label, net in nets.items()}

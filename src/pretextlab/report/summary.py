@@ -19,6 +19,7 @@ import statistics
 from typing import Any
 
 from ..layout import SCRATCH
+from ..metrics import METRIC_NAMES
 from ..runs import summarize
 from ..schema import SCHEMA_KEY, SCHEMA_VERSION
 from ..stats import RULE as CI_RULE
@@ -40,12 +41,12 @@ from .results import (
     fraction_key,
 )
 from .rules import CONSTANTS, RULES
+from .scoring import ALL_METRICS
 
 __all__ = ["compare", "fraction_key", "summarize_study"]
 
-METRICS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
-NAMES = {"f1_macro": "macro-F1", "precision_macro": "macro precision", "recall_macro": "macro recall",
-         "accuracy": "accuracy", "loss": "loss"}
+METRICS = ALL_METRICS  # every task's validation metrics: a run's entries are those its task logs
+NAMES = METRIC_NAMES
 QUANTITIES = (*(f"final_{m}" for m in (*METRICS, "loss")), *(f"test_{m}" for m in (*METRICS, "loss")),
               *METRICS, "loss", *(f"{m}_step" for m in (*METRICS, "loss")), "steps", "gap_accuracy",
               "gap_loss", "evaluations", "wall_time_s", "images_per_s")
@@ -64,7 +65,8 @@ def run_stats(run: Run) -> dict[str, Any]:
                  for k in (*METRICS, "loss") if k in best},
         "final": s.final,
         "curves": run_curves(run),
-        "gap": {"accuracy_train_minus_val": last.get("train_accuracy", math.nan) - last.get("val_accuracy", math.nan),
+        "gap": {"accuracy_train_minus_val": last["train_accuracy"] - last["val_accuracy"]
+                if "train_accuracy" in last and "val_accuracy" in last else None,
                 "loss_val_minus_train": last.get("val_loss", math.nan) - last.get("train_loss", math.nan)},
         "images_per_s": statistics.fmean(column(h, "images_per_s") or [math.nan]),
         "wall_time_s": math.nan if run.wall_time_s is None else run.wall_time_s,
@@ -154,11 +156,12 @@ def headline(study: Study) -> dict[str, Any]:
     """The one primary protocol of the answer, the tables and the significance verdicts: the final model
     (end of training, no evaluation picked), scored on the test split where there is one (validation is
     for choices, test for claims), else on the validation split."""
+    m, name = study.scoring.primary, study.scoring.name
     if has_test_split(study):
-        return {"split": TEST, "quantity": "test_f1_macro", "metric": "f1_macro", "protocol": "finetune",
-                "text": "test macro-F1 of the final model"}
-    return {"split": VALIDATION, "quantity": "final_f1_macro", "metric": "f1_macro", "protocol": "finetune",
-            "text": "validation macro-F1 of the final model"}
+        return {"split": TEST, "quantity": f"test_{m}", "metric": m, "protocol": "finetune",
+                "text": f"test {name} of the final model"}
+    return {"split": VALIDATION, "quantity": f"final_{m}", "metric": m, "protocol": "finetune",
+            "text": f"validation {name} of the final model"}
 
 
 def timing(study: Study) -> dict[str, Any]:

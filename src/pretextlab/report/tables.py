@@ -31,7 +31,15 @@ TABLE_ROWS = (  # label, quantity, step quantity (shown in brackets), kind
     ("test macro recall", "test_recall_macro", None, "metric"),
     ("test accuracy", "test_accuracy", None, "metric"),
     ("test loss", "test_loss", None, "metric"),
+    ("final val mean IoU (end of training)", "final_miou", None, "metric"),  # segmentation
+    ("final val pixel accuracy", "final_pixel_accuracy", None, "metric"),
+    ("final val mean Dice", "final_dice", None, "metric"),
+    ("test mean IoU (final model)", "test_miou", None, "metric"),
+    ("test pixel accuracy", "test_pixel_accuracy", None, "metric"),
+    ("test mean Dice", "test_dice", None, "metric"),
     ("secondary: best val macro-F1 over the evaluations (step)", "f1_macro", "f1_macro_step", "metric"),
+    ("secondary: best val mean IoU over the evaluations (step)", "miou", "miou_step", "metric"),
+    ("secondary: best val pixel accuracy (step)", "pixel_accuracy", "pixel_accuracy_step", "metric"),
     ("secondary: best val accuracy (step)", "accuracy", "accuracy_step", "metric"),
     ("secondary: lowest val loss (step)", "loss", "loss_step", "metric"),
     ("train − val accuracy, last evaluation", "gap_accuracy", None, "metric"),
@@ -87,8 +95,8 @@ def answers_table(summary: dict[str, Any], fraction: float, arm: str) -> Table |
     entry = (summary.get("answers") or {}).get(fraction_key(fraction), {}).get(arm)
     if not entry:
         return None
-    o, n = entry["over_seeds"], len(entry["seeds"])
-    names = {"train_loss": "training loss (smoothed)", "val_loss": "validation loss", "metric": "val macro-F1"}
+    o, n, metric = entry["over_seeds"], len(entry["seeds"]), entry.get("metric_name", "macro-F1")
+    names = {"train_loss": "training loss (smoothed)", "val_loss": "validation loss", "metric": f"val {metric}"}
     rows = []
     for key, name in names.items():
         if not o[key]:
@@ -106,7 +114,7 @@ def answers_table(summary: dict[str, Any], fraction: float, arm: str) -> Table |
                  *(f"{number(p[a]['step'], 'step')} ({p[a]['reached']} of {n})" if p[a]["step"] is not None
                    else f"none (0 of {n})" for a in ("pretrained", "scratch")), _diff(p["difference"], "step"),
                  p["verdict"]])
-    for label, q in (("final val macro-F1", "final"), ("highest val macro-F1", "max"), ("test macro-F1", "test")):
+    for label, q in ((f"final val {metric}", "final"), (f"highest val {metric}", "max"), (f"test {metric}", "test")):
         if c := o["end"].get(q):
             rows.append([label, number(c["pretrained"], "metric"), number(c["scratch"], "metric"), _diff(c, "metric"),
                          value_verdict(c)])
@@ -151,11 +159,12 @@ def evaluation_table(evaluation: dict[str, Any], metric: str, methods: list[str]
 
 
 def answer_table(study: Study, summary: dict[str, Any]) -> Table:
-    """Rows = fractions; columns = labelled images, each arm's headline number (the final model's test
-    macro-F1, else its validation macro-F1), pretrained minus scratch."""
+    """Rows = fractions; columns = labelled images, each arm's headline number (the final model's test score in
+    the task's primary metric, else its validation score), pretrained minus scratch."""
     pretext_arms = [a for a in study.arms if a != SCRATCH]
     q = summary["headline"]["quantity"]
-    label = "test macro-F1" if summary["headline"]["split"] == "test" else "final val macro-F1"
+    name = study.scoring.name
+    label = f"test {name}" if summary["headline"]["split"] == "test" else f"final val {name}"
     header = ["fraction", "labelled images", *(f"{md(a)} {label}" for a in study.arms),
               *(f"{md(a)} − scratch" for a in pretext_arms)]
     rows = []

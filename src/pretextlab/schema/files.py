@@ -53,6 +53,9 @@ class BestScores(TypedDict, total=False):
     recall_macro: Best
     accuracy: Best
     loss: BestReal
+    miou: Best  # segmentation
+    pixel_accuracy: Best
+    dice: Best
 
 
 class Scores(TypedDict, total=False):
@@ -64,17 +67,18 @@ class Scores(TypedDict, total=False):
     accuracy: float
     loss: Real
     n: int
+    miou: Real  # segmentation (metrics.SegmentationMeter): NaN where no pixel is labelled
+    pixel_accuracy: Real
+    dice: Real
 
 
-class _Example(TypedDict):
-    label: int
-    pred: int
-
-
-class Example(_Example, total=False):
-    """One validation image's prediction, shown in the report (its image is examples.pt's row)."""
+class Example(TypedDict, total=False):
+    """One validation image shown in the report (its image, and for segmentation its masks, are examples.pt's
+    row): classification's true and predicted class with the confidence; segmentation's index only."""
 
     val_index: int
+    label: int
+    pred: int
     confidence: float | None
 
 
@@ -105,6 +109,9 @@ class FinetuneSummary(TypedDict, total=False):
     confusion_val: Matrix | None
     examples: list[Example] | None
     test: Scores | None
+    ignore_index: int | None  # segmentation: the mask value left out
+    per_class_iou: dict[str, Real] | None  # segmentation: IoU per class on validation (NaN: class never seen)
+    per_class_iou_test: dict[str, Real] | None
     wall_time_s: float | None
     process_time_s: float
 
@@ -121,7 +128,7 @@ class PretrainSummary(TypedDict, total=False):
     chance: float | None
     backbone: str
     options: dict[str, Any]
-    knn_accuracy: dict[str, float]
+    knn_accuracy: dict[str, float] | None  # None: the task's labels are not one per image (segmentation)
     knn_images: int
     backbone_sha256: str | None
     earlier_backbone_sha256: str | None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import dist, hw, schema
-from ..data import DataConfig, check_fraction, check_out_outside_data, check_same_data, open_data
+from ..data import DataConfig, check_fraction, check_out_outside_data, check_same_data, data_settings, open_data
 from ..errors import UserError
 from ..io import load_json, save_json
 from ..layout import ORIGINAL_SUMMARY, REPORT_SUMMARY, STUDY
@@ -31,7 +31,7 @@ from ..tasks import get_task
 from ..train import check_precision, check_seed
 from . import plan
 from .export import export_study
-from .presets import PRESETS, with_overrides
+from .presets import PRESETS, get_preset, with_overrides
 from .probes import run_probes
 from .stages import Env, study_stages
 
@@ -97,8 +97,10 @@ def run_study(
     for seed in seeds:
         check_seed(seed, "--seeds")
     check_precision(precision)
-    p = with_overrides(PRESETS[preset], epochs, pretrain_epochs)
+    p = with_overrides(get_preset(preset, task), epochs, pretrain_epochs)
     backbone = backbone or p.backbone
+    if data.image_size is None and p.image_size is not None:  # the preset's size, recorded in study.json
+        data = dataclasses.replace(data, image_size=p.image_size)
     out_dir = Path(out_dir)
     check_out_outside_data(data, out_dir)
     dev, ds = open_data(data, device, None, kind.load)  # under torchrun: join the job before anything is written
@@ -126,7 +128,7 @@ def run_study(
             "pretraining": "shared" if shared_pretraining else "per-seed",
             "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
             "overrides": {k: v for k, v in (("epochs", epochs), ("pretrain_epochs", pretrain_epochs)) if v is not None},
-            "protocols": ["finetune", "linear", "knn"], "probes": probe_settings(),
+            "protocols": ["finetune", "linear", "knn"] if kind.probes else ["finetune"], "probes": probe_settings(),
             "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
                         "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
                         "channels": ds.channels, "skipped_files": ds.skipped, "fingerprint": ds.fingerprint},
@@ -254,6 +256,6 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
 
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
     """A study's data settings without storage, which never changes the numbers (as data.data_settings)."""
-    return {k: v for k, v in data.items() if k != "storage"}
+    return data_settings(data)
 
 

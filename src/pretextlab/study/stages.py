@@ -22,6 +22,7 @@ from ..layout import BACKBONE, RANDOM_INIT_DIR, pretrain_dir, run_name
 from ..models import random_backbone
 from ..pretext import TASKS as PRETEXTS
 from ..pretext import Pretraining
+from ..tasks import get_task
 from ..train import eval_steps, steps_per_epoch
 from . import plan
 from .presets import Preset
@@ -81,7 +82,6 @@ def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: t
     n_pool, n_test = len(ds.train) - n_val, len(ds.test) if ds.test is not None else 0
     owners = {s: (None if shared else s) for s in seeds}  # seed -> the seed its pretraining used (None: shared)
     keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
-    loader = Finetuning(task, data, p.finetune, backbone).load  # pretraining reads the task's images
     stages: list[plan.Stage] = []
     for name in pretexts:  # one per task and seed (the seed's replicate), or one per task shared by all seeds
         for pre_seed in dict.fromkeys(owners.values()):
@@ -89,17 +89,18 @@ def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: t
             cfg = p.pretrain_config(name, seeds[0] if pre_seed is None else pre_seed)
             options = p.pretext_options.get(name)
             per_image = PRETEXTS[name][0].work_per_image(options or {})
-            job = Pretraining(name, data, cfg, backbone, options, loader=loader)
+            job = Pretraining(name, data, cfg, backbone, options, downstream=task)
             stages.append(RunStage(folder.name, "pretrain", plan.pretrain_work(per_image, cfg.epochs, n_pool, n_val),
                                    folder.name in times, job, folder))
-    for name in pretexts:  # frozen pretrained backbones: every fraction and seed, features extracted once
+    probed = pretexts if get_task(task).probes else ()  # probes need a label per image
+    for name in probed:  # frozen pretrained backbones: every fraction and seed, features extracted once
         for pre_seed in dict.fromkeys(owners.values()):
             folder = out_dir / pretrain_dir(name, pre_seed)
             own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
             stage = f"probe-{folder.name.removeprefix('pretrain-')}"
             stages.append(ProbeStage(stage, "probe", plan.probe_work(n_pool, n_val, n_test, len(own)), stage in times,
                                      backbone, folder / BACKBONE, 0, folder, own))
-    for seed in seeds:  # the baseline: each seed's random initialisation, frozen
+    for seed in seeds if probed else ():  # the baseline: each seed's random initialisation, frozen
         own = [k for k in keys if k[1] == seed]
         stage = f"probe-random-s{seed}"
         stages.append(ProbeStage(stage, "probe", plan.probe_work(n_pool, n_val, n_test, len(own)), stage in times,

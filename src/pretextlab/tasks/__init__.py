@@ -5,9 +5,11 @@ from __future__ import annotations
 from ..errors import UserError
 from .classification import Classification
 from .common import DownstreamTask
+from .segmentation import Segmentation
 
 TASKS: dict[str, type[DownstreamTask]] = {
     Classification.name: Classification,
+    Segmentation.name: Segmentation,
 }
 
 
@@ -15,6 +17,23 @@ def get_task(name: str) -> type[DownstreamTask]:
     if name not in TASKS:
         raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def resolve_task(name: str, source: str) -> str:
+    """`auto`: segmentation when the data root has a segmentation layout (images and masks, SegNet's pairs of
+    folders, Pascal VOC's SegmentationClass), else classification; any other name is checked and kept."""
+    if name != "auto":
+        get_task(name)
+        return name
+    from pathlib import Path
+
+    from ..data.masks import detect_layout
+
+    try:
+        detect_layout(Path(source).expanduser())
+    except UserError:
+        return Classification.name
+    return Segmentation.name
 
 
 def task_of_checkpoint(kind: str) -> type[DownstreamTask] | None:

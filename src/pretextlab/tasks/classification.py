@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import dist, hw
-from ..data import DataConfig, Splits, load_data, make_splits
+from ..data import DataConfig, Splits, load_data, make_splits, stratified_split
 from ..data.augment import augment, normalize, take
-from ..data.sources import Dataset
+from ..data.sources import Dataset, ImageSet, rows
 from ..errors import UserError
 from ..io import save_torch
 from ..layout import EXAMPLES
@@ -90,6 +90,7 @@ class Classification:
     name = "classification"
     primary = "f1_macro"
     monitor = ("f1_macro", "max")  # what the plateau schedule watches
+    probes = True  # the study probes frozen backbones (linear, k-NN) on a label per image
     checkpoint_kind = "classifier"
 
     def __init__(self, splits: Splits, data: DataConfig, cfg: TrainConfig, precision: str = "fp32"):
@@ -175,6 +176,12 @@ class Classification:
                         for k in ("mean", "std"))):
             return "its meta's classes, channels, image size, mean or std are not a classifier's"
         return None
+
+    @staticmethod
+    def held_out(ds: Dataset, data: dict[str, Any]) -> tuple[Tensor, ImageSet]:
+        """The training pool and the validation split a run was scored on (evaluate), by its recorded split."""
+        pool, va = stratified_split(ds.train.labels, data["val_fraction"], data["split_seed"])
+        return rows(ds.train.images, pool), ImageSet(rows(ds.train.images, va), ds.train.labels[va])
 
     @staticmethod
     def rebuild(backbone: nn.Module, meta: dict[str, Any]) -> nn.Module:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 from torch import Tensor, nn
 
 from ..data import DataConfig, Splits
-from ..data.sources import Dataset
+from ..data.sources import Dataset, ImageSet
 from ..train import Task
 
 
@@ -30,6 +30,7 @@ class DownstreamTask(Task, Protocol):
     primary: ClassVar[str]  # the metric the report's answers use (and the plateau schedule watches)
     monitor: ClassVar[tuple[str, str]]  # (primary, "max" | "min")
     checkpoint_kind: ClassVar[str]  # meta["kind"] of its checkpoints
+    probes: ClassVar[bool]  # whether a study also probes frozen backbones (linear, k-NN: a label per image)
 
     @staticmethod
     def load(data: DataConfig) -> Dataset:
@@ -54,6 +55,11 @@ class DownstreamTask(Task, Protocol):
     @staticmethod
     def check_meta(meta: dict[str, Any]) -> str | None:
         """Why a checkpoint's meta cannot be this task's (None: it can)."""
+
+    @staticmethod
+    def held_out(ds: Dataset, data: dict[str, Any]) -> tuple[Tensor, ImageSet]:
+        """A saved run's training pool (unlabelled use only) and its validation split, from its recorded data
+        settings (val_fraction, split_seed): what `evaluate --split val` scores."""
 
     @staticmethod
     def rebuild(backbone: nn.Module, meta: dict[str, Any]) -> nn.Module:
