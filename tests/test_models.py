@@ -152,3 +152,39 @@ def test_feature_map_is_the_map_the_backbone_pools(name):
 def test_feature_map_of_an_unknown_module():
     with pytest.raises(TypeError, match="no feature map for a Linear"):
         feature_map(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+
+
+# --- the segmentation decoder over a backbone's multi-scale maps --------------------------------------------
+
+
+@pytest.mark.parametrize("spec, levels", [("fast", 3), ("resnet18", 3), ("timm:resnet10t", 4), ("user", 1)])
+def test_pyramid_taps_find_the_multi_scale_maps(spec, levels):
+    from pathlib import Path
+
+    from pretextlab.models.heads import Segmenter, pyramid_taps
+
+    if spec == "user":  # the user's own file: one map, below the input's resolution
+        spec = f"{Path(__file__).parent / 'fixtures' / 'user_backbone.py'}:TinyNet"
+    b = make_backbone(spec, 3)
+    taps = pyramid_taps(b, 3)
+    assert len(taps) == levels
+    m = Segmenter(b, 5, 3)
+    assert m(torch.zeros(2, 3, 40, 56)).shape == (2, 5, 40, 56)  # logits at the input's size, any aspect
+
+
+def test_the_decoder_is_the_seeds_and_only_the_backbone_differs():
+    """Two builds under one seed give one decoder; loading pretrained weights changes the backbone alone."""
+    from pretextlab.models import load_backbone_weights
+    from pretextlab.models.heads import Segmenter
+
+    def build(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return Segmenter(make_backbone("fast", 3), 4, 3)
+
+    a, b = build(0), build(0)
+    trained = {k: v + 1 for k, v in make_backbone("fast", 3).state_dict().items() if v.is_floating_point()}
+    state = {**b.backbone.state_dict(), **trained}
+    assert load_backbone_weights(b.backbone, state, "test") == {"tensors": len(state), "changed": len(trained)}
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        same = torch.equal(pa, pb)
+        assert same != (name.startswith("backbone.") and name.removeprefix("backbone.") in trained), name

@@ -196,10 +196,13 @@ def evaluate(
 def predict(
     images: Annotated[list[str], typer.Argument(help="image files")], checkpoint: Checkpoint,
     backbone: UserBackbone = None,
+    out: Path = typer.Option(Path("predictions"), help="segmentation: where each image's <stem>_mask.png (class "
+                                                       "indices, coloured palette) and <stem>_overlay.png go"),
 ) -> None:
-    """A line per image: the file, then the values of its task's output (e.g. class and confidence)."""
-    for f, out in predict_files(str(checkpoint), images, backbone):
-        typer.echo("\t".join([f, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in out.values())]))
+    """A line per image: the file, then the values of its task's output (a class and its confidence; for
+    segmentation the main classes and the paths of the mask and overlay PNGs)."""
+    for f, result in predict_files(str(checkpoint), images, backbone, out):
+        typer.echo("\t".join([f, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in result.values())]))
 
 
 def _pretext_flag(key: str, text: str) -> Any:

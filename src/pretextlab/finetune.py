@@ -218,19 +218,33 @@ def _check_trained_data(trained: Any, now: dict | None, checkpoint: str, recorde
                 "images", given, checkpoint, describe_fingerprint(trained), describe_fingerprint(now or {}))
 
 
-def predict_files(checkpoint: str, files: list[str], backbone: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+def predict_files(checkpoint: str, files: list[str], backbone: str | None = None,
+                  out_dir: str | Path | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(file, output) per image, resized the way the training data was; the output is the task's (a class and
-    its confidence for classification)."""
+    its confidence for classification; for segmentation the classes covering most of the image, and the index
+    mask PNG and colour overlay written into out_dir at the image's own size)."""
     from PIL import Image, UnidentifiedImageError
 
     model, meta = load_model(checkpoint, backbone)
-    size, mode = meta["image_size"], "L" if meta["channels"] == 1 else "RGB"
-    arrays = []
+    mode = "L" if meta["channels"] == 1 else "RGB"
+    hw = meta.get("hw")  # segmentation: every image stretched to the training size, as the data loader does
+    stems = [Path(f).stem for f in files]
+    if hw and len(set(stems)) < len(stems):
+        twice = next(s for s in stems if stems.count(s) > 1)
+        raise UserError(f"two images are named {twice}.*: their masks would overwrite each other in {out_dir}; "
+                        "predict them in separate runs with separate --out folders")
+    arrays, sizes = [], []
     for f in files:
         try:
             with Image.open(f) as im:
                 im = to_mode(im, mode)
-                arrays.append(np.asarray(resize_pil(im, size) if im.size != (size, size) else im))
+                sizes.append(im.size)
+                if hw:
+                    arrays.append(np.asarray(im.resize((hw[1], hw[0]), Image.BILINEAR) if im.size != (hw[1], hw[0])
+                                             else im))
+                else:
+                    size = meta["image_size"]
+                    arrays.append(np.asarray(resize_pil(im, size) if im.size != (size, size) else im))
         except FileNotFoundError:
             raise UserError(f"{f}: no such file; pass image paths") from None
         except Image.DecompressionBombError:
@@ -240,4 +254,30 @@ def predict_files(checkpoint: str, files: list[str], backbone: str | None = None
             raise UserError(f"{f} is not a readable image; pass JPEG, PNG or another format Pillow reads") from None
     x = torch.as_tensor(np.stack(arrays))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return list(zip(files, task_of_checkpoint(meta["kind"]).predict(model, x, meta)))
+    outputs = task_of_checkpoint(meta["kind"]).predict(model, x, meta)
+    if hw:
+        outputs = [_write_mask(f, out, size, x[i], meta, Path(out_dir or "predictions"))
+                   for i, (f, out, size) in enumerate(zip(files, outputs, sizes))]
+    return list(zip(files, outputs))
+
+
+def _write_mask(file: str, out: dict[str, Any], size: tuple[int, int], image: torch.Tensor, meta: dict[str, Any],
+                folder: Path) -> dict[str, Any]:
+    """A predicted mask as <stem>_mask.png (8-bit palette PNG: the value is the class index, the palette its
+    colour) and <stem>_overlay.png (the image with the mask's colours at half strength), both at the image's own
+    size (the mask resized nearest: no class is blended into another)."""
+    from PIL import Image
+
+    from .colours import class_colours, paint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n, stem = len(meta["classes"]), Path(file).stem
+    mask = Image.fromarray(out.pop("mask").numpy(), "P").resize(size, Image.NEAREST)
+    mask.putpalette([int(v * 255) for c in class_colours(n) for v in c] + [153] * 3 * (256 - n))
+    mask_path, overlay_path = folder / f"{stem}_mask.png", folder / f"{stem}_overlay.png"
+    mask.save(mask_path)
+    with Image.open(file) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255
+    colour = paint(np.asarray(mask), n, None)
+    Image.fromarray(np.round((0.5 * rgb + 0.5 * colour) * 255).astype(np.uint8)).save(overlay_path)
+    return {**out, "mask": str(mask_path), "overlay": str(overlay_path)}

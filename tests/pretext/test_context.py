@@ -150,3 +150,35 @@ def test_patches_sampled_equal_the_whole_image_upscaled_and_cut(size, canvas, pa
     if canvas == size:  # no upscaling: the very pixels
         pixels = [unit(crop_at(x, c[:, i, 0], c[:, i, 1], patch, patch)) for i in range(2)]
         assert torch.equal(sample_patches(x, c, patch, canvas), torch.cat(pixels))
+
+
+# --- the paper's geometry on large or non-square images ----------------------------------------------------
+
+
+def test_paper_geometry_at_the_papers_scale_and_scaled_down():
+    from pretextlab.pretext.context import ContextOptions
+
+    big = ContextOptions().resolved(480, (360, 480))
+    assert (big.geometry, big.scale, big.patch, big.gap, big.jitter) == ("paper", 1.0, 96, 48, 7)
+    small = ContextOptions().resolved(160, (120, 160))
+    assert small.geometry == "paper" and small.patch == 34 and small.gap == 17
+    assert ContextOptions().resolved(32).geometry == "canvas"  # CIFAR keeps the upscaled canvas
+
+
+def test_paper_pairs_lie_inside_the_image_at_their_offsets():
+    from pretextlab.pretext.context import NEIGHBOURS, ContextOptions, sample_pairs
+
+    o = ContextOptions().resolved(160, (120, 160))
+    first, second, label = sample_pairs(4000, (120, 160), o, torch.Generator().manual_seed(0))
+    for c in (first, second):
+        assert (c >= 0).all() and (c[:, 0] + o.patch <= 120).all() and (c[:, 1] + o.patch <= 160).all()
+    offset = (second - first) - (NEIGHBOURS[label] - 1) * (o.patch + o.gap)
+    assert offset.abs().max() <= 2 * o.jitter and set(label.tolist()) == set(range(8))
+
+
+def test_context_cuts_patch_pairs_from_non_square_images(splits_of):
+    from pretextlab.pretext.context import ContextPrediction
+
+    task = ContextPrediction(splits_of(torch.randint(0, 255, (6, 3, 72, 96), dtype=torch.uint8)))
+    x, y = task.batch(torch.arange(6), torch.Generator().manual_seed(0))
+    assert x.shape == (12, 3, task.options.patch, task.options.patch) and y.shape == (6,)

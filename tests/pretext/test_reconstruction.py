@@ -104,3 +104,11 @@ def test_pretrains_end_to_end(pretrain_and_finetune):
     summary = pretrain_and_finetune("reconstruction", {"mask_ratio": 0.5})
     assert summary["chance"] is None and set(summary["best"]) == {"loss", "psnr"}
     assert summary["options"]["mask_ratio"] == 0.5
+
+
+def test_non_square_images_are_cut_square(splits_of):
+    from pretextlab.pretext.reconstruction import Reconstruction
+
+    task = Reconstruction(splits_of(torch.randint(0, 255, (20, 3, 24, 32), dtype=torch.uint8)))
+    x, target = task.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    assert x.shape == target.image.shape == (4, 3, 24, 24)

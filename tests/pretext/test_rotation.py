@@ -79,3 +79,12 @@ def test_pretrains_end_to_end(pretrain_and_finetune):
     summary = pretrain_and_finetune("rotation", {"all_rotations": False})
     assert summary["chance"] == 0.25 and summary["options"]["all_rotations"] is False
     assert "accuracy" in summary["best"]
+
+
+def test_non_square_images_are_cut_square_before_turning(splits_of):
+    """A landscape image turned a quarter would give its angle away by its shape: every input is square."""
+    from pretextlab.pretext.rotation import Rotation, RotationOptions
+
+    task = Rotation(splits_of(torch.randint(0, 255, (20, 3, 24, 32), dtype=torch.uint8)), RotationOptions())
+    x, k = task.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    assert x.shape == (16, 3, 24, 24) and k.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4

@@ -107,7 +107,7 @@ class Reconstruction:
         self.image_size = size = min(splits.x_pool.shape[-2:])  # non-square images: a square of this side is cut
         self.patch = self.options.patch or max(2, size // 8)
         if self.patch >= size:
-            raise ValueError(f"patch {self.patch} must be smaller than the images' {size} px side "
+            raise ValueError(f"patch {self.patch} must be smaller than the {size} px side of the images "
                              f"(e.g. {max(2, size // 8)})")
         # A side the patch does not divide (28 px Fashion-MNIST, 3 px patches): the grid overhangs and
         # its last row and column of patches are cut at the border.

@@ -22,14 +22,14 @@ from .summary import NAMES, baseline_name
 def headline_scope(summary: dict[str, Any]) -> str:
     """The answer's first paragraph: which number it rests on, on which split, and what its intervals over
     seeds cover (with one shared pretraining, not pretraining's own variance)."""
-    seeds = summary["seeds"]
+    seeds, metric = summary["seeds"], NAMES[summary["headline"]["metric"]]
     if summary["headline"]["split"] == "test":
-        text = (f"The answer rests on the **test split**: {summary['headline']['text']} of each run (end of "
+        text = (f"The answer rests on the **test split**: test {metric} of each run's final model (end of "
                 "training, no evaluation picked on any split), pretrained minus scratch; validation numbers (curves, "
                 "the best evaluation as a secondary number) follow in the sections below.")
     else:
         text = ("The answer rests on the **validation split** (there is no test split): "
-                f"{summary['headline']['text']} of each run (end of training, no evaluation picked), pretrained "
+                f"validation {metric} of each run's final model (end of training, no evaluation picked), pretrained "
                 "minus scratch. The best evaluation of a run, picked on that same split, appears only as a labelled "
                 "secondary number.")
     if len(seeds) >= 2 and summary["pretraining"] == "shared":

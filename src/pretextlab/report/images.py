@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from torch import Tensor
 
+from ..colours import IGNORED, class_colours, paint
 from .canvas import DPI, WIDTH, arm_colors, new_figure, save_png
 from .records import Example
 
@@ -206,29 +207,6 @@ def _sample_title(samples: dict[str, Any], i: int) -> tuple[str, bool | None]:
     return f"true: {class_name(names, t)}\npred: {class_name(names, p)}", right
 
 
-IGNORED = (0.6, 0.6, 0.6)  # ignored pixels in a mask figure
-
-
-def class_colours(n: int) -> np.ndarray:
-    """One fixed RGB colour (floats in [0, 1]) per class index, the same in every figure of every study:
-    matplotlib's tab20 in its order, then tab20b, for up to 40 classes, cycled beyond."""
-    from matplotlib import colormaps
-
-    table = [*colormaps["tab20"].colors, *colormaps["tab20b"].colors]
-    return np.array([table[k % len(table)] for k in range(n)])
-
-
-def paint(mask: Tensor, colours: np.ndarray, ignore: int | None) -> np.ndarray:
-    """An index mask (H, W) as an RGB image: each class its colour, the ignore value (and any value outside the
-    classes) grey."""
-    m = mask.numpy().astype(np.int64)
-    out = np.empty((*m.shape, 3))
-    out[:] = IGNORED
-    known = (m < len(colours)) & (m != (-1 if ignore is None else ignore))
-    out[known] = colours[m[known]]
-    return out
-
-
 def mask_examples_figure(images: Tensor, truth: Tensor, preds: dict[str, Tensor], classes: list[str],
                          ignore: int | None, path: Path, limit: int = 6) -> Figure:
     """Segmentation examples: a row per validation image, columns image | true mask | each arm's predicted mask,
@@ -247,8 +225,8 @@ def mask_examples_figure(images: Tensor, truth: Tensor, preds: dict[str, Tensor]
                             bottom=0.01)
     titles = ["image", "true mask", *preds]
     for i in range(n):
-        panels = [to_display(images[i], 0), paint(truth[i], colours, ignore),
-                  *(paint(p[i], colours, ignore) for p in preds.values())]
+        panels = [to_display(images[i], 0), paint(truth[i].numpy(), len(classes), ignore),
+                  *(paint(p[i].numpy(), len(classes), ignore) for p in preds.values())]
         for j, panel in enumerate(panels):
             ax = fig.add_subplot(grid[i, j])
             ax.imshow(panel, interpolation="nearest")
