@@ -184,9 +184,9 @@ def test_pretrain_flag_of_another_task(run_cli, assert_user_error, folder, tmp_p
 
 @pytest.mark.parametrize("command", ["train", "study"])
 def test_unknown_task(run_cli, assert_user_error, folder, tmp_path, command):
-    args = train_args(folder, tmp_path, "--task", "segmentation")[1:]
+    args = train_args(folder, tmp_path, "--task", "detection")[1:]
     proc = run_cli(command, *args, *(["--preset", "smoke", "--dry-run"] if command == "study" else []))
-    assert_user_error(proc, "unknown task 'segmentation'; choose one of: classification")
+    assert_user_error(proc, "unknown task 'detection'; choose one of: classification, segmentation")
     assert not (tmp_path / "run").exists()
 
 

@@ -85,7 +85,18 @@ def test_segnet_layout_with_void_class_last(tmp_path):
 @pytest.mark.parametrize("where", [".", "VOC2012", "VOCdevkit/VOC2012"])
 def test_voc_layout_reads_the_listed_images(tmp_path, where):
     root = tmp_path / "voc"
-    voc = root / where
+    masks = write_voc(root / where)
+    assert detect_layout(root) == "voc"
+    ds = load_segmentation(root)
+    assert ds.classes == VOC_CLASSES and len(ds.classes) == 21 and ds.ignore_index == 255
+    assert len(ds.train) == 2 and len(ds.val) == 1 and ds.test is None
+    assert ds.train.images.shape == (2, 3, 24, 32)
+    assert torch.equal(ds.train.labels, torch.as_tensor(np.stack([masks["2007_000063"], masks["2007_000032"]])))
+    assert torch.equal(ds.val.labels[0], torch.as_tensor(masks["2007_000039"]))
+
+
+def write_voc(voc: Path) -> dict[str, np.ndarray]:
+    """A tiny VOC 2012 tree: 2 listed training images, 1 validation image, 1 listed nowhere; returns the masks."""
     rng = np.random.default_rng(2)
     masks = {}
     for i, name in enumerate(["2007_000032", "2007_000039", "2007_000063", "2007_000999"]):
@@ -100,14 +111,66 @@ def test_voc_layout_reads_the_listed_images(tmp_path, where):
     lists.mkdir(parents=True)
     (lists / "train.txt").write_text("2007_000063\n2007_000032\n")  # listed order, not file order
     (lists / "val.txt").write_text("2007_000039\n")  # 2007_000999 is in no list: left out
+    return masks
 
-    assert detect_layout(root) == "voc"
-    ds = load_segmentation(root)
-    assert ds.classes == VOC_CLASSES and len(ds.classes) == 21 and ds.ignore_index == 255
-    assert len(ds.train) == 2 and len(ds.val) == 1 and ds.test is None
-    assert ds.train.images.shape == (2, 3, 24, 32)
-    assert torch.equal(ds.train.labels, torch.as_tensor(np.stack([masks["2007_000063"], masks["2007_000032"]])))
-    assert torch.equal(ds.val.labels[0], torch.as_tensor(masks["2007_000039"]))
+
+# --- downloadable sources, with torchvision's downloads faked (no network in tests) ---------------------------
+
+
+def test_voc_segmentation_downloads_once_into_the_cache(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeVOC:  # what torchvision's download leaves: root/VOCdevkit/VOC2012
+        def __init__(self, root, year, image_set, download):
+            calls.append((year, image_set, download))
+            if not (Path(root) / "VOCdevkit").exists():
+                write_voc(Path(root) / "VOCdevkit" / "VOC2012")
+
+    monkeypatch.setattr(tvd, "VOCSegmentation", FakeVOC)
+    ds = load_segmentation("voc-segmentation", cache_dir=tmp_path / "cache")
+    assert calls == [("2012", "train", True), ("2012", "val", True)]
+    assert ds.classes == VOC_CLASSES and ds.ignore_index == 255 and len(ds.train) == 2 and len(ds.val) == 1
+    load_segmentation("voc-segmentation", cache_dir=tmp_path / "cache")
+    assert len(calls) == 2  # read from the cache the second time
+
+
+def test_oxford_pets_trimaps_become_background_pet_and_ignored_border(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class FakePets:
+        def __init__(self, root, split, target_types, download):
+            assert target_types == "segmentation" and download
+            self.n = 3 if split == "trainval" else 1
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, i):
+            trimap = np.full((20, 30), 2, np.uint8)  # background
+            trimap[5:15, 5:20], trimap[5, 5:20] = 1, 3  # the pet, its border
+            return Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)), Image.fromarray(trimap)
+
+    monkeypatch.setattr(tvd, "OxfordIIITPet", FakePets)
+    ds = load_segmentation("oxford-pets", cache_dir=tmp_path / "cache")
+    assert ds.classes == ["background", "pet"] and ds.ignore_index == 255
+    assert len(ds.train) == 3 and len(ds.test) == 1
+    assert set(ds.train.labels.unique().tolist()) == {0, 1, 255} and int(ds.train.labels[0, 10, 10]) == 1
+
+
+def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.datasets as tvd
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setattr(tvd, "VOCSegmentation", offline)
+    said = user_error(lambda: load_segmentation("voc-segmentation", cache_dir=tmp_path / "cache"),
+                      "could not download voc-segmentation", "copy it there")
+    assert "\n" not in said
 
 
 def test_detect_layout_names_every_layout_when_none_matches(tmp_path):

@@ -166,10 +166,11 @@ def train(
     out = out or Path("runs") / f"train-{backbone}-f{fraction:g}-s{seed}"
     task = resolve_task(task, data)
     s = finetune(dcfg, cfg, backbone, out, init=init, device=device, quiet=quiet, task=task)
-    key, name = get_task(task).primary, METRIC_NAMES[get_task(task).primary]
-    b = s["best"]
-    _echo(f"{out}: best val {name} {b[key]['value']:.4f} (epoch {b[key]['epoch']}); {s['n_train']} labelled images, "
-          f"{s['wall_time_s']:.0f} s" + (f"; test {name} {s['test'][key]:.4f}" if "test" in s else ""))
+    kind, b = get_task(task), s["best"]
+    key, name, second = kind.primary, METRIC_NAMES[kind.primary], kind.secondary
+    _echo(f"{out}: best val {name} {b[key]['value']:.4f} (epoch {b[key]['epoch']}), {METRIC_NAMES[second]} "
+          f"{b[second]['value']:.4f}; {s['n_train']} labelled images, {s['wall_time_s']:.0f} s"
+          + (f"; test {name} {s['test'][key]:.4f}" if "test" in s else ""))
 
 
 @app.command()

@@ -25,7 +25,7 @@ from .layout import CHECKPOINT, INDICES
 from .models import load_backbone_weights, make_backbone, read_weights
 from .models.external import backbone_facts, file_sha256, is_user_file
 from .probe import recalibrate_bn as recalibrate
-from .tasks import TASKS, get_task, task_of_checkpoint
+from .tasks import TASKS, get_task, scoring, task_of_checkpoint
 from .tasks.common import DownstreamTask
 from .train import TrainConfig, run_length, steps_per_epoch, train_settings
 
@@ -73,7 +73,7 @@ class Finetuning:
         meta = {"kind": self.kind.checkpoint_kind, "backbone": self.backbone, **backbone_facts(self.backbone),
                 "precision": ctx.precision, **task.meta(), "data": dataclasses.asdict(self.data),
                 "data_fingerprint": ctx.ds.fingerprint}
-        config = {"kind": "finetune", "dataset": ctx.ds.name, **task.run_facts(),
+        config = {"kind": "finetune", "dataset": ctx.ds.name, "scoring": scoring(self.kind), **task.run_facts(),
                   **({"init_loaded": loaded} if loaded else {})}
         return Built(model, task, config, meta)
 

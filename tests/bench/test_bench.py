@@ -80,11 +80,14 @@ def test_quick_bench_reports_every_field(capsys, tmp_path):
             assert t["overhead"] == 1 - t["pipeline_img_s"] / t["model_img_s"]
         assert b["pretext_overhead"] == b["tasks"]["context"]["overhead"]  # the older keys are context's
         assert "peer" not in b
-    tasks = reported["backbones"]["fast"]["tasks"]
-    assert reported["task_overheads"] == {"classification": reported["overhead"],
+    tasks, seg = reported["backbones"]["fast"]["tasks"], reported["backbones"]["fast"]["segmentation"]
+    assert TASK_FIELDS <= set(seg) and seg["model_img_s"] > 0 and seg["pipeline_img_s"] > 0
+    assert seg["overhead"] == 1 - seg["pipeline_img_s"] / seg["model_img_s"] and seg["image_hw"] == [96, 128]
+    assert reported["task_overheads"] == {"classification": reported["overhead"], "segmentation": seg["overhead"],
                                           **{k: t["overhead"] for k, t in tasks.items()}}
     assert not PEER_KEYS & set(reported)  # no peer asked for, none raced
-    assert any(line.startswith("==> fast") and "pretext overheads" in line for line in lines)
+    assert any(line.startswith("==> fast") and "other paths' overheads" in line for line in lines)
+    assert any(line.startswith("fast segmentation") for line in lines)
 
 
 def _hide_lightly(monkeypatch) -> None:

@@ -125,10 +125,13 @@ def test_a_segmentation_study_end_to_end_with_a_user_model(seg_root, tmp_path, r
 
 
 def test_a_segmentation_study_with_a_timm_backbone(seg_root, tmp_path, run_cli):
-    r = run_cli("train", "--data", seg_root, "--task", "segmentation", "--backbone", "timm:resnet10t",
-                "--epochs", "1", "--batch-size", "4", "--image-size", "32", "--out", tmp_path / "run", "--quiet")
+    r = run_cli("study", "--data", seg_root, "--preset", "smoke", "--fractions", "1", "--pretext", "rotation",
+                "--backbone", "timm:resnet10t", "--image-size", "32", "--out", tmp_path / "study", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "best val mean IoU" in r.stdout
+    assert json.loads((tmp_path / "study" / "f1-rotation-s0" / "summary.json").read_text())["final"]["miou"] >= 0
+    r = run_cli("train", "--data", seg_root, "--backbone", "timm:resnet10t", "--epochs", "1", "--batch-size", "4",
+                "--image-size", "32", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0 and "best val mean IoU" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("args, says", [

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import DataConfig, Splits, channel_stats
 from ..models import make_backbone
 from ..pretext import make_task
 from ..pretext.simclr import SimCLR
@@ -145,3 +146,52 @@ def task_rates(name: str, task_name: str, s: Setup) -> dict[str, Any]:
     if race is not None:
         out["peer"] = race.report(rates)
     return out
+
+
+SEG_HW, SEG_IMAGES, SEG_CLASSES = (96, 128), 64, 5  # the segmentation path's generated scenes (CamVid's aspect)
+
+
+def segmentation_splits(s: Setup) -> Splits:
+    """Generated scenes for the segmentation path: noise with rectangles of random classes, their masks."""
+    g = torch.Generator().manual_seed(0)
+    h, w = SEG_HW
+    x = torch.randint(0, 256, (SEG_IMAGES, 3, h, w), generator=g, dtype=torch.uint8)
+    y = torch.zeros(SEG_IMAGES, h, w, dtype=torch.uint8)
+    for i in range(SEG_IMAGES):
+        for _ in range(3):
+            top, left = (int(v) for v in torch.randint(0, h // 2, (2,), generator=g))
+            y[i, top:top + h // 3, left:left + w // 3] = int(torch.randint(1, SEG_CLASSES, (1,), generator=g))
+    mean, std = channel_stats(x)
+    return Splits([f"c{k}" for k in range(SEG_CLASSES)], x, y, x[:8], y[:8], x, mean, std).to(s.device)
+
+
+def segmentation_rates(name: str, s: Setup) -> dict[str, Any]:
+    """The segmentation training step (the segmentation preset's batch size and optimizer): the model alone on the
+    task's own first batch vs train.fit, whose difference is batch preparation (joint crop and flip of images and
+    masks, normalisation)."""
+    from ..study.presets import TASK_PRESETS
+    from ..tasks.segmentation import Segmentation
+
+    cfg = dataclasses.replace(TASK_PRESETS["segmentation"]["fast"].finetune, precision=s.precision)
+    splits = segmentation_splits(s)
+    seg = dataclasses.replace(s, splits=splits, bs=max(2, min(cfg.batch_size, s.plan.max_batch)))
+
+    def make(sp: Splits) -> Segmentation:
+        return Segmentation(sp, DataConfig(), cfg, s.precision)
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return make(splits).make_model(make_backbone(name, 3))
+
+    task = make(splits)
+    x, y = task.batch(torch.arange(seg.bs), torch.Generator().manual_seed(0))
+    model = net().to(s.device, memory_format=torch.channels_last)
+    model_step = train_step(model, x.contiguous(memory_format=torch.channels_last), y, task.loss, s.device,
+                            s.precision, cfg)
+    steps = s.plan.steps_for(warm_up(model_step, s.plan.warmup))
+    rates = interleaved({"model": lambda: timed(model_step, steps),
+                         "pipeline": fit_path(net(), make, "train", steps, seg, f"{name}-segment", cfg)},
+                        s.plan.rounds)
+    return {"model_img_s": rates["model"], "pipeline_img_s": rates["pipeline"],
+            "overhead": 1 - rates["pipeline"] / rates["model"], "steps": steps, "batch_size": seg.bs,
+            "image_hw": list(SEG_HW)}

@@ -18,7 +18,7 @@ from ..models import count_flops, make_backbone
 from ..pretext import TASKS
 from . import naive, peers
 from .naive import write_synthetic_folder
-from .race import peer_summary, task_rates
+from .race import peer_summary, segmentation_rates, task_rates
 from .text import format_report
 from .timing import FULL, QUICK, interleaved, timed, warm_up
 from .workloads import (
@@ -115,7 +115,7 @@ def run_bench(
     first = result["backbones"][backbones[0]]
     for k in ("overhead", "speedup_vs_naive", "mfu"):
         result[k] = first[k]
-    result["task_overheads"] = {"classification": first["overhead"],
+    result["task_overheads"] = {"classification": first["overhead"], "segmentation": first["segmentation"]["overhead"],
                                 **{task: t["overhead"] for task, t in first["tasks"].items()}}
     if load_before > 0.5:
         notes.append(f"other processes were using the CPU (1-min load average {load_before:.1f} on "
@@ -177,6 +177,7 @@ def _bench_backbone(name: str, s: Setup) -> dict[str, Any]:
         "pretext_pipeline_pairs_s": context["pipeline_img_s"],
         "pretext_overhead": context["overhead"],
         "tasks": tasks,
+        "segmentation": segmentation_rates(name, s),  # a downstream task of its own: masks, a decoder
         **({"peer": peer} if peer is not None else {}),
         "steps": {"train": steps, "pretext": context["steps"], "eval_images": n_eval},
     }

@@ -35,16 +35,16 @@ def format_report(r: dict[str, Any]) -> str:
     for name, b in r["backbones"].items():
         lines.append(f"{name:<12}{b['overhead']:>+10.1%}{b['speedup_vs_naive']:>9.1f}x{b['mfu']:>8.1%}"
                      f"{b['mfu_pipeline']:>10.1%}{b['eval_img_s'] / b['naive_eval_img_s']:>14.1f}x")
-    lines += ["", f"{'pretext':<28}{'model img/s':>12}{'pipeline img/s':>16}{'overhead':>10}"]
+    lines += ["", f"{'pretext / segmentation':<28}{'model img/s':>12}{'pipeline img/s':>16}{'overhead':>10}"]
     for name, b in r["backbones"].items():
-        for task, t in b["tasks"].items():
+        for task, t in {**b["tasks"], **({"segmentation": b["segmentation"]} if "segmentation" in b else {})}.items():
             lines.append(f"{name + ' ' + task:<28}{t['model_img_s']:>12.0f}{t['pipeline_img_s']:>16.0f}"
                          f"{t['overhead']:>+10.1%}")
     if "peer" in r:
         lines += ["", *peer_lines(r)]
     first = next(iter(r["backbones"]))
     lines += ["", f"==> {first}: pipeline overhead {r['overhead']:+.1%} vs the model alone, "
-                  f"{r['speedup_vs_naive']:.1f}x the naive DataLoader loop, MFU {r['mfu']:.1%}; pretext overheads "
+                  f"{r['speedup_vs_naive']:.1f}x the naive DataLoader loop, MFU {r['mfu']:.1%}; other paths' overheads "
               + ", ".join(f"{k} {v:+.1%}" for k, v in r["task_overheads"].items() if k != "classification")]
     over = [f"{k} {v:+.1%}" for k, v in r["task_overheads"].items() if v > TARGET_OVERHEAD]
     lines.append(f"==> every path of {first} within {TARGET_OVERHEAD:.0%} of its model step" if not over else

@@ -419,8 +419,59 @@ def _ignore_and_classes(parts: dict[str, _Part], names: list[str] | None, given:
     return list(names), ignore, binary
 
 
+# ----------------------------------------------------------------------------------------------
+# Downloadable sources: fetched by torchvision into the cache, then read as a folder like any other
+
+DOWNLOADS = ("voc-segmentation", "oxford-pets")
+PET_VALUES = {1: 1, 2: 0, 3: 255}  # Oxford-IIIT Pet trimaps: 1 pet, 2 background, 3 border (ignored)
+
+
+def download_root(name: str, cache_dir: Path) -> Path:
+    """The folder a downloadable source is read from, downloading it first where it is not there yet:
+    Pascal VOC 2012 (torchvision.datasets.VOCSegmentation: its own VOCdevkit tree, the voc layout) or the
+    Oxford-IIIT Pet trimaps (torchvision.datasets.OxfordIIITPet, target_types="segmentation"), written once as
+    an images-masks folder with classes background and pet and the border value 255 ignored. Without
+    internet: one line saying where to put a copy."""
+    from torchvision import datasets
+
+    root = cache_dir / "downloads"
+    done = root / f"{name}.done"
+    target = root / "VOCdevkit" / "VOC2012" if name == "voc-segmentation" else root / "oxford-pets-segmentation"
+    if done.exists():
+        return target
+    try:
+        if name == "voc-segmentation":
+            for split in ("train", "val"):
+                datasets.VOCSegmentation(str(root), year="2012", image_set=split, download=True)
+        else:
+            for split, folder in (("trainval", "train"), ("test", "test")):
+                pets = datasets.OxfordIIITPet(str(root), split=split, target_types="segmentation", download=True)
+                _write_pets(pets, target, folder)
+            (target / "classes.txt").write_text("background\npet\n")
+    except Exception as e:  # URLError, RuntimeError, ...: all mean "not here and not downloadable"
+        raise UserError(f"could not download {name} into {root} ({type(e).__name__}); without internet, copy it "
+                        f"there (or pass --data a local copy in one of these layouts: {layout_help()})") from None
+    done.touch()
+    return target
+
+
+def _write_pets(pets, target: Path, split: str) -> None:
+    """Oxford-IIIT Pet pairs as images/<split>/<i>.png and masks/<split>/<i>.png with PET_VALUES applied."""
+    from PIL import Image
+
+    lut = np.full(256, 255, np.uint8)
+    for k, v in PET_VALUES.items():
+        lut[k] = v
+    for folder in ("images", "masks"):
+        (target / folder / split).mkdir(parents=True, exist_ok=True)
+    for i in range(len(pets)):
+        image, trimap = pets[i]
+        image.convert("RGB").save(target / "images" / split / f"{i:05d}.png")
+        Image.fromarray(lut[np.asarray(trimap, np.uint8)]).save(target / "masks" / split / f"{i:05d}.png")
+
+
 def load_segmentation(source: str | Path, image_size: int | None = None, layout: str = "auto",
-                      ignore_index: int | None = None) -> Dataset:
+                      ignore_index: int | None = None, cache_dir: Path | None = None) -> Dataset:
     """Images and masks of a segmentation root, as a Dataset: train (and val, test where the layout has them)
     are ImageSet(images=uint8 (N, 3, H, W), labels=uint8 masks (N, H, W)).
 
@@ -455,8 +506,13 @@ def load_segmentation(source: str | Path, image_size: int | None = None, layout:
     if ignore_index is not None and not 0 <= ignore_index <= 255:
         raise UserError(f"ignore_index {ignore_index} is not a mask value; use one between 0 and 255")
     root = Path(source).expanduser()
+    if str(source).lower() in DOWNLOADS and not root.exists():
+        from .cache import default_cache_dir
+
+        root = download_root(str(source).lower(), Path(cache_dir) if cache_dir else default_cache_dir())
     if not root.exists():
-        raise UserError(f"{root}: no such folder; give a segmentation root in one of these layouts: {layout_help()}")
+        raise UserError(f"{root}: no such folder; give a segmentation root in one of these layouts: {layout_help()}, "
+                        f"or one of: {', '.join(DOWNLOADS)} (downloaded)")
     layout = detect_layout(root) if layout == "auto" else layout
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; give a segmentation root in one of these layouts: {layout_help()}")

@@ -55,7 +55,7 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
         doc.figure(fig, "Left to right: training loss (smoothed), validation loss, validation "
                         f"{sc.name}, against optimizer steps; one line per network and seed, each to its end")
         doc.table(*metric_table(study, summary, f))
-        if sc.task == "segmentation":
+        if any(r.summary.per_class_iou for r in study.finished(f)):  # segmentation: the IoU of every class
             doc.table(*class_iou_table(study, f))
         for arm in arms:
             answers = fraction_answers(summary, key, arm)
@@ -66,9 +66,10 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
                 doc.heading(3, f"{md(arm)} vs scratch")
             doc.blocks.append("\n".join(f"{i}. **{q}.** {text}" for i, (q, text) in enumerate(answers, 1)))
     if examples:
+        masks = any(r.summary.per_class_iou for r in study.finished())  # segmentation's examples are masks
         doc.heading(2, "Example predictions")
         doc.figure(examples, "Validation images, the true class above each, and each network's prediction with its "
-                             "confidence (green: right, red: wrong)" if sc.task == "classification" else
+                             "confidence (green: right, red: wrong)" if not masks else
                    "Validation images (left), their true masks, and each network's predicted mask at the smallest "
                    "label fraction; one colour per class (legend below), grey: ignored pixels")
     doc.heading(2, "How to read this page")

@@ -113,7 +113,7 @@ class RunConfig:
     world_size: int | None = None
     n_val: int | None = None
     n_pool: int | None = None  # a pretraining's unlabelled pool
-    task: str | None = None  # a fine-tuning run's downstream task (None: classification, stored without it)
+    scoring: dict[str, Any] | None = None  # a fine-tuning run's task metrics (report/scoring.py); None: before
 
     @classmethod
     def parse(cls, d: schema.RunConfig) -> RunConfig:
@@ -123,7 +123,7 @@ class RunConfig:
                    cooldown=cooldown,
                    precision=resolved.get("precision"), steps_per_epoch=resolved.get("steps_per_epoch"),
                    batch_size=resolved.get("batch_size"), world_size=resolved.get("world_size"),
-                   n_val=d.get("n_val"), n_pool=d.get("n_pool"), task=d.get("task"))
+                   n_val=d.get("n_val"), n_pool=d.get("n_pool"), scoring=d.get("scoring"))
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,7 @@ class StudyConfig:
     protocols: list[str] = field(default_factory=list)
     pretraining: str | None = None  # "per-seed" or "shared"
     task: str | None = None
+    scoring: dict[str, Any] | None = None  # the task's metrics (report/scoring.py); None: a study from before
     precision: str | None = None  # decided once for the study (None: a study.json from before it was recorded)
     preset: str | None = None
     backbone: str | None = None
@@ -239,7 +240,8 @@ class StudyConfig:
         return cls(
             fractions=[float(f) for f in d.get("fractions", [])], seeds=[int(s) for s in d.get("seeds", [])],
             pretexts=list(d.get("pretexts", [])), protocols=list(d.get("protocols", [])),
-            pretraining=d.get("pretraining"), task=d.get("task"), precision=d.get("precision"),
+            pretraining=d.get("pretraining"), task=d.get("task"), scoring=d.get("scoring"),
+            precision=d.get("precision"),
             preset=d.get("preset"), backbone=d.get("backbone"), budget_rule=d.get("budget_rule"),
             data=DataSettings.parse(d.get("data") or {}),
             dataset=Dataset.parse(dataset) if dataset is not None else None,

@@ -41,7 +41,7 @@ from ..schema import PER_SEED, SHARED
 from .files import as_record, bad_file, check_of, read_json, read_record, read_table
 from .records import Best, PretextSummary, ProbeEntry, RunConfig, RunSummary, StudyConfig
 from .rules import centred_mean, loss_window
-from .scoring import Scoring, scoring_of
+from .scoring import Scoring
 
 __all__ = ["PER_SEED", "PROBE_PROTOCOLS", "PROTOCOLS", "SHARED", "PretextRun", "Run", "Study", "class_names",
            "column", "fraction_key", "load_study", "read_config", "study_config"]
@@ -91,8 +91,8 @@ class Run(_Configured):
 
     @property
     def scoring(self) -> Scoring:
-        """Its task's metrics (config.json's task)."""
-        return scoring_of(self.config.task)
+        """Its task's metrics, as its config.json recorded them."""
+        return Scoring.parse(self.config.scoring)
 
     @property
     def schedule(self) -> str | None:
@@ -205,8 +205,10 @@ class Study:
 
     @property
     def scoring(self) -> Scoring:
-        """The downstream task's metrics: which one the answers use."""
-        return scoring_of(self.config.task)
+        """The downstream task's metrics, as study.json recorded them (else its first run's config.json)."""
+        if self.config.scoring:
+            return Scoring.parse(self.config.scoring)
+        return self.runs[0].scoring if self.runs else Scoring.parse(None)
 
     @property
     def seeds(self) -> list[int]:

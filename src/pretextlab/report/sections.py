@@ -263,10 +263,11 @@ def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Pat
     doc.heading(2, "Predictions on validation examples")
     classes = class_names(study)
     drawn = False
-    for f in study.fractions if study.scoring.task == "segmentation" else ():
+    for f in study.fractions:  # segmentation: masks (a dict per run's examples.pt)
         shown = {}
         for arm in study.arms:
-            runs = [r for r in sorted(study.finished(f, arm), key=lambda r: r.seed) if r.name in images_of]
+            runs = [r for r in sorted(study.finished(f, arm), key=lambda r: r.seed)
+                    if isinstance(images_of.get(r.name), dict)]
             if runs:
                 shown[arm] = images_of[runs[0].name]
         if not shown:
@@ -278,7 +279,7 @@ def _examples(doc: Doc, study: Study, images_of: dict[str, Tensor], fig_dir: Pat
         doc.figure(name, f"Fraction {f:g}: validation images (the same in every run), their true masks and each "
                          "arm's predicted mask (its lowest finished seed); one colour per class, grey: ignored")
         drawn = True
-    for f in study.fractions if study.scoring.task != "segmentation" else ():
+    for f in study.fractions:  # classification: images, and each run's predicted classes in its summary
         images, examples = _examples_for(study, images_of, f)
         if images is None or not examples:
             continue
@@ -302,7 +303,7 @@ def _examples_for(study: Study, images_of: dict[str, Tensor],
             examples[f"{arm} s{runs[0].seed}" if len({r.seed for r in study.runs}) > 1 else arm] = \
                 runs[0].summary.examples
         if images is None:
-            images = next((images_of[r.name] for r in runs if r.name in images_of), None)
+            images = next((images_of[r.name] for r in runs if isinstance(images_of.get(r.name), Tensor)), None)
     return images, examples
 
 

@@ -27,7 +27,7 @@ from ..layout import ORIGINAL_SUMMARY, REPORT_SUMMARY, STUDY
 from ..models.external import is_user_file
 from ..probe import probe_settings
 from ..runs import decide_precision, json_roundtrip, settings_diff, writer_lock
-from ..tasks import get_task
+from ..tasks import get_task, scoring
 from ..train import check_precision, check_seed
 from . import plan
 from .export import export_study
@@ -121,7 +121,7 @@ def run_study(
         study = {
             schema.SCHEMA_KEY: schema.SCHEMA_VERSION, "data": dataclasses.asdict(data), "fractions": list(fractions),
             "seeds": list(seeds),
-            "task": task, "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
+            "task": task, "scoring": scoring(kind), "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
             "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
             "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
             "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
@@ -185,10 +185,13 @@ def run_study(
 def _announce(stages: list[plan.Stage], backbone: str, env: Env, out_dir: Path) -> dict[str, float]:
     """Print the plan and the time it should take here (measured now), and where to watch it."""
     ds = env.ds
-    rate = plan.measure_rate(backbone, ds.channels, ds.image_size, env.device, env.precision) if dist.is_main() \
+    hw_ = tuple(int(v) for v in ds.train.images.shape[-2:])
+    dense = ds.train.labels.ndim == 3  # a mask per image: the segmentation decoder's cost
+    rate = plan.measure_rate(backbone, ds.channels, hw_, env.device, env.precision, dense=dense) if dist.is_main() \
         else 1.0
     if dist.is_main():
-        for line in plan.describe(stages, rate, backbone, ds.image_size, env.precision):
+        size = f"{hw_[1]} x {hw_[0]}" if hw_[0] != hw_[1] else hw_[0]
+        for line in plan.describe(stages, rate, backbone, size, env.precision):
             log.info(line)
         log.info("curves: tensorboard --logdir %s", out_dir)
     return {"rate": rate, "estimated_s": plan.estimate_s(stages, rate)}

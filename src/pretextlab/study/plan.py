@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .. import hw
 from ..models import Classifier, make_backbone
+from ..models.heads import Segmenter
 
 FORWARD = 1 / 3  # an evaluated (forward-only) image, in training images
 STAGE_OVERHEAD_S = 0.3  # setup, final evaluation and writes of one stage
@@ -57,14 +58,19 @@ def finetune_work(epochs: int, n_train: int, evaluations: int, n_val: int, n_tes
     return epochs * n_train + (evaluations + 1) * n_val * FORWARD + n_test * FORWARD
 
 
-def measure_rate(backbone: str, channels: int, size: int, device: torch.device, precision: str,
-                 batch: int = 128, seconds: float = 2.0) -> float:
-    """Training images per second of this backbone at this size: a few real forward-backward-step passes
-    (after one warm-up) on random images."""
-    model = Classifier(make_backbone(backbone, channels), 10).to(device).to(memory_format=torch.channels_last)
+def measure_rate(backbone: str, channels: int, size: int | tuple[int, int], device: torch.device, precision: str,
+                 batch: int = 128, seconds: float = 2.0, dense: bool = False) -> float:
+    """Training images per second of this backbone at this size (a side, or (H, W)): a few real
+    forward-backward-step passes (after one warm-up) on random images; dense: under the segmentation decoder,
+    with a label per pixel, on batches of 8."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    net = make_backbone(backbone, channels)
+    model = (Segmenter(net, 10, channels) if dense else Classifier(net, 10)).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    batch = min(batch, 8) if dense else batch
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
+    x = torch.randn(batch, channels, *shape, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch, *shape) if dense else (batch,), device=device)
 
     def step() -> None:
         with hw.autocast(device, precision):
@@ -94,7 +100,7 @@ def duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def describe(stages: list[Stage], rate: float, backbone: str, size: int, precision: str) -> list[str]:
+def describe(stages: list[Stage], rate: float, backbone: str, size: int | str, precision: str) -> list[str]:
     """The plan as a user reads it before any work starts."""
     kinds = {k: [s for s in stages if s.kind == k] for k in ("pretrain", "probe", "finetune")}
     done = sum(s.done for s in stages)

@@ -27,8 +27,10 @@ def resolve_task(name: str, source: str) -> str:
         return name
     from pathlib import Path
 
-    from ..data.masks import detect_layout
+    from ..data.masks import DOWNLOADS, detect_layout
 
+    if source.lower() in DOWNLOADS:
+        return Segmentation.name
     try:
         detect_layout(Path(source).expanduser())
     except UserError:
@@ -39,3 +41,8 @@ def resolve_task(name: str, source: str) -> str:
 def task_of_checkpoint(kind: str) -> type[DownstreamTask] | None:
     """The task whose checkpoints carry meta kind `kind` (None: no downstream task's)."""
     return next((t for t in TASKS.values() if t.checkpoint_kind == kind), None)
+
+
+def scoring(kind: type[DownstreamTask]) -> dict[str, object]:
+    """What the report scores a task's runs by, recorded in config.json and study.json (report/scoring.py)."""
+    return {"primary": kind.primary, "secondary": kind.secondary, "metrics": list(kind.metrics)}

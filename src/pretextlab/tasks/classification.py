@@ -89,6 +89,8 @@ class Classification:
 
     name = "classification"
     primary = "f1_macro"
+    secondary = "accuracy"  # shown beside the primary metric in the report's tables
+    metrics = ("f1_macro", "precision_macro", "recall_macro", "accuracy")  # every validation metric, primary first
     monitor = ("f1_macro", "max")  # what the plateau schedule watches
     probes = True  # the study probes frozen backbones (linear, k-NN) on a label per image
     checkpoint_kind = "classifier"

@@ -28,6 +28,8 @@ class DownstreamTask(Task, Protocol):
 
     name: ClassVar[str]  # as in tasks.TASKS, recorded in checkpoints and config.json
     primary: ClassVar[str]  # the metric the report's answers use (and the plateau schedule watches)
+    secondary: ClassVar[str]  # shown beside the primary metric in the report's tables
+    metrics: ClassVar[tuple[str, ...]]  # every validation metric it logs (metrics.csv val_<metric>), primary first
     monitor: ClassVar[tuple[str, str]]  # (primary, "max" | "min")
     checkpoint_kind: ClassVar[str]  # meta["kind"] of its checkpoints
     probes: ClassVar[bool]  # whether a study also probes frozen backbones (linear, k-NN: a label per image)

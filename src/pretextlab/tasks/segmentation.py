@@ -88,6 +88,8 @@ class Segmentation:
 
     name = "segmentation"
     primary = "miou"
+    secondary = "pixel_accuracy"  # shown beside the primary metric in the report's tables
+    metrics = ("miou", "pixel_accuracy", "dice")  # every validation metric it logs, primary first
     monitor = ("miou", "max")  # what the plateau schedule watches
     probes = False  # the study probes frozen backbones (linear, k-NN): they need a label per image
     checkpoint_kind = "segmenter"
@@ -103,11 +105,11 @@ class Segmentation:
 
     @staticmethod
     def load(data: DataConfig) -> Dataset:
-        ds = load_segmentation(data.source, data.image_size, data.layout, data.ignore_index)
+        ds = load_segmentation(data.source, data.image_size, data.layout, data.ignore_index, data.cache_dir)
         if data.test_source:
             if ds.test is not None:
                 raise UserError(f"--data {data.source} has a test split already; drop --test-data")
-            test = load_segmentation(data.test_source, data.image_size, data.layout, data.ignore_index)
+            test = load_segmentation(data.test_source, data.image_size, data.layout, data.ignore_index, data.cache_dir)
             if test.classes != ds.classes or test.train.images.shape[-2:] != ds.train.images.shape[-2:]:
                 raise UserError(f"--test-data {data.test_source} has classes {test.classes} at "
                                 f"{tuple(test.train.images.shape[-2:])}, --data has {ds.classes} at "
