@@ -9,10 +9,12 @@ IGNORED = (0.6, 0.6, 0.6)  # pixels of the ignore value (and of values outside t
 
 
 def class_colours(n: int) -> np.ndarray:
-    """(n, 3) floats in [0, 1]: matplotlib's tab20 in its order, then tab20b, for up to 40 classes, cycled beyond."""
+    """(n, 3) floats in [0, 1]: matplotlib's tab20, its 10 strong hues first and their light tints after (so the
+    first 10 classes never share a hue), then tab20b, for up to 40 classes, cycled beyond."""
     from matplotlib import colormaps
 
-    table = [*colormaps["tab20"].colors, *colormaps["tab20b"].colors]
+    tab20 = colormaps["tab20"].colors
+    table = [*tab20[0::2], *tab20[1::2], *colormaps["tab20b"].colors]
     return np.array([table[k % len(table)] for k in range(n)])
 
 

@@ -68,6 +68,8 @@ class Finetuning:
             if not loaded["changed"]:
                 raise UserError(f"--init {self.init}: its {loaded['tensors']} tensors equal a fresh initialisation; "
                                 "pass the weights of a run that trained")
+            log.info("%s: %d backbone tensors loaded from %s, %d of them differ from a fresh initialisation",
+                     ctx.folder.name, loaded["tensors"], self.init, loaded["changed"])
         if dist.is_main() and not (ctx.folder / INDICES).exists():  # the folder: made by the driver's lock
             save_json(splits.indices, ctx.folder / INDICES)
         meta = {"kind": self.kind.checkpoint_kind, "backbone": self.backbone, **backbone_facts(self.backbone),

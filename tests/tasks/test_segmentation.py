@@ -24,7 +24,13 @@ USER_MODEL = str(Path(__file__).parents[1] / "fixtures" / "user_backbone.py") + 
 
 @pytest.fixture(scope="module")
 def seg_root(tmp_path_factory) -> Path:
-    return write_segnet_root(tmp_path_factory.mktemp("seg") / "scenes", n_train=12, n_val=4, h=24, w=32)
+    """12 training and 4 validation scenes of 3 classes; a strip of the first mask unlabelled (255)."""
+    root = write_segnet_root(tmp_path_factory.mktemp("seg") / "scenes", n_train=12, n_val=4, h=24, w=32)
+    first = root / "trainannot" / "s00.png"
+    mask = np.asarray(Image.open(first)).copy()
+    mask[0] = 255
+    Image.fromarray(mask).save(first)
+    return root
 
 
 def task_on(root: Path, fraction: float = 1.0, seed: int = 0, **data) -> Segmentation:
@@ -43,6 +49,7 @@ def test_label_fractions_are_seeded_and_nested():
 def test_the_source_val_split_is_used_and_one_is_carved_without_it(seg_root, tmp_path):
     t = task_on(seg_root)
     assert len(t.splits.x_val) == 4 and t.splits.indices["val"] == "the source's val split"
+    assert t.ignore == 255 and t.num_classes == 3
     write_pairs(tmp_path / "flat" / "images", tmp_path / "flat" / "masks", 10, h=24, w=32)
     carved = task_on(tmp_path / "flat", val_fraction=0.2)
     assert len(carved.splits.x_val) == 2 and len(carved.splits.x_pool) == 8
@@ -106,6 +113,7 @@ def test_a_segmentation_study_end_to_end_with_a_user_model(seg_root, tmp_path, r
     assert loaded["tensors"] == loaded["changed"] > 0  # every backbone tensor came from the pretraining
     answers = (out / "answers.md").read_text()
     assert "mean IoU" in answers and "macro-F1" not in answers and "class (validation IoU)" in answers
+    assert "Pixels whose mask value is 255 (unlabelled in the data) are ignored" in answers
     assert (out / "figures" / "examples_f0.5.png").is_file()
 
     r = run_cli("evaluate", "--checkpoint", out / "f1-context-s0", "--backbone", USER_MODEL, "--json")

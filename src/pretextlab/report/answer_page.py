@@ -92,7 +92,17 @@ def _setup(study: Study, summary: dict[str, Any], arms: list[str]) -> str:
             + (f" ({how})" if schedule else "") + f"; {seeds} seed" + ("s" if seeds != 1 else "")
             + " (each a full repeat: pretraining, label subset, initialisation; the answers give means over them)"
             + ("" if summary["headline"]["split"] != "test" else "; test scores are on a separate test split")
-            + f". Details, rules and per-seed numbers: [{REPORT_MD}]({REPORT_MD}).")
+            + f". {_ignored(runs)}Details, rules and per-seed numbers: [{REPORT_MD}]({REPORT_MD}).")
+
+
+def _ignored(runs: list) -> str:
+    """Segmentation: which mask value counted nowhere, said once (empty where no run ignored one)."""
+    ignore = next((r.summary.ignore_index for r in runs if r.summary and r.summary.ignore_index is not None), None)
+    if ignore is None:
+        return ""
+    n = next((len(r.summary.classes) for r in runs if r.summary and r.summary.classes), None)
+    return (f"Pixels whose mask value is {ignore} (unlabelled in the data) are ignored: they count in neither the "
+            f"loss nor any metric" + (f", which score the {n} classes" if n else "") + ". ")
 
 
 def metric_table(study: Study, summary: dict[str, Any], fraction: float) -> tuple[list[str], list[list[str]]]:
