@@ -78,8 +78,9 @@ def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: t
     fraction first and all seeds of a fraction before the next, so that the most telling comparison
     arrives early and a study stopped part-way holds complete multi-seed comparisons so far."""
     data, ds = env.data, env.ds
-    n_val = int(round(len(ds.train) * data.val_fraction))
-    n_pool, n_test = len(ds.train) - n_val, len(ds.test) if ds.test is not None else 0
+    n_val = len(ds.val) if ds.val is not None else int(round(len(ds.train) * data.val_fraction))
+    n_pool = len(ds.train) - (0 if ds.val is not None else n_val)  # a source's own val split is not in the pool
+    n_test = len(ds.test) if ds.test is not None else 0
     owners = {s: (None if shared else s) for s in seeds}  # seed -> the seed its pretraining used (None: shared)
     keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
     stages: list[plan.Stage] = []
