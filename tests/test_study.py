@@ -176,6 +176,7 @@ def test_cli_study_parses_lists_and_names_the_bad_entry(make_image_folder, tmp_p
         (["--pretext", "context,jigsaw", "--seeds", "0,1"], "unknown pretext task 'jigsaw'; choose one of: context"),
         (["--seeds", "0,one"], "--seeds '0,one' is not a comma-separated list of integers, e.g. 0,1,2"),
         (["--seeds", "0, 1,1"], "a seed is listed twice in 0, 1, 1"),
+        (["--pretrain-epochs", "2,eight"], "--pretrain-epochs '2,eight' is not a comma-separated list of integers"),
     ):
         result = CliRunner().invoke(app, common + args)
         assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
@@ -341,3 +342,27 @@ def test_probes_extract_features_in_the_study_precision_and_hold_it(make_image_f
     run(old, [(1.0, 0)])
     assert used == ["bf16", "fp32"]
     assert json.loads((old / "probes.json").read_text())["settings"]["features_precision"] == "fp32"
+
+
+def test_pretraining_length_as_an_axis(make_image_folder, cache_dir, tmp_path):
+    """--pretrain-epochs 1,2: each length its own pretraining (a shorter one is not a prefix of a longer
+    one-cycle run) and arm; the answers page draws the gain against the length and calls it by its rule."""
+    folder = make_image_folder(n_per_class=8, size=16)
+    out = run_study(_data(folder, cache_dir), tmp_path / "s", fractions=(1.0,), preset="smoke", device="cpu",
+                    quiet=True, pretrain_epochs=(2, 1))
+    study = json.loads((out / "study.json").read_text())
+    assert study["arms"] == ["context-e1", "context-e2"] and study["pretrain_lengths"] == [1, 2]
+    assert study["pretrain_epochs"] == {"context-e1": 1, "context-e2": 2} and study["pretexts"] == ["context"]
+    for n in (1, 2):
+        pre = out / f"pretrain-context-e{n}-s0"
+        assert json.loads((pre / "config.json").read_text())["train"]["epochs"] == n
+        assert json.loads((out / run_name(1.0, f"context-e{n}", 0) / "summary.json").read_text())["init"] == \
+            str(pre / "backbone.safetensors")
+    write_report(out)
+    lengths = json.loads((out / "summary.json").read_text())["lengths"]["context"]
+    assert [p["epochs"] for p in lengths["fractions"]["1"]["points"]] == [1, 2]
+    assert lengths["fractions"]["1"]["verdict"] in ("no gain", "saturated", "still rising")
+    answers = (out / "answers.md").read_text()
+    assert "## How much pretraining pays" in answers and (out / "figures" / "lengths.png").is_file()
+    with pytest.raises(UserError, match="--pretrain-epochs must be whole numbers >= 1"):
+        run_study(_data(folder, cache_dir), tmp_path / "t", preset="smoke", device="cpu", pretrain_epochs=(0, 2))

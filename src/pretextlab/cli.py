@@ -291,7 +291,9 @@ def study(
                                                 "backbone); the report says which of its verdicts held"),
     epochs: Optional[int] = typer.Option(None, help="fine-tuning epochs at 100% labels (smaller fractions follow "
                                                     "the preset's budget rule); overrides the preset"),
-    pretrain_epochs: Optional[int] = typer.Option(None, help="pretraining epochs of every task; overrides the preset"),
+    pretrain_epochs: Optional[str] = typer.Option(None, help="pretraining epochs of every task, overriding the preset; "
+                                                  "several (2,8,32) make pretraining length an axis: each length "
+                                                  "its own pretraining and arm, and the report's gain-vs-length curve"),
     dry_run: bool = typer.Option(False, help="print the plan and its estimated time on this machine, then exit"),
     out: Path = typer.Option(Path("studies/study"), help="study folder (re-run the same command to resume)"),
     quiet: Quiet = False,
@@ -308,7 +310,8 @@ def study(
                   backbone=backbone, shared_pretraining=shared_pretraining,
                   task=resolve_task(task, data or DataConfig.source))
     folder = run_study(out_dir=out, seeds=_numbers(seeds, "--seeds", int), device=device, quiet=quiet,
-                       precision=precision, epochs=epochs, pretrain_epochs=pretrain_epochs, dry_run=dry_run, **kw)
+                       precision=precision, epochs=epochs, dry_run=dry_run, **kw,
+                       pretrain_epochs=_numbers(pretrain_epochs, "--pretrain-epochs", int) if pretrain_epochs else None)
     if is_main() and not dry_run:  # one process writes the report
         from .report import write_report
 

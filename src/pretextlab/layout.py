@@ -67,6 +67,21 @@ def pretrain_task(folder: str) -> str | None:
     return parsed[0] if parsed else None
 
 
+LENGTH_SUFFIX = re.compile(r"^(?P<task>.+)-e(?P<epochs>\d+)$")  # an arm of one pretraining length: context-e8
+
+
+def length_arm(task: str, epochs: int) -> str:
+    """The arm (and pretraining folder stem) of `task` pretrained `epochs` epochs, in a study whose pretraining
+    length is an axis (--pretrain-epochs 2,8,32): context-e8."""
+    return f"{task}-e{epochs}"
+
+
+def pretext_of(arm: str) -> str:
+    """The pretext task of an arm: context-e8 -> context; an arm without a length is its task."""
+    m = LENGTH_SUFFIX.match(arm)
+    return m["task"] if m else arm
+
+
 def run_name(fraction: float, arm: str, seed: int) -> str:
     """The folder of one fine-tuning run: label fraction, arm (scratch or a pretext task) and seed."""
     return f"f{fraction:g}-{arm}-s{seed}"

@@ -12,11 +12,12 @@ from typing import Any
 
 from ..layout import REPORT_MD, SCRATCH, parse_run_name
 from .answers import fraction_answers
-from .figures import answer_figure
+from .figures import answer_figure, length_figure
 from .formatting import labels_at, number
+from .lengths import length_sentences
 from .render import Doc, md
 from .results import Study, fraction_key
-from .rules import LEVELS, PLATEAU_GAIN, PLATEAU_WAIT
+from .rules import LEVELS, PLATEAU_GAIN, PLATEAU_WAIT, RULES
 
 SCHEDULES = {"wsd": "warm up, hold the learning rate constant, then lower it to zero over the last {cooldown:.0%} "
                     "of the steps",
@@ -65,6 +66,14 @@ def build_answers(study: Study, summary: dict[str, Any], fig_dir: Path, examples
             if len(arms) > 1:
                 doc.heading(3, f"{md(arm)} vs scratch")
             doc.blocks.append("\n".join(f"{i}. **{q}.** {text}" for i, (q, text) in enumerate(answers, 1)))
+    if summary.get("lengths"):
+        doc.heading(2, "How much pretraining pays")
+        length_figure(summary["lengths"], sc.name, fig_dir / "lengths.png")
+        doc.figure("lengths.png", f"Left: validation {sc.name} of the fine-tuned network minus scratch's against "
+                                  "pretraining epochs (bars: 95% intervals over seeds); right: the pretext task's "
+                                  "own held-out score at the end of each pretraining")
+        doc.bullets(length_sentences(summary["lengths"], sc.name))
+        doc.para(f"The rule: {RULES['lengths']}.")
     if examples:
         masks = any(r.summary.per_class_iou for r in study.finished())  # segmentation's examples are masks
         doc.heading(2, "Example predictions")

@@ -40,13 +40,13 @@ def run_curves(run: Run) -> dict[str, Any]:
     runs[run]["curves"])."""
     last, steps = run.history[-1], run.steps
     budget = run.budget or steps
-    f1 = run.curve("val_f1_macro")
+    f1 = run.curve(run.scoring.column)  # the task's primary metric (macro-F1, mean IoU)
     final = run.summary.final or {}
     out: dict[str, Any] = {
         "schedule": run.schedule, "budget": budget, "steps": steps, "stopped_early": run.stopped_early,
         "patience": run.patience, "evaluations": len(run.history),
         "steps_known": "step" in last or run.steps_per_epoch is not None, "wall_time_s": run.wall_time_s,
-        "final_f1": final.get("f1_macro", last.get("val_f1_macro")),
+        "final_metric": final.get(run.scoring.primary, last.get(run.scoring.column)),
         "plateau": None, "last_improvement": None}
     if f1 and run.schedule == PLATEAU_SCHEDULE:
         out["last_improvement"] = last_improvement(f1)

@@ -386,3 +386,36 @@ def answer_figure(study: Study, fraction: float, path: Path) -> Figure:
     legend_above(fig, handles, labels)
     save_png(fig, path)
     return fig
+
+
+def length_figure(lengths: dict[str, Any], metric: str, path: Path) -> Figure:
+    """How much pretraining pays (summary.json "lengths"): left, the gain over scratch of the headline metric
+    against pretraining epochs (log scale), one line per pretext task (its colour) and label fraction (its
+    marker), 95% intervals over seeds as bars; right, the pretext task's own held-out accuracy (or loss, for a
+    task without one) at the end of each pretraining length."""
+    fig = new_figure(WIDTH, 3.2)
+    ax_gain, ax_pre = fig.subplots(1, 2)
+    colors = arm_colors(list(lengths))
+    markers = "osD^v<>"
+    for task, entry in lengths.items():
+        for k, (f, e) in enumerate(entry["fractions"].items()):
+            x = [p["epochs"] for p in e["points"]]
+            y = [p["gain"] for p in e["points"]]
+            err = [[p["gain"] - p["ci95"][0] if p["ci95"] else 0 for p in e["points"]],
+                   [p["ci95"][1] - p["gain"] if p["ci95"] else 0 for p in e["points"]]]
+            ax_gain.errorbar(x, y, yerr=err, color=colors[task], marker=markers[k % len(markers)], capsize=3,
+                             lw=1.3, label=f"{task}, {float(f):.0%} labels")
+        key = "accuracy" if any(v["accuracy"] is not None for v in entry["pretext"].values()) else "loss"
+        xs = [int(n) for n, v in entry["pretext"].items() if v[key] is not None]
+        ax_pre.plot(xs, [entry["pretext"][str(n)][key] for n in xs], color=colors[task], marker="o",
+                    label=f"{task} (held-out {key})")
+    ax_gain.axhline(0, color="#888888", lw=1, ls=":")
+    for ax in (ax_gain, ax_pre):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("pretraining epochs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_gain.set_title(f"fine-tuned {metric}: pretrained − scratch", fontsize=10)
+    ax_pre.set_title("the pretext task at the end of its pretraining", fontsize=10)
+    save_png(fig, path)
+    return fig

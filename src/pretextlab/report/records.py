@@ -202,7 +202,9 @@ class StudyConfig:
 
     fractions: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    pretexts: list[str] = field(default_factory=list)
+    pretexts: list[str] = field(default_factory=list)  # the pretrained arms: study.json "arms" (a pretext task,
+    # or a task at one pretraining length, context-e8, where the length is an axis), else its "pretexts"
+    pretrain_lengths: list[int] = field(default_factory=list)  # the pretraining lengths compared (empty: one)
     protocols: list[str] = field(default_factory=list)
     pretraining: str | None = None  # "per-seed" or "shared"
     task: str | None = None
@@ -239,7 +241,8 @@ class StudyConfig:
         dataset, replicate = d.get("dataset"), d.get("replicate_of")
         return cls(
             fractions=[float(f) for f in d.get("fractions", [])], seeds=[int(s) for s in d.get("seeds", [])],
-            pretexts=list(d.get("pretexts", [])), protocols=list(d.get("protocols", [])),
+            pretexts=list(d.get("arms") or d.get("pretexts", [])), protocols=list(d.get("protocols", [])),
+            pretrain_lengths=list(d.get("pretrain_lengths") or []),
             pretraining=d.get("pretraining"), task=d.get("task"), scoring=d.get("scoring"),
             precision=d.get("precision"),
             preset=d.get("preset"), backbone=d.get("backbone"), budget_rule=d.get("budget_rule"),

@@ -9,7 +9,7 @@ and the report quote, with the constants below in them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 Curve = Sequence[tuple[float, float]]
 
@@ -109,6 +109,24 @@ def sooner(scratch_step: float | None, pretrained_step: float | None, budget: fl
     if abs(scratch_step - pretrained_step) <= same * budget + EPS:
         return "same"
     return "pretrained" if pretrained_step < scratch_step else "scratch"
+
+
+def length_verdict(points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """LENGTH_RULE on the gains over scratch at each pretraining length ({epochs, gain, ci95, significant}, by
+    epochs): "no gain", "saturated" or "still rising", and the length that pays (None with no gain)."""
+    if not points:
+        return {"verdict": None, "pays": None}
+    best = max(points, key=lambda p: p["gain"])
+    def called(p: Mapping[str, Any]) -> bool:  # the verdict rule: an interval over seeds, else EQUAL_WITHIN
+        return p["gain"] > 0 and p["significant"] is True if p.get("significant") is not None \
+            else p["gain"] > EQUAL_WITHIN
+
+    if not any(called(p) for p in points):
+        return {"verdict": "no gain", "pays": None}
+    lo, hi = best["ci95"] if best.get("ci95") else (best["gain"] - EQUAL_WITHIN, best["gain"] + EQUAL_WITHIN)
+    pays = min(p["epochs"] for p in points if p["gain"] >= lo - EPS)
+    longest = max(p["epochs"] for p in points)
+    return {"verdict": "saturated" if pays < longest else "still rising", "pays": pays}
 
 
 def verdict(diff: float, lower_is_better: bool, tol: float) -> str:
@@ -214,8 +232,14 @@ def stable_plateau(curve: Curve, run_steps: float, stable_end: float, gain: floa
     return {"state": "rising", "step": None, "best": best, "last_gain_step": best_step}
 
 
-RULES = {"levels": LEVELS_RULE, "plateau": STABLE_PLATEAU_RULE, "decaying_plateau": PLATEAU_RULE,
-         "plateau_schedule": STOP_RULE, "verdicts": VERDICT_RULE, "trend": TREND_RULE}
+LENGTH_RULE = ("how much pretraining pays: at each pretraining length the gain is the fine-tuned network's headline "
+               "score minus scratch's, paired by seed with its 95% t interval; the length that pays is the "
+               "shortest whose mean gain lies within the 95% interval of the best length's gain (with one seed: "
+               f"within {EQUAL_WITHIN} of it). Saturated: that is not the longest length (longer pretraining "
+               "added no more than the spread between seeds); still rising: only the longest reaches the best "
+               "gain's interval; no gain: no length's gain is called higher than scratch by the verdict rule")
+RULES = {"levels": LEVELS_RULE, "lengths": LENGTH_RULE, "plateau": STABLE_PLATEAU_RULE,
+         "decaying_plateau": PLATEAU_RULE, "plateau_schedule": STOP_RULE, "verdicts": VERDICT_RULE, "trend": TREND_RULE}
 CONSTANTS = {"levels": list(LEVELS), "tie_share": TIE_SHARE, "plateau_gain": PLATEAU_GAIN, "plateau_wait": PLATEAU_WAIT,
              "plateau_tol": PLATEAU_TOL, "plateau_span": PLATEAU_SPAN, "min_delta": MIN_DELTA,
              "equal_within": EQUAL_WITHIN, "loss_smooth_share": LOSS_SMOOTH_SHARE, "loss_min_window": LOSS_MIN_WINDOW}

@@ -28,6 +28,7 @@ from ..layout import (
     STUDY,
     SUMMARY,
     parse_run_name,
+    pretext_of,
 )
 from ..layout import METRICS as METRICS_CSV
 from ..models import random_backbone
@@ -353,7 +354,7 @@ def _pretext(doc: Doc, study: Study, summary: dict[str, Any], images_of: dict[st
         if samples is not None and len(samples.get("first", [])):
             samples_figure(samples, task, fig_dir / f"pretext_samples_{task}.png")
             doc.figure(f"pretext_samples_{task}.png",
-                       f"{md(task)} inputs: {SAMPLE_CAPTIONS.get(task, 'held-out examples')}")
+                       f"{md(task)} inputs: {SAMPLE_CAPTIONS.get(pretext_of(task), 'held-out examples')}")
         else:
             doc.para(f"No pretext samples ({SAMPLES}) in {md(run.folder + '/', code=True)}.")
         _backbone_views(doc, run, images_of, fig_dir)

@@ -27,6 +27,7 @@ from ..stats import describe, paired_difference
 from .answers import answers_summary
 from .dynamics import compare, run_curves, trend_summary
 from .image_files import load_samples
+from .lengths import length_summary
 from .records import PretextSummary
 from .render import md
 from .replication import replication_summary
@@ -142,6 +143,7 @@ def summarize_study(study: Study) -> dict[str, Any]:
         "timing": timing(study),
     }
     summary["replication"] = replication_summary(study, summary)
+    summary["lengths"] = length_summary(study, summary)
     return summary
 
 

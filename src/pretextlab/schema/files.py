@@ -226,6 +226,8 @@ class StudyFile(TypedDict, total=False):
     seeds: list[int]
     task: str
     pretexts: list[Name]
+    arms: list[Name] | None  # the pretrained arms (absent: the pretexts); task-e<epochs> where length is an axis
+    pretrain_lengths: list[int] | None  # the pretraining lengths compared (absent: one)
     preset: str
     backbone: str
     pretrain: dict[str, Any]

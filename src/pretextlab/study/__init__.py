@@ -63,7 +63,7 @@ def run_study(
     shared_pretraining: bool = False,
     replicate_of: Path | None = None,
     epochs: int | None = None,
-    pretrain_epochs: int | None = None,
+    pretrain_epochs: int | tuple[int, ...] | None = None,
     dry_run: bool = False,
     task: str = "classification",
 ) -> Path:
@@ -76,8 +76,9 @@ def run_study(
     intervals then cover label subsets and initialisations only (the report says so in its headline).
     replicate_of: the finished study this one repeats (see replicate_settings); its summary.json is kept
     beside this one's, so the report can say which of its verdicts held. epochs and pretrain_epochs
-    override the preset's training length. dry_run prints the plan and its estimated time, and writes
-    nothing.
+    override the preset's training length; several pretrain_epochs make pretraining length an axis: every
+    pretext task pretrains once per length (and seed), each its own arm (context-e2, context-e8, ...).
+    dry_run prints the plan and its estimated time, and writes nothing.
     """
     from ..pretext import TASKS
 
@@ -97,7 +98,13 @@ def run_study(
     for seed in seeds:
         check_seed(seed, "--seeds")
     check_precision(precision)
-    p = with_overrides(get_preset(preset, task), epochs, pretrain_epochs)
+    lengths = tuple(sorted(set(pretrain_epochs))) if isinstance(pretrain_epochs, tuple) else ()
+    if len(lengths) == 1:  # one length: the override it always was
+        pretrain_epochs, lengths = lengths[0], ()
+    if any(n < 1 for n in lengths) or isinstance(pretrain_epochs, int) and pretrain_epochs < 1:
+        raise UserError("--pretrain-epochs must be whole numbers >= 1, e.g. 8, or 2,8,32 to compare lengths")
+    p = with_overrides(get_preset(preset, task), epochs, None if lengths else pretrain_epochs)
+    arms = p.arms(pretexts, lengths)
     backbone = backbone or p.backbone
     if data.image_size is None and p.image_size is not None:  # the preset's size, recorded in study.json
         data = dataclasses.replace(data, image_size=p.image_size)
@@ -110,7 +117,7 @@ def run_study(
         state = load_json(out_dir / STUDY) if (out_dir / STUDY).exists() else {}
         chosen = decide_precision(precision, state.get("precision"), dev, f"{out_dir} is a study in")
         env = Env(data, ds, dev, chosen, quiet)
-        _announce(study_stages(p, env, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining, task,
+        _announce(study_stages(p, env, out_dir, backbone, fractions, seeds, arms, shared_pretraining, task,
                                state.get("stage_times_s", {})), backbone, env, out_dir)
         return out_dir
 
@@ -124,10 +131,12 @@ def run_study(
             "task": task, "scoring": scoring(kind), "pretexts": list(pretexts), "preset": preset, "backbone": backbone,
             "pretrain": dataclasses.asdict(p.pretrain), "train": dataclasses.asdict(p.finetune),
             "pretext_options": p.pretext_options, "budget_rule": p.budget_rule(),
-            "pretrain_epochs": {t: p.pretrain_config(t, seeds[0]).epochs for t in pretexts},
+            "arms": [a for a, _, _ in arms], "pretrain_epochs": {a: n for a, _, n in arms},
+            **({"pretrain_lengths": list(lengths)} if lengths else {}),
             "pretraining": "shared" if shared_pretraining else "per-seed",
             "epochs_per_fraction": {f"{f:g}": p.epochs_for(f) for f in fractions},
-            "overrides": {k: v for k, v in (("epochs", epochs), ("pretrain_epochs", pretrain_epochs)) if v is not None},
+            "overrides": {k: v for k, v in (("epochs", epochs), ("pretrain_epochs", list(lengths) or pretrain_epochs))
+                          if v is not None},
             "protocols": ["finetune", "linear", "knn"] if kind.probes else ["finetune"], "probes": probe_settings(),
             "dataset": {"name": ds.name, "classes": ds.classes, "n_train_total": len(ds.train),
                         "n_test": len(ds.test) if ds.test is not None else 0, "image_size": ds.image_size,
@@ -147,7 +156,7 @@ def run_study(
         if earlier:
             study["earlier_machines"] = earlier
         env = Env(data, ds, dev, study["precision"], quiet)
-        stages = study_stages(p, env, out_dir, backbone, fractions, seeds, pretexts, shared_pretraining, task, times)
+        stages = study_stages(p, env, out_dir, backbone, fractions, seeds, arms, shared_pretraining, task, times)
         estimate = _announce(stages, backbone, env, out_dir)
         # the first estimate of a study is kept, to be set beside the actual time in the report
         study["estimate"] = state.get("estimate") or {**estimate, "stages": len(stages)}

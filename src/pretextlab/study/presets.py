@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from ..layout import length_arm
 from ..train import TrainConfig
 
 
@@ -25,9 +26,19 @@ class Preset:
     max_epoch_factor: float = 6.0  # small fractions get at most this many times the full-data epochs
     image_size: int | None = None  # the images' shorter side when --image-size is not given (None: as stored)
 
-    def pretrain_config(self, task: str, seed: int) -> TrainConfig:
-        return dataclasses.replace(self.pretrain, epochs=self.pretrain_epochs.get(task, self.pretrain.epochs),
-                                   seed=seed)
+    def pretrain_config(self, task: str, seed: int, epochs: int | None = None) -> TrainConfig:
+        """A pretraining's settings: the task's epochs (or `epochs`, an arm of the length axis), the seed."""
+        return dataclasses.replace(self.pretrain, seed=seed,
+                                   epochs=epochs or self.pretrain_epochs.get(task, self.pretrain.epochs))
+
+    def arms(self, pretexts: tuple[str, ...], lengths: tuple[int, ...] = ()) -> list[tuple[str, str, int]]:
+        """(arm, pretext task, pretraining epochs) of every pretrained arm: one per task; with `lengths` (the
+        study's pretraining-length axis, --pretrain-epochs 2,8,32) one per task and length (context-e8), each
+        from a pretraining of its own: the one-cycle schedule decays to zero over the whole run, so a shorter
+        run is not a prefix of a longer one and no length can resume another."""
+        if lengths:
+            return [(length_arm(t, n), t, n) for t in pretexts for n in lengths]
+        return [(t, t, self.pretrain_config(t, 0).epochs) for t in pretexts]
 
     def epochs_for(self, fraction: float) -> int:
         """Epochs grow as 1/sqrt(fraction), capped: small label sets get enough optimizer steps

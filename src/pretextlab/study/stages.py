@@ -72,11 +72,12 @@ class ProbeStage(plan.Stage):
 
 
 def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: tuple[float, ...],
-                 seeds: tuple[int, ...], pretexts: tuple[str, ...], shared: bool, task: str,
+                 seeds: tuple[int, ...], arms: list[tuple[str, str, int]], shared: bool, task: str,
                  times: dict[str, float]) -> list[plan.Stage]:
     """The study's stages in the order they run: pretrainings, probes, then fine-tuning runs, smallest
     fraction first and all seeds of a fraction before the next, so that the most telling comparison
-    arrives early and a study stopped part-way holds complete multi-seed comparisons so far."""
+    arrives early and a study stopped part-way holds complete multi-seed comparisons so far. arms: (arm,
+    pretext task, pretraining epochs) of every pretrained arm (Preset.arms)."""
     data, ds = env.data, env.ds
     n_val = len(ds.val) if ds.val is not None else int(round(len(ds.train) * data.val_fraction))
     n_pool = len(ds.train) - (0 if ds.val is not None else n_val)  # a source's own val split is not in the pool
@@ -84,19 +85,19 @@ def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: t
     owners = {s: (None if shared else s) for s in seeds}  # seed -> the seed its pretraining used (None: shared)
     keys = [(f, seed) for seed in seeds for f in sorted(fractions)]
     stages: list[plan.Stage] = []
-    for name in pretexts:  # one per task and seed (the seed's replicate), or one per task shared by all seeds
+    for arm, name, epochs in arms:  # one per arm and seed (the seed's replicate), or one per arm for all seeds
         for pre_seed in dict.fromkeys(owners.values()):
-            folder = out_dir / pretrain_dir(name, pre_seed)
-            cfg = p.pretrain_config(name, seeds[0] if pre_seed is None else pre_seed)
+            folder = out_dir / pretrain_dir(arm, pre_seed)
+            cfg = p.pretrain_config(name, seeds[0] if pre_seed is None else pre_seed, epochs)
             options = p.pretext_options.get(name)
             per_image = PRETEXTS[name][0].work_per_image(options or {})
             job = Pretraining(name, data, cfg, backbone, options, downstream=task)
             stages.append(RunStage(folder.name, "pretrain", plan.pretrain_work(per_image, cfg.epochs, n_pool, n_val),
                                    folder.name in times, job, folder))
-    probed = pretexts if get_task(task).probes else ()  # probes need a label per image
-    for name in probed:  # frozen pretrained backbones: every fraction and seed, features extracted once
+    probed = [a for a, _, _ in arms] if get_task(task).probes else []  # probes need a label per image
+    for arm in probed:  # frozen pretrained backbones: every fraction and seed, features extracted once
         for pre_seed in dict.fromkeys(owners.values()):
-            folder = out_dir / pretrain_dir(name, pre_seed)
+            folder = out_dir / pretrain_dir(arm, pre_seed)
             own = [k for k in keys if pre_seed is None or k[1] == pre_seed]
             stage = f"probe-{folder.name.removeprefix('pretrain-')}"
             stages.append(ProbeStage(stage, "probe", plan.probe_work(n_pool, n_val, n_test, len(own)), stage in times,
@@ -114,7 +115,7 @@ def study_stages(p: Preset, env: Env, out_dir: Path, backbone: str, fractions: t
             spe = steps_per_epoch(n_train, min(cfg.batch_size, n_train))
             evaluations = len(eval_steps(cfg.epochs * spe, spe, cfg.evals))  # as fit() will evaluate
             work = plan.finetune_work(cfg.epochs, n_train, evaluations, n_val, n_test)
-            for arm in ("scratch", *pretexts):
+            for arm in ("scratch", *(a for a, _, _ in arms)):
                 init = None if arm == "scratch" else str(out_dir / pretrain_dir(arm, owners[seed]) / BACKBONE)
                 name = run_name(f, arm, seed)
                 stages.append(RunStage(name, "finetune", work, name in times,
