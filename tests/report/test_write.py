@@ -66,8 +66,9 @@ def test_report_tables_hold_the_runs_and_their_best_values(finished_study: Path)
     assert "All runs finished" in md
     for name, text in RULES.items():  # every rule is stated, as summary.json records it
         assert summary["rules"][name] == text
-        # one-cycle runs: the decaying-schedule plateau rule, neither the constant-phase nor the stopping one
-        assert (text in md) == (name not in ("plateau_schedule", "plateau"))
+        # one-cycle runs: the decaying-schedule plateau rule, neither the constant-phase nor the stopping one;
+        # one pretraining length: no length rule
+        assert (text in md) == (name not in ("plateau_schedule", "plateau", "lengths"))
 
 
 def test_report_pretrained_minus_scratch(finished_study: Path):

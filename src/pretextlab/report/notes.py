@@ -13,7 +13,7 @@ from .rules import RULES
 
 def rule_lines(summary: dict[str, Any]) -> list[str]:
     """The rules the report's answers come from, one line each, as summary.json's "rules" records them (the
-    plateau rule of the schedules the study's runs trained under)."""
+    plateau rule of the schedules the study's runs trained under, the length rule where length is an axis)."""
     schedules = {e["schedule"] for arms in (summary.get("answers") or {}).values() for e in arms.values()}
     lines = [f"**Headline**: {summary['headline']['text']} (the final model: end of training, or the best "
              "evaluation the plateau schedule kept); the highest value over a run, picked on the validation split, "
@@ -28,6 +28,8 @@ def rule_lines(summary: dict[str, Any]) -> list[str]:
     if "plateau" in schedules:
         lines.append(f"**Plateau under the plateau schedule**: {RULES['plateau_schedule']}")
     lines += [f"**Verdicts**: {RULES['verdicts']}", f"**Trends**: {RULES['trend']}"]
+    if summary.get("lengths"):  # a study whose pretraining length is an axis
+        lines.append(f"**How much pretraining pays**: {RULES['lengths']}")
     return lines
 
 
