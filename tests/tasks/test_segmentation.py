@@ -116,6 +116,10 @@ def test_a_segmentation_study_end_to_end_with_a_user_model(seg_root, tmp_path, r
     assert "Pixels whose mask value is 255 (unlabelled in the data) are ignored" in answers
     assert (out / "figures" / "examples_f0.5.png").is_file()
 
+    r = run_cli("train", "--data", seg_root, "--backbone", USER_MODEL, "--epochs", "1", "--batch-size", "4",
+                "--image-size", "32", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0 and "best val mean IoU" in r.stdout and "pixel accuracy" in r.stdout, r.stderr
+
     r = run_cli("evaluate", "--checkpoint", out / "f1-context-s0", "--backbone", USER_MODEL, "--json")
     assert r.returncode == 0, r.stderr
     scores = json.loads(r.stdout)
@@ -137,9 +141,6 @@ def test_a_segmentation_study_with_a_timm_backbone(seg_root, tmp_path, run_cli):
                 "--backbone", "timm:resnet10t", "--image-size", "32", "--out", tmp_path / "study", "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "study" / "f1-rotation-s0" / "summary.json").read_text())["final"]["miou"] >= 0
-    r = run_cli("train", "--data", seg_root, "--backbone", "timm:resnet10t", "--epochs", "1", "--batch-size", "4",
-                "--image-size", "32", "--out", tmp_path / "run", "--quiet")
-    assert r.returncode == 0 and "best val mean IoU" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("args, says", [
