@@ -157,7 +157,7 @@ def _evaluation(doc: Doc, study: Study, summary: dict[str, Any], fig_dir: Path) 
     ev = summary["evaluation"]
     claims = ev.get("test") or ev
     doc.heading(2, "Every method under every evaluation protocol")
-    if study.config.protocols == ["finetune"]:  # e.g. segmentation: the probes need a label per image
+    if study.scoring.primary not in ev.get("metrics", []):  # segmentation: probes need a label per image
         doc.para("This study evaluates each backbone by fine-tuning only: the linear and k-NN probes of frozen "
                  "features need one label per image, which this task's labels are not. The fine-tuning results "
                  "follow.")
