@@ -63,7 +63,8 @@ def write_coco(root: Path, data: list, split_at: int = 3) -> Path:
         images, anns = [], []
         for i, (img, boxes, names) in enumerate(part):
             Image.fromarray(img).save(root / split / f"{split}{i}.png")
-            images.append({"id": 100 + i, "file_name": f"{split}{i}.png", "width": img.shape[1], "height": img.shape[0]})
+            images.append({"id": 100 + i, "file_name": f"{split}{i}.png", "width": img.shape[1],
+                           "height": img.shape[0]})
             anns += [{"id": len(anns), "image_id": 100 + i, "category_id": 7 + CLASSES.index(n),
                       "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]} for b, n in zip(boxes, names)]
         (root / "annotations" / f"instances_{split}.json").write_text(
