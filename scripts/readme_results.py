@@ -26,6 +26,8 @@ STUDIES = [  # folder, what it is, what it shows (words only: every number comes
      "rotation helps at every budget; context prediction makes no significant difference"),
     ("docs/plateau-10", "`--preset plateau`, rotation",
      "both networks stop early under patience; the final models tie"),
+    ("docs/study-camvid", "CamVid segmentation (mean IoU), context vs scratch, 100/50/10%, one seed",
+     "with the fast segmentation recipe, context pretraining lowers mean IoU at every fraction"),
     ("docs/resnet34-10", "ResNet-34 (32 px stem), one seed",
      "on a deeper network both pretext tasks help at 10%"),
 ]
