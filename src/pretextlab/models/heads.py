@@ -74,11 +74,8 @@ class Segmenter(nn.Module):
                  taps: list[tuple[str, int]] | None = None):
         super().__init__()
         self.backbone = backbone
-        self.taps = [name for name, _ in taps] if taps else None
-        if taps is None:
-            found = pyramid_taps(backbone, channels)
-            self.taps = [name for name, _ in found]
-            taps = found
+        taps = taps or pyramid_taps(backbone, channels)
+        self.taps = [name for name, _ in taps]
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for _, c in taps)
         self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                     nn.ReLU(inplace=True))

@@ -256,8 +256,8 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
     elif "classes" in was and now:  # a study from before the fingerprint: its classes and image count must hold
         then = {"classes": len(was["classes"]), "images": was.get("n_train_total", 0) + was.get("n_test", 0)}
         check_same_data(then, {k: now[k] for k in then}, f"the study in {out_dir} began with")
-    old = {k: stored.get(k) for k in RECIPE} | {"data": _data_settings(stored.get("data") or {})}
-    cur = {k: new[k] for k in RECIPE} | {"data": _data_settings(new["data"])}
+    old = {k: stored.get(k) for k in RECIPE} | {"data": data_settings(stored.get("data") or {})}
+    cur = {k: new[k] for k in RECIPE} | {"data": data_settings(new["data"])}
     diff = settings_diff(json_roundtrip(old), json_roundtrip(cur), out_dir)
     if diff:
         hint = " (it shares one pretraining per task: add --shared-pretraining)" if diff == ["pretraining"] \
@@ -265,9 +265,5 @@ def _check_same_study(stored: dict[str, Any], new: dict[str, Any], out_dir: Path
         raise UserError(f"{out_dir} holds a study with other settings ({', '.join(diff)}){hint}; run it with its "
                         "own settings to resume it, or use another --out")
 
-
-def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """A study's data settings without storage, which never changes the numbers (as data.data_settings)."""
-    return data_settings(data)
 
 

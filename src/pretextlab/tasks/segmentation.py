@@ -131,11 +131,10 @@ class Segmentation:
         sub = tr[image_fraction(len(tr), fraction, seed)]
         pool = ds.train.images[tr]
         mean, std = channel_stats(pool)
-        out = Splits(classes=ds.classes, x_train=ds.train.images[sub], y_train=ds.train.labels[sub], x_val=x_val,
-                     y_val=y_val, x_pool=pool, mean=mean, std=std,
-                     indices={"train": sub.tolist(), "val": "the source's val split" if va is None else va.tolist()},
-                     test=ds.test, ignore_index=ds.ignore_index)
-        return out
+        return Splits(classes=ds.classes, x_train=ds.train.images[sub], y_train=ds.train.labels[sub], x_val=x_val,
+                      y_val=y_val, x_pool=pool, mean=mean, std=std,
+                      indices={"train": sub.tolist(), "val": "the source's val split" if va is None else va.tolist()},
+                      test=ds.test, ignore_index=ds.ignore_index)
 
     def make_model(self, backbone: nn.Module) -> nn.Module:
         return Segmenter(backbone, self.num_classes, int(self.splits.x_train.shape[1]), DECODER_WIDTH)
